@@ -1,0 +1,62 @@
+# The two commands: `make run` (the platform on embedded defaults) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+PORT ?= 8000
+FLOWER_PORT ?= 5555
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: run test test-faults lint bench venv clean
+
+# One stamp per requirements set: re-installs only when a requirements file changes.
+$(VENV)/.local.stamp: requirements/base.txt requirements/local.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements/local.txt
+	@touch $@
+
+$(VENV)/.test.stamp: $(VENV)/.local.stamp requirements/test.txt
+	$(PY) -m pip install --quiet -r requirements/test.txt
+	@touch $@
+
+venv: $(VENV)/.local.stamp
+
+run: $(VENV)/.local.stamp
+	@mkdir -p var
+	@$(PY) manage.py migrate --noinput -v 0
+	@$(PY) manage.py ensure_demo_user
+	@procs="web cpu gpu flower"; \
+	if [ -z "$${REDIS_URL:-}" ] && ! $(PY) -m myspinbot.devservices ping-redis redis://127.0.0.1:6379/0; then \
+		echo "No Redis on 127.0.0.1:6379: starting the embedded one (nothing kept on disk)."; \
+		procs="redis $$procs"; \
+	fi; \
+	echo "MySpinBot:  http://127.0.0.1:$(PORT)/   health: /healthz  /readyz   admin: /admin/"; \
+	echo "Flower:     http://127.0.0.1:$(FLOWER_PORT)/"; \
+	echo "Stop everything with Ctrl-C."; \
+	WEB_PORT=$(PORT) FLOWER_PORT=$(FLOWER_PORT) exec $(BIN)/honcho --no-prefix -f Procfile start $$procs
+
+test: $(VENV)/.test.stamp
+	@$(PY) -m myspinbot.devservices postgres
+	@$(PY) -m myspinbot.devservices ensure-redis redis://127.0.0.1:6379/0
+	DJANGO_SETTINGS_MODULE=myspinbot.settings.test $(PY) manage.py makemigrations --check --dry-run
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-faults: $(VENV)/.test.stamp
+	@$(PY) -m myspinbot.devservices postgres
+	@$(PY) -m myspinbot.devservices ensure-redis redis://127.0.0.1:6379/0
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+lint: $(VENV)/.test.stamp
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy apps myspinbot gpu_tasks
+
+bench: $(VENV)/.test.stamp
+	@$(PY) -m myspinbot.devservices postgres
+	@$(PY) -m myspinbot.devservices ensure-redis redis://127.0.0.1:6379/0
+	$(PY) bench/walker.py
+
+clean:
+	rm -rf $(VENV) var

@@ -1,0 +1,15 @@
+"""URL routes of the project."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import path
+
+from myspinbot import health, views
+
+urlpatterns = [
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("storage/<str:token>", views.storage_download, name="storage-download"),
+    path("admin/", admin.site.urls),
+]

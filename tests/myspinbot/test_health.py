@@ -1,0 +1,77 @@
+"""/healthz and /readyz against real services; the down cases stop a real server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from django.test import Client, override_settings
+
+from myspinbot.storage import get_artifact_store
+from tests.conftest import make_s3_store, s3_settings
+from tests.support.services import RedisServer, S3Server
+
+pytestmark = pytest.mark.django_db
+
+
+def test_healthz_answers_while_the_process_runs(client: Client) -> None:
+    response = client.get("/healthz")
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_readyz_is_200_with_every_check_green(client: Client) -> None:
+    response = client.get("/readyz")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    assert sorted(body["checks"]) == ["database", "redis", "storage"]
+    assert [body["checks"][name]["ok"] for name in ("database", "redis", "storage")] == [True] * 3
+
+
+def test_readyz_names_redis_when_it_is_stopped(client: Client) -> None:
+    redis_server = RedisServer()
+    redis_server.start()
+    with override_settings(REDIS_URL=redis_server.url):
+        assert client.get("/readyz").status_code == 200
+
+        redis_server.stop()
+        response = client.get("/readyz")
+
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "unavailable"
+    assert body["down"] == ["redis"]
+    assert body["checks"]["redis"]["ok"] is False
+    assert "Connection" in body["checks"]["redis"]["error"]
+
+
+def test_readyz_names_storage_when_the_s3_server_is_stopped(client: Client, tmp_path: Path) -> None:
+    server = S3Server(data_dir=tmp_path)
+    server.start()
+    make_s3_store(server, "ready-bucket")
+    with override_settings(**s3_settings(server, "ready-bucket")):
+        get_artifact_store.cache_clear()
+        assert client.get("/readyz").status_code == 200
+
+        server.stop()
+        response = client.get("/readyz")
+
+    assert response.status_code == 503
+    assert response.json()["down"] == ["storage"]
+    assert "S3 endpoint unreachable" in response.json()["checks"]["storage"]["error"]
+
+
+def test_readyz_names_storage_when_the_local_folder_is_not_writable(
+    client: Client, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the artifact folder should be")
+    with override_settings(S3_BUCKET="", ARTIFACT_ROOT=blocker):
+        get_artifact_store.cache_clear()
+        response = client.get("/readyz")
+
+    assert response.status_code == 503
+    assert response.json()["down"] == ["storage"]
