@@ -38,7 +38,7 @@ run: $(VENV)/.local.stamp
 	WEB_PORT=$(PORT) FLOWER_PORT=$(FLOWER_PORT) exec $(BIN)/honcho --no-prefix -f Procfile start $$procs
 
 test: $(VENV)/.test.stamp
-	@$(PY) -m myspinbot.devservices postgres
+	@$(PY) -m myspinbot.devservices postgres --database myspinbot
 	@$(PY) -m myspinbot.devservices ensure-redis redis://127.0.0.1:6379/0
 	DJANGO_SETTINGS_MODULE=myspinbot.settings.test $(PY) manage.py makemigrations --check --dry-run
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

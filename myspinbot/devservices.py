@@ -65,13 +65,19 @@ def redis_command(port: int, workdir: Path) -> list[str]:
     """A Redis-compatible server on loopback that keeps nothing on disk."""
     return [
         str(valkey_binary()),
-        "--port", str(port),
-        "--bind", LOOPBACK,
-        "--save", "",
-        "--appendonly", "no",
-        "--dir", str(workdir),
-        "--protected-mode", "yes",
-    ]  # fmt: skip
+        "--port",
+        str(port),
+        "--bind",
+        LOOPBACK,
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(workdir),
+        "--protected-mode",
+        "yes",
+    ]
 
 
 def weed_binary() -> str:
@@ -87,15 +93,22 @@ def s3_command(port: int, data_dir: Path) -> list[str]:
     listener on explicit loopback ports derived from it (gRPC adds 10000)."""
     base = port + 1
     return [
-        weed_binary(), "mini",
+        weed_binary(),
+        "mini",
         f"-dir={data_dir}",
-        f"-ip={LOOPBACK}", f"-ip.bind={LOOPBACK}",
+        f"-ip={LOOPBACK}",
+        f"-ip.bind={LOOPBACK}",
         "-master.telemetry=false",
         f"-s3.port={port}",
-        f"-master.port={base}", f"-volume.port={base + 1}", f"-filer.port={base + 2}",
-        f"-webdav.port={base + 3}", f"-admin.port={base + 4}", "-admin.ui=false",
-        "-s3.port.iceberg=0", "-s3.port.lance=0",
-    ]  # fmt: skip
+        f"-master.port={base}",
+        f"-volume.port={base + 1}",
+        f"-filer.port={base + 2}",
+        f"-webdav.port={base + 3}",
+        f"-admin.port={base + 4}",
+        "-admin.ui=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+    ]
 
 
 def s3_environment(access_key: str, secret_key: str) -> dict[str, str]:
@@ -129,15 +142,28 @@ def ensure_redis(url: str) -> None:
     wait_for_port(LOOPBACK, port)
 
 
-def start_postgres() -> None:
-    """Start this machine's PostgreSQL cluster if nothing listens on 5432."""
-    if port_open(LOOPBACK, 5432):
-        return
-    versions = sorted(os.listdir("/etc/postgresql"))
-    subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "start"], check=True
-    )
-    wait_for_port(LOOPBACK, 5432)
+def start_postgres(database: str | None = None) -> None:
+    """Start this machine's PostgreSQL cluster if nothing listens on 5432, and create
+    ``database`` in it if it does not exist."""
+    if not port_open(LOOPBACK, 5432):
+        versions = sorted(os.listdir("/etc/postgresql"))
+        subprocess.run(
+            ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "start"],
+            check=True,
+        )
+        wait_for_port(LOOPBACK, 5432)
+    if database:
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(
+            host=LOOPBACK, user="postgres", dbname="postgres", autocommit=True, connect_timeout=5
+        ) as connection:
+            exists = connection.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", [database]
+            ).fetchone()
+            if not exists:
+                connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
 
 
 def _exec(command: Sequence[str], env: dict[str, str] | None = None) -> None:
@@ -157,7 +183,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     s3_parser.add_argument(
         "--secret-key", default=os.environ.get("S3_SECRET_ACCESS_KEY", "devsecret")
     )
-    commands.add_parser("postgres", help="start the local PostgreSQL cluster if it is down")
+    postgres_parser = commands.add_parser(
+        "postgres", help="start the local PostgreSQL cluster if it is down"
+    )
+    postgres_parser.add_argument("--database", help="create this database if it is missing")
     ping_parser = commands.add_parser("ping-redis", help="exit 0 when Redis answers at URL")
     ping_parser.add_argument("url")
     ensure_parser = commands.add_parser("ensure-redis", help="start embedded Redis if none answers")
@@ -173,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.dir.mkdir(parents=True, exist_ok=True)
         _exec(s3_command(args.port, args.dir), s3_environment(args.access_key, args.secret_key))
     elif args.command == "postgres":
-        start_postgres()
+        start_postgres(args.database)
     elif args.command == "ping-redis":
         sys.exit(0 if redis_answers(args.url) else 1)
     elif args.command == "ensure-redis":

@@ -94,6 +94,8 @@ def worker_env(s3_server: S3Server) -> dict[str, str]:
         "S3_ACCESS_KEY_ID": settings.S3_ACCESS_KEY_ID,
         "S3_SECRET_ACCESS_KEY": settings.S3_SECRET_ACCESS_KEY,
         "PYTHONUNBUFFERED": "1",
+        "MYSPINBOT_HEARTBEAT_TIMEOUT": str(settings.MYSPINBOT_HEARTBEAT_TIMEOUT),
+        "MYSPINBOT_SWEEP_INTERVAL": str(settings.MYSPINBOT_SWEEP_INTERVAL),
     }
     return env
 
@@ -105,11 +107,13 @@ def start_worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator[object]
 
     started: list[CeleryWorker] = []
 
-    def start(name: str, queues: list[str], concurrency: int = 1) -> CeleryWorker:
+    def start(
+        name: str, queues: list[str], concurrency: int = 1, env: dict[str, str] | None = None
+    ) -> CeleryWorker:
         worker = CeleryWorker(
             name=f"{name}-{uuid.uuid4().hex[:6]}",
             queues=queues,
-            env=worker_env,
+            env={**worker_env, **(env or {})},
             concurrency=concurrency,
             log_path=tmp_path / f"{name}.log",
         )

@@ -177,6 +177,24 @@ MYSPINBOT_MAX_GRAPH_NODES = env_int(
     "MYSPINBOT_MAX_GRAPH_NODES", 500, min_value=1, max_value=100_000
 )
 
+# --- The engine -------------------------------------------------------------------
+# A running node writes a heartbeat every third of this; a node silent for longer is
+# taken from its (dead) worker and dispatched again as a new attempt.
+MYSPINBOT_HEARTBEAT_TIMEOUT = env_float("MYSPINBOT_HEARTBEAT_TIMEOUT", 30.0, min_value=1.0)
+MYSPINBOT_SWEEP_INTERVAL = env_float("MYSPINBOT_SWEEP_INTERVAL", 5.0, min_value=0.2)
+# A queued node whose message may have been lost (broker restarted without
+# persistence) is sent again after this long; a duplicate message is harmless.
+MYSPINBOT_REDISPATCH_AFTER = env_float("MYSPINBOT_REDISPATCH_AFTER", 600.0, min_value=5.0)
+MYSPINBOT_MAX_LOST_ATTEMPTS = env_int("MYSPINBOT_MAX_LOST_ATTEMPTS", 3, min_value=0)
+MYSPINBOT_RETRY_BACKOFF = env_float("MYSPINBOT_RETRY_BACKOFF", 1.0, min_value=0.0)
+MYSPINBOT_RETRY_BACKOFF_MAX = env_float("MYSPINBOT_RETRY_BACKOFF_MAX", 60.0, min_value=0.0)
+MYSPINBOT_CANCEL_GRACE = env_float("MYSPINBOT_CANCEL_GRACE", 10.0, min_value=0.0)
+# Seconds between the soft time limit (the handler is asked to stop) and the hard one.
+MYSPINBOT_HARD_TIMEOUT_GRACE = env_int("MYSPINBOT_HARD_TIMEOUT_GRACE", 30, min_value=1)
+MYSPINBOT_PROGRESS_EVENT_INTERVAL = env_float(
+    "MYSPINBOT_PROGRESS_EVENT_INTERVAL", 0.5, min_value=0.0
+)
+
 # --- Auth, i18n, static ----------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -1,0 +1,416 @@
+"""The engine: turns walker plans into NodeRun state, events and Celery messages.
+
+Every function that changes a job's NodeRuns first locks the job row, so two
+nodes finishing at once are planned one after the other and a successor is
+dispatched once. Messages are sent only after the transaction commits.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.db.models import F, FloatField, Sum
+from django.utils import timezone
+
+from apps.capabilities.registry import Capability, get_registry
+from apps.graphs import walker
+from apps.graphs.caching import cache_key
+from apps.graphs.document import GraphDocument
+from apps.graphs.models import Graph, NodeRun
+from apps.graphs.validation import validate_graph
+from apps.jobs.events import Event, emit
+from apps.jobs.models import Job
+
+logger = logging.getLogger(__name__)
+
+Status = NodeRun.Status
+
+
+class JobStateError(Exception):
+    """The job is not in a state that allows this action (e.g. cancelling a finished job)."""
+
+
+@dataclass(frozen=True)
+class GraphStructure:
+    """What the engine needs from a stored document, parsed once per process."""
+
+    edges: tuple[walker.Edge, ...]
+    incoming: dict[str, tuple[walker.Edge, ...]]
+    params: dict[str, dict[str, Any]]
+    static_inputs: dict[str, dict[str, Any]]
+
+
+_structures: dict[UUID, GraphStructure] = {}
+_structures_lock = threading.Lock()
+
+
+def graph_structure(graph: Graph) -> GraphStructure:
+    """Edges, predecessors and node params of a graph; documents never change, so cache."""
+    cached = _structures.get(graph.pk)
+    if cached is not None:
+        return cached
+    document = graph.document
+    edges = tuple(
+        walker.Edge(edge["from"], edge["to"], edge.get("kind", "normal"))
+        for edge in document["edges"]
+    )
+    incoming: dict[str, list[walker.Edge]] = {node["id"]: [] for node in document["nodes"]}
+    for edge in edges:
+        incoming[edge.target].append(edge)
+    structure = GraphStructure(
+        edges=edges,
+        incoming={node_id: tuple(items) for node_id, items in incoming.items()},
+        params={node["id"]: node.get("params", {}) for node in document["nodes"]},
+        static_inputs={node["id"]: node.get("input", {}) for node in document["nodes"]},
+    )
+    with _structures_lock:
+        if len(_structures) > 1024:
+            _structures.clear()
+        _structures[graph.pk] = structure
+    return structure
+
+
+def queue_name(capability: Capability) -> str:
+    """The broker queue of a capability's logical queue (``cpu``/``gpu``)."""
+    names = {"cpu": settings.CELERY_CPU_QUEUE, "gpu": settings.CELERY_GPU_QUEUE}
+    return names[capability.queue]
+
+
+def task_id(job_id: UUID | str, node_id: str, attempt: int) -> str:
+    return f"{job_id}:{node_id}:{attempt}"
+
+
+# --- Submitting -------------------------------------------------------------------
+
+
+def submit_job(owner: User, document: object, *, template: str = "") -> Job:
+    """Validate ``document`` and store it as a new job (see :func:`create_job`).
+
+    Raises ``GraphValidationError`` (nothing stored) when the document is invalid.
+    """
+    graph_doc = validate_graph(
+        document, registry=get_registry(), max_nodes=settings.MYSPINBOT_MAX_GRAPH_NODES
+    )
+    return create_job(owner, graph_doc, template=template)
+
+
+def submit_template(
+    owner: User,
+    name: str,
+    params: dict[str, dict[str, Any]] | None = None,
+    inputs: dict[str, Any] | None = None,
+) -> Job:
+    """Plan a template with per-node params and job inputs, and store it as a new job."""
+    from apps.graphs.planner import plan
+
+    return create_job(owner, plan(name, params, inputs), template=name)
+
+
+def create_job(owner: User, graph_doc: GraphDocument, *, template: str = "") -> Job:
+    """Store a validated graph as a job with its NodeRuns in one transaction, and queue
+    the nodes that are ready (their messages go out when the transaction commits)."""
+    registry = get_registry()
+    with transaction.atomic():
+        graph = Graph.objects.create(
+            document=graph_doc.to_json(),
+            workflow_id=graph_doc.workflow_id or "",
+            node_count=len(graph_doc.nodes),
+        )
+        job = Job.objects.create(owner=owner, graph=graph, template=template)
+        runs = []
+        for node in graph_doc.nodes:
+            capability = registry.get(node.service)
+            runs.append(
+                NodeRun(
+                    job=job,
+                    node_id=node.id,
+                    service=capability.id,
+                    queue=capability.queue,
+                    max_attempts=node.retries.max_attempts or capability.max_attempts,
+                    progress_weight=float(node.progress_weight),
+                )
+            )
+        NodeRun.objects.bulk_create(runs)
+        emit(job.pk, [Event("job.queued", payload={"nodes": len(runs), "template": template})])
+        job = Job.objects.select_for_update().select_related("graph").get(pk=job.pk)
+        advance_locked(job)
+    return job
+
+
+# --- Advancing ----------------------------------------------------------------------
+
+
+def advance(job_id: UUID | str) -> None:
+    """Plan the job again (in its own transaction) and dispatch what became ready."""
+    with transaction.atomic():
+        job = lock_job(job_id)
+        if job is not None:
+            advance_locked(job)
+
+
+def lock_job(job_id: UUID | str) -> Job | None:
+    """The job with its row locked until the transaction ends, or None if it is gone."""
+    return (
+        Job.objects.select_for_update(of=("self",))
+        .select_related("graph")
+        .filter(pk=job_id)
+        .first()
+    )
+
+
+def inputs_for(structure: GraphStructure, runs: dict[str, NodeRun], node_id: str) -> dict[str, Any]:
+    """Static inputs of the node plus, per predecessor, its output (or its error when the
+    node runs on an ``on_failure`` edge)."""
+    inputs: dict[str, Any] = dict(structure.static_inputs.get(node_id, {}))
+    for edge in structure.incoming[node_id]:
+        source = runs[edge.source]
+        if source.status == Status.COMPLETED:
+            inputs[edge.source] = source.output or {}
+        else:
+            inputs[edge.source] = {"error": source.error}
+    return inputs
+
+
+def _find_cached(job: Job, key: str) -> NodeRun | None:
+    return (
+        NodeRun.objects.filter(cache_key=key, status=Status.COMPLETED, job__owner_id=job.owner_id)
+        .order_by("-finished_at")
+        .first()
+    )
+
+
+def advance_locked(job: Job) -> None:
+    """Apply walker plans until stable: skip, reuse cached results, dispatch, finish."""
+    if job.is_finished:
+        return
+    registry = get_registry()
+    structure = graph_structure(job.graph)
+    runs = {run.node_id: run for run in NodeRun.objects.filter(job=job)}
+    now = timezone.now()
+    events: list[Event] = []
+    changed: dict[str, NodeRun] = {}
+    to_send: list[NodeRun] = []
+    while True:
+        plan = walker.plan({node_id: run.status for node_id, run in runs.items()}, structure.edges)  # type: ignore[misc]
+        for node_id in plan.skip:
+            run = runs[node_id]
+            run.status, run.progress, run.finished_at = Status.SKIPPED, 1.0, now
+            changed[node_id] = run
+            events.append(Event("node.skipped", node_id))
+        reused = False
+        for node_id in plan.dispatch:
+            run = runs[node_id]
+            capability = registry.get(run.service)
+            inputs = inputs_for(structure, runs, node_id)
+            if capability.cacheable:
+                run.cache_key = cache_key(capability, structure.params[node_id], inputs)
+                source = _find_cached(job, run.cache_key)
+                if source is not None:
+                    run.status, run.progress, run.finished_at = Status.COMPLETED, 1.0, now
+                    run.output, run.cached_from = source.output, source
+                    changed[node_id] = run
+                    events.append(
+                        Event(
+                            "node.cached",
+                            node_id,
+                            {"from_job": str(source.job_id), "from_node": source.node_id},
+                        )
+                    )
+                    reused = True
+                    continue
+            run.status, run.attempt = Status.QUEUED, run.attempt + 1
+            run.task_id, run.dispatched_at = task_id(job.pk, node_id, run.attempt), now
+            changed[node_id] = run
+            to_send.append(run)
+            events.append(
+                Event("node.queued", node_id, {"attempt": run.attempt, "queue": run.queue})
+            )
+        if not reused:
+            break
+    if changed:
+        NodeRun.objects.bulk_update(
+            changed.values(),
+            [
+                "status",
+                "attempt",
+                "task_id",
+                "dispatched_at",
+                "progress",
+                "finished_at",
+                "output",
+                "cache_key",
+                "cached_from",
+            ],
+        )
+    job.progress = _weighted_progress(runs.values())
+    fields = ["progress", "updated_at"]
+    if plan.job_status is not None:
+        job.status = Job.Status.COMPLETED if plan.job_status == "completed" else Job.Status.FAILED
+        job.finished_at = now
+        job.progress = 1.0
+        job.error = (
+            _first_unhandled_error(runs.values(), structure)
+            if job.status == Job.Status.FAILED
+            else None
+        )
+        fields += ["status", "finished_at", "error"]
+        events.append(
+            Event(f"job.{job.status}", payload={"status": job.status, "error": job.error})
+        )
+    job.save(update_fields=fields)
+    emit(job.pk, events)
+    if to_send:
+        transaction.on_commit(lambda: send_runs(to_send))
+
+
+def _first_unhandled_error(
+    runs: Iterable[NodeRun], structure: GraphStructure
+) -> dict[str, Any] | None:
+    handled = {edge.source for edge in structure.edges if edge.kind == "on_failure"}
+    for run in runs:
+        if run.status == Status.FAILED and run.node_id not in handled:
+            return {"node": run.node_id, **(run.error or {})}
+    return None
+
+
+def _weighted_progress(runs: Iterable[NodeRun]) -> float:
+    total = weighted = 0.0
+    for run in runs:
+        total += run.progress_weight
+        weighted += run.progress_weight * (1.0 if run.status in NodeRun.TERMINAL else run.progress)
+    return weighted / total if total else 1.0
+
+
+def refresh_job_progress(job_id: UUID | str) -> float:
+    """Recompute a job's progress from its NodeRuns in one query and store it."""
+    totals = NodeRun.objects.filter(job_id=job_id).aggregate(
+        weight=Sum("progress_weight"),
+        done=Sum(F("progress") * F("progress_weight"), output_field=FloatField()),
+    )
+    progress = (totals["done"] or 0.0) / totals["weight"] if totals["weight"] else 1.0
+    Job.objects.filter(pk=job_id).update(progress=progress, updated_at=timezone.now())
+    return float(progress)
+
+
+# --- Sending ------------------------------------------------------------------------
+
+
+def retry_delay(attempts_used: int) -> float:
+    """Exponential backoff with full jitter over the upper half: base * 2^(n-1), capped."""
+    ceiling = min(
+        settings.MYSPINBOT_RETRY_BACKOFF_MAX,
+        settings.MYSPINBOT_RETRY_BACKOFF * 2 ** max(0, attempts_used - 1),
+    )
+    return ceiling / 2 + random.random() * ceiling / 2
+
+
+def send_runs(runs: Sequence[NodeRun], countdown: float | None = None) -> None:
+    """One Celery message per run, named after its service, on its capability's queue."""
+    from myspinbot.celery import app
+
+    registry = get_registry()
+    with app.producer_or_acquire() as producer:
+        for run in runs:
+            capability = registry.get(run.service)
+            app.send_task(
+                capability.id,
+                args=[str(run.job_id), run.node_id, run.attempt],
+                task_id=run.task_id,
+                queue=queue_name(capability),
+                soft_time_limit=capability.timeout_seconds,
+                time_limit=capability.timeout_seconds + settings.MYSPINBOT_HARD_TIMEOUT_GRACE,
+                countdown=countdown,
+                producer=producer,
+            )
+
+
+# --- Cancel and retry -------------------------------------------------------------------
+
+
+def cancel_job(job_id: UUID | str) -> Job:
+    """Cancel a job now: pending and queued nodes are cancelled (their messages revoked),
+    running handlers stop at their next progress report; a handler that has not stopped
+    after ``MYSPINBOT_CANCEL_GRACE`` seconds is terminated by the sweeper."""
+    with transaction.atomic():
+        job = lock_job(job_id)
+        if job is None:
+            raise Job.DoesNotExist(f"job {job_id} does not exist")
+        if job.is_finished:
+            raise JobStateError(f"job {job.pk} is already {job.status}")
+        now = timezone.now()
+        active = list(
+            NodeRun.objects.filter(
+                job=job, status__in=[Status.PENDING, Status.QUEUED, Status.RUNNING]
+            )
+        )
+        revoke = [run.task_id for run in active if run.status == Status.QUEUED]
+        events = []
+        for run in active:
+            was_running = run.status == Status.RUNNING
+            run.status, run.progress = Status.CANCELLED, 1.0
+            run.error = {"message": "the job was cancelled", "code": "cancelled", "details": {}}
+            # A running handler sets finished_at when it has stopped; the sweeper looks for
+            # cancelled runs without it.
+            run.finished_at = None if was_running else now
+            events.append(Event("node.cancelled", run.node_id, {"was_running": was_running}))
+        NodeRun.objects.bulk_update(active, ["status", "progress", "error", "finished_at"])
+        job.status, job.finished_at = Job.Status.CANCELLED, now
+        job.save(update_fields=["status", "finished_at", "updated_at"])
+        events.append(Event("job.cancelled", payload={"status": job.status}))
+        emit(job.pk, events)
+        if revoke:
+            transaction.on_commit(lambda: _revoke(revoke))
+    return job
+
+
+def _revoke(task_ids: list[str], terminate: bool = False) -> None:
+    from myspinbot.celery import app
+
+    app.control.revoke(task_ids, terminate=terminate, signal="SIGKILL")
+
+
+def retry_job(job_id: UUID | str) -> Job:
+    """Run the failed, skipped and cancelled nodes of a finished job again, keeping the
+    completed ones; each re-run node gets a fresh attempt budget."""
+    with transaction.atomic():
+        job = lock_job(job_id)
+        if job is None:
+            raise Job.DoesNotExist(f"job {job_id} does not exist")
+        if not job.is_finished:
+            raise JobStateError(f"job {job.pk} is still {job.status}")
+        rerun = list(
+            NodeRun.objects.filter(
+                job=job, status__in=[Status.FAILED, Status.SKIPPED, Status.CANCELLED]
+            )
+        )
+        if not rerun:
+            raise JobStateError(f"job {job.pk} has no failed, skipped or cancelled node")
+        for run in rerun:
+            run.status, run.progress, run.error, run.output = Status.PENDING, 0.0, None, None
+            run.finished_at, run.round_start, run.lost_attempts = None, run.attempt, 0
+        NodeRun.objects.bulk_update(
+            rerun,
+            [
+                "status",
+                "progress",
+                "error",
+                "output",
+                "finished_at",
+                "round_start",
+                "lost_attempts",
+            ],
+        )
+        job.status, job.finished_at, job.error = Job.Status.QUEUED, None, None
+        job.save(update_fields=["status", "finished_at", "error", "updated_at"])
+        emit(job.pk, [Event("job.queued", payload={"retry": [run.node_id for run in rerun]})])
+        advance_locked(job)
+    return job

@@ -1,0 +1,263 @@
+"""Running one node attempt inside a worker: claim, heartbeat, handler, outcome.
+
+Every write is conditional on the attempt still being the current one, so a
+redelivered message, a sweeper that re-dispatched the node, or a cancel all win
+over a late worker: its writes simply match no row.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from apps.capabilities.context import NodeContext
+from apps.capabilities.errors import Cancelled, ServiceError
+from apps.capabilities.registry import get_registry, load_handler
+from apps.graphs import engine
+from apps.graphs.models import NodeRun
+from apps.jobs.events import Event, emit
+from apps.jobs.models import Job
+from myspinbot.storage import get_artifact_store
+
+logger = logging.getLogger(__name__)
+
+Status = NodeRun.Status
+
+
+def _current(run_pk: int, attempt: int, status: str = Status.RUNNING) -> Any:
+    return NodeRun.objects.filter(pk=run_pk, attempt=attempt, status=status)
+
+
+class Heartbeat(threading.Thread):
+    """Writes ``heartbeat_at`` every third of the heartbeat timeout while a handler runs."""
+
+    def __init__(self, run_pk: int, attempt: int) -> None:
+        super().__init__(name=f"heartbeat-{run_pk}", daemon=True)
+        self.run_pk, self.attempt = run_pk, attempt
+        self.interval = settings.MYSPINBOT_HEARTBEAT_TIMEOUT / 3
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stopped.wait(self.interval):
+                try:
+                    _current(self.run_pk, self.attempt).update(heartbeat_at=timezone.now())
+                except Exception:  # the database may be briefly away: keep beating
+                    logger.exception("heartbeat of NodeRun %s failed", self.run_pk)
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(timeout=5)
+
+
+def claim(job_id: str, node_id: str, attempt: int, worker: str) -> NodeRun | None:
+    """Move the queued run of this attempt to running; None if another delivery (or a
+    newer attempt, or a cancel) got there first."""
+    with transaction.atomic():
+        job = Job.objects.select_for_update().filter(pk=job_id).only("status").first()
+        if job is None or job.is_finished:
+            return None
+        now = timezone.now()
+        claimed = NodeRun.objects.filter(
+            job_id=job_id, node_id=node_id, attempt=attempt, status=Status.QUEUED
+        ).update(
+            status=Status.RUNNING,
+            started_at=now,
+            heartbeat_at=now,
+            worker=worker,
+            progress=0.0,
+            finished_at=None,
+        )
+        if not claimed:
+            return None
+        events = [Event("node.started", node_id, {"attempt": attempt, "worker": worker})]
+        if Job.objects.filter(pk=job_id, status=Job.Status.QUEUED).update(
+            status=Job.Status.RUNNING, started_at=now, updated_at=now
+        ):
+            events.insert(0, Event("job.started"))
+        emit(job_id, events)
+    return NodeRun.objects.select_related("job__graph").get(job_id=job_id, node_id=node_id)
+
+
+def execute(job_id: str, node_id: str, attempt: int, worker: str) -> None:
+    """Run one attempt of a node to its outcome (called by the service's Celery task)."""
+    run = claim(job_id, node_id, attempt, worker)
+    if run is None:
+        logger.info("skip %s:%s:%s: not queued for this attempt", job_id, node_id, attempt)
+        return
+    capability = get_registry().get(run.service)
+    structure = engine.graph_structure(run.job.graph)
+    predecessors = {
+        other.node_id: other
+        for other in NodeRun.objects.filter(
+            job_id=job_id, node_id__in=[edge.source for edge in structure.incoming[node_id]]
+        )
+    }
+    inputs = engine.inputs_for(structure, predecessors, node_id)
+    reporter = ProgressReporter(run, attempt)
+    context = NodeContext(
+        job_id=str(job_id),
+        node_id=node_id,
+        attempt=attempt,
+        params=structure.params[node_id],
+        inputs=inputs,
+        store=get_artifact_store(),
+        progress_callback=reporter.report,
+        cancelled_callback=reporter.cancelled,
+    )
+    heartbeat = Heartbeat(run.pk, attempt)
+    heartbeat.start()
+    try:
+        output = load_handler(capability)(context)
+        _check_output(output)
+    except Cancelled:
+        _current(run.pk, attempt, Status.CANCELLED).update(finished_at=timezone.now())
+        return
+    except SoftTimeLimitExceeded:
+        fail(
+            run,
+            attempt,
+            ServiceError(
+                "timeout", f"{capability.id} ran past its {capability.timeout_seconds}s limit"
+            ),
+        )
+        return
+    except ServiceError as error:
+        fail(run, attempt, error)
+        return
+    except Exception as error:
+        logger.exception("handler of %s failed on %s:%s", capability.id, job_id, node_id)
+        fail(run, attempt, ServiceError("internal_error", f"{type(error).__name__}: {error}"))
+        return
+    finally:
+        heartbeat.stop()
+    complete(run, attempt, output)
+
+
+def _check_output(output: object) -> None:
+    if not isinstance(output, dict):
+        raise ServiceError("bad_output", f"handler returned {type(output).__name__}, not an object")
+    try:
+        json.dumps(output)
+    except (TypeError, ValueError) as error:
+        raise ServiceError("bad_output", f"handler output is not JSON: {error}") from None
+
+
+def complete(run: NodeRun, attempt: int, output: dict[str, Any]) -> None:
+    with transaction.atomic():
+        job = engine.lock_job(run.job_id)
+        if job is None:
+            return
+        updated = _current(run.pk, attempt).update(
+            status=Status.COMPLETED,
+            output=output,
+            progress=1.0,
+            finished_at=timezone.now(),
+            error=None,
+        )
+        if not updated:
+            return
+        emit(job.pk, [Event("node.completed", run.node_id, {"attempt": attempt})])
+        engine.advance_locked(job)
+
+
+def fail(run: NodeRun, attempt: int, error: ServiceError) -> None:
+    """Retry with backoff while the error is retryable and attempts remain; else fail."""
+    with transaction.atomic():
+        job = engine.lock_job(run.job_id)
+        if job is None:
+            return
+        current = _current(run.pk, attempt).select_for_update().first()
+        if current is None:
+            return
+        used = current.attempt - current.round_start - current.lost_attempts
+        if error.retryable and used < current.max_attempts:
+            delay = engine.retry_delay(used)
+            current.status, current.attempt = Status.QUEUED, current.attempt + 1
+            current.task_id = engine.task_id(job.pk, current.node_id, current.attempt)
+            current.dispatched_at, current.error = timezone.now(), error.to_json()
+            current.worker, current.heartbeat_at = "", None
+            current.save(
+                update_fields=[
+                    "status",
+                    "attempt",
+                    "task_id",
+                    "dispatched_at",
+                    "error",
+                    "worker",
+                    "heartbeat_at",
+                ]
+            )
+            emit(
+                job.pk,
+                [
+                    Event(
+                        "node.retrying",
+                        current.node_id,
+                        {
+                            "attempt": current.attempt,
+                            "delay": round(delay, 3),
+                            "error": error.to_json(),
+                        },
+                    )
+                ],
+            )
+            transaction.on_commit(lambda: engine.send_runs([current], countdown=delay))
+            return
+        current.status, current.error = Status.FAILED, error.to_json()
+        current.progress, current.finished_at = 1.0, timezone.now()
+        current.save(update_fields=["status", "error", "progress", "finished_at"])
+        emit(
+            job.pk,
+            [Event("node.failed", current.node_id, {"attempt": attempt, "error": error.to_json()})],
+        )
+        engine.advance_locked(job)
+
+
+class ProgressReporter:
+    """The handler's progress and cancellation callbacks for one attempt.
+
+    Progress is written at most every ``MYSPINBOT_PROGRESS_EVENT_INTERVAL`` seconds
+    (and always at 100 %); each write also refreshes the heartbeat and the job's progress.
+    """
+
+    def __init__(self, run: NodeRun, attempt: int) -> None:
+        self.run_pk, self.job_id, self.node_id, self.attempt = (
+            run.pk,
+            run.job_id,
+            run.node_id,
+            attempt,
+        )
+        self.last_written = 0.0
+
+    def report(self, fraction: float, message: str | None) -> None:
+        now = time.monotonic()
+        if fraction < 1.0 and now - self.last_written < settings.MYSPINBOT_PROGRESS_EVENT_INTERVAL:
+            return
+        self.last_written = now
+        with transaction.atomic():
+            if engine.lock_job(self.job_id) is None:
+                return
+            if not _current(self.run_pk, self.attempt).update(
+                progress=fraction, heartbeat_at=timezone.now()
+            ):
+                return
+            payload: dict[str, Any] = {"progress": round(fraction, 4)}
+            if message:
+                payload["message"] = message[:500]
+            emit(self.job_id, [Event("node.progress", self.node_id, payload)])
+            engine.refresh_job_progress(self.job_id)
+
+    def cancelled(self) -> bool:
+        """True once this attempt is no longer the running one (cancelled or superseded)."""
+        return not _current(self.run_pk, self.attempt).exists()

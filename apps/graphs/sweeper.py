@@ -1,0 +1,144 @@
+"""Recovery that does not wait for the broker.
+
+A worker killed outright leaves its message unacknowledged in Redis until the
+visibility timeout (hours, for GPU work). Instead, every worker runs this sweep
+every few seconds: a running node whose heartbeat is older than
+``MYSPINBOT_HEARTBEAT_TIMEOUT`` is dispatched again as a new attempt (the old
+attempt can no longer write anything), a queued node whose message may have been
+lost is sent again, and a cancelled handler that ignored the cancel is terminated.
+All changes are conditional updates, so any number of sweepers can run at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from apps.graphs import engine
+from apps.graphs.models import NodeRun
+from apps.jobs.events import Event, emit
+
+logger = logging.getLogger(__name__)
+
+Status = NodeRun.Status
+
+
+@dataclass
+class SweepReport:
+    redispatched: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    resent: list[str] = field(default_factory=list)
+    terminated: list[str] = field(default_factory=list)
+
+
+def sweep() -> SweepReport:
+    """One pass over stale, lost and unstoppable node runs."""
+    report = SweepReport()
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=settings.MYSPINBOT_HEARTBEAT_TIMEOUT)
+    stale = NodeRun.objects.filter(status=Status.RUNNING, heartbeat_at__lt=cutoff)
+    for pk, job_id, attempt in stale.values_list("pk", "job_id", "attempt"):
+        _recover(pk, job_id, attempt, cutoff, report)
+
+    resend_cutoff = now - timedelta(seconds=settings.MYSPINBOT_REDISPATCH_AFTER)
+    lost = NodeRun.objects.filter(status=Status.QUEUED, dispatched_at__lt=resend_cutoff)
+    for run in lost:
+        if NodeRun.objects.filter(
+            pk=run.pk, attempt=run.attempt, status=Status.QUEUED, dispatched_at=run.dispatched_at
+        ).update(dispatched_at=now):
+            engine.send_runs([run])
+            report.resent.append(run.task_id)
+
+    grace_cutoff = now - timedelta(seconds=settings.MYSPINBOT_CANCEL_GRACE)
+    unstopped = NodeRun.objects.filter(
+        status=Status.CANCELLED, finished_at=None, job__finished_at__lt=grace_cutoff
+    )
+    for run in unstopped:
+        if NodeRun.objects.filter(pk=run.pk, finished_at=None).update(finished_at=now):
+            engine._revoke([run.task_id], terminate=True)
+            report.terminated.append(run.task_id)
+    return report
+
+
+def _recover(pk: int, job_id: object, attempt: int, cutoff: object, report: SweepReport) -> None:
+    with transaction.atomic():
+        job = engine.lock_job(str(job_id))
+        if job is None:
+            return
+        run = (
+            NodeRun.objects.select_for_update()
+            .filter(pk=pk, attempt=attempt, status=Status.RUNNING, heartbeat_at__lt=cutoff)
+            .first()
+        )
+        if run is None:
+            return
+        lost = {
+            "message": f"worker {run.worker or '?'} stopped answering",
+            "code": "worker_lost",
+            "details": {"attempt": attempt, "worker": run.worker},
+        }
+        if run.lost_attempts >= settings.MYSPINBOT_MAX_LOST_ATTEMPTS:
+            run.status, run.error, run.progress = Status.FAILED, lost, 1.0
+            run.finished_at = timezone.now()
+            run.save(update_fields=["status", "error", "progress", "finished_at"])
+            emit(job.pk, [Event("node.failed", run.node_id, {"attempt": attempt, "error": lost})])
+            engine.advance_locked(job)
+            report.failed.append(run.task_id)
+            return
+        run.status, run.attempt = Status.QUEUED, run.attempt + 1
+        run.lost_attempts += 1
+        run.task_id = engine.task_id(job.pk, run.node_id, run.attempt)
+        run.dispatched_at, run.heartbeat_at, run.worker = timezone.now(), None, ""
+        run.save(
+            update_fields=[
+                "status",
+                "attempt",
+                "lost_attempts",
+                "task_id",
+                "dispatched_at",
+                "heartbeat_at",
+                "worker",
+            ]
+        )
+        emit(
+            job.pk,
+            [
+                Event(
+                    "node.retrying",
+                    run.node_id,
+                    {"attempt": run.attempt, "reason": "worker_lost", "error": lost},
+                )
+            ],
+        )
+        transaction.on_commit(lambda: engine.send_runs([run]))
+        report.redispatched.append(run.task_id)
+
+
+class Sweeper(threading.Thread):
+    """Runs :func:`sweep` every ``MYSPINBOT_SWEEP_INTERVAL`` seconds in a worker process."""
+
+    def __init__(self) -> None:
+        super().__init__(name="node-sweeper", daemon=True)
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stopped.wait(settings.MYSPINBOT_SWEEP_INTERVAL):
+                try:
+                    report = sweep()
+                    if report.redispatched or report.failed or report.resent or report.terminated:
+                        logger.warning("sweep: %s", report)
+                except Exception:  # a database blip must not stop recovery for good
+                    logger.exception("sweep failed")
+                    connection.close()
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self.stopped.set()

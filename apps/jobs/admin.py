@@ -1,0 +1,134 @@
+"""Operators' view of jobs: status at a glance, cancel and retry from the list."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from uuid import UUID
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from apps.graphs import engine
+from apps.graphs.models import NodeRun
+from apps.jobs.models import Artifact, Job, JobEvent
+
+
+class NodeRunInline(admin.TabularInline):
+    model = NodeRun
+    fields = (
+        "node_id",
+        "service",
+        "queue",
+        "status",
+        "attempt",
+        "progress",
+        "worker",
+        "heartbeat_at",
+        "started_at",
+        "finished_at",
+        "error",
+    )
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "owner",
+        "template",
+        "status",
+        "progress_percent",
+        "created_at",
+        "started_at",
+        "finished_at",
+    )
+    list_filter = ("status", "template", "created_at")
+    search_fields = ("id", "owner__username", "template")
+    readonly_fields = (
+        "id",
+        "owner",
+        "graph",
+        "template",
+        "status",
+        "progress",
+        "error",
+        "event_seq",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "updated_at",
+    )
+    inlines = [NodeRunInline]
+    actions = ["cancel_jobs", "retry_jobs"]
+    date_hierarchy = "created_at"
+
+    @admin.display(description="progress")
+    def progress_percent(self, job: Job) -> str:
+        return f"{job.progress:.0%}"
+
+    @admin.action(description="Cancel selected jobs")
+    def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        self._each(request, queryset, engine.cancel_job, "cancelled")
+
+    @admin.action(description="Retry failed or cancelled nodes of selected jobs")
+    def retry_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        self._each(request, queryset, engine.retry_job, "retried")
+
+    def _each(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[Job],
+        action: Callable[[UUID], Job],
+        verb: str,
+    ) -> None:
+        done = 0
+        for job in queryset:
+            try:
+                action(job.pk)
+                done += 1
+            except engine.JobStateError as error:
+                self.message_user(request, str(error), messages.WARNING)
+        if done:
+            self.message_user(request, f"{done} job(s) {verb}.", messages.SUCCESS)
+
+
+@admin.register(JobEvent)
+class JobEventAdmin(admin.ModelAdmin):
+    list_display = ("job", "seq", "type", "node_id", "created_at")
+    list_filter = ("type",)
+    search_fields = ("job__id", "node_id")
+    readonly_fields = ("job", "seq", "type", "node_id", "payload", "created_at")
+
+
+@admin.register(Artifact)
+class ArtifactAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "owner",
+        "job",
+        "node_id",
+        "name",
+        "content_type",
+        "size_bytes",
+        "created_at",
+    )
+    list_filter = ("content_type",)
+    search_fields = ("id", "sha256", "key", "owner__username")
+    readonly_fields = (
+        "id",
+        "owner",
+        "job",
+        "node_id",
+        "name",
+        "bucket",
+        "key",
+        "size_bytes",
+        "sha256",
+        "content_type",
+        "created_at",
+    )

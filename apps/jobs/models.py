@@ -1,0 +1,120 @@
+"""Jobs, their event log and the artifacts they produce."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+
+
+class Job(models.Model):
+    """One run of a graph for one user. State lives here, not in the broker."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        COMPLETED = "completed"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    FINISHED = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs"
+    )
+    graph = models.OneToOneField("graphs.Graph", on_delete=models.PROTECT, related_name="job")
+    template = models.CharField(max_length=100, blank=True, default="")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    progress = models.FloatField(default=0.0)
+    error = models.JSONField(null=True, blank=True)
+    # Last sequence number handed to a JobEvent; bumped in the same transaction as the insert.
+    event_seq = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["owner", "-created_at"]), models.Index(fields=["status"])]
+
+    def __str__(self) -> str:
+        return f"{self.template or 'graph'} {self.id} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED
+
+
+class JobEvent(models.Model):
+    """A state change of a job; ``seq`` is gap-free and increasing per job."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="events")
+    seq = models.PositiveIntegerField()
+    type = models.CharField(max_length=32)
+    # null for job-level events, as in job-event.schema.json
+    node_id = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
+    payload = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["job", "seq"]
+        constraints = [models.UniqueConstraint(fields=["job", "seq"], name="jobevent_unique_seq")]
+
+    def __str__(self) -> str:
+        return f"{self.job_id}#{self.seq} {self.type}"
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``job-event.schema.json`` form."""
+        return {
+            "job_id": str(self.job_id),
+            "seq": self.seq,
+            "type": self.type,
+            "node_id": self.node_id,
+            "payload": self.payload,
+            "created_at": self.created_at.isoformat(),
+        }
+
+
+class Artifact(models.Model):
+    """A stored object a job produced or a user uploaded."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="artifacts"
+    )
+    job = models.ForeignKey(
+        Job, on_delete=models.SET_NULL, null=True, blank=True, related_name="artifacts"
+    )
+    node_id = models.CharField(max_length=64, blank=True, default="")
+    name = models.CharField(max_length=200, blank=True, default="")
+    bucket = models.CharField(max_length=200)
+    key = models.CharField(max_length=512)
+    size_bytes = models.BigIntegerField()
+    sha256 = models.CharField(max_length=64, db_index=True)
+    content_type = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["bucket", "key"], name="artifact_unique_object")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.bucket}/{self.key}"
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``artifact.schema.json`` form."""
+        return {
+            "id": str(self.id),
+            "bucket": self.bucket,
+            "key": self.key,
+            "size_bytes": self.size_bytes,
+            "sha256": self.sha256,
+            "content_type": self.content_type,
+            "created_at": self.created_at.isoformat(),
+        }

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import User
+
+from apps.graphs import engine
+from apps.graphs.planner import UnknownTemplate, load_templates, plan
+from apps.graphs.validation import GraphValidationError
+from tests.support.graphs import states
+
+INPUTS = {"photos": ["a1"], "voice_sample": "v1", "transcript": "Hello there."}
+
+
+def test_the_three_pipelines_of_the_catalogue_are_templates() -> None:
+    assert sorted(load_templates()) == ["capabilities", "narrated_video", "train_and_render"]
+
+
+@pytest.mark.parametrize("name", ["capabilities", "narrated_video", "train_and_render"])
+def test_every_template_plans_into_a_valid_graph(name: str) -> None:
+    document = plan(name, inputs=INPUTS)
+
+    assert document.metadata["template"] == name
+    assert len(document.nodes) == len(load_templates()[name].graph["nodes"])
+
+
+def test_params_merge_over_the_template_and_inputs_fill_the_nodes() -> None:
+    document = plan("narrated_video", {"script": {"topic": "otters"}}, INPUTS)
+
+    script = document.node("script")
+    assert script.params == {"topic": "otters", "tone": "friendly", "max_words": 120}
+    assert document.node("voice_profile").input == {
+        "voice_sample": "v1",
+        "transcript": "Hello there.",
+    }
+    assert document.node("train_lora").input == {"photos": ["a1"]}
+
+
+def test_a_missing_input_and_an_unknown_node_are_named() -> None:
+    with pytest.raises(GraphValidationError) as error:
+        plan("train_and_render", {"nope": {}}, {})
+
+    issues = sorted((issue.rule, issue.node) for issue in error.value.issues)
+    assert issues == [("missing_input", "train_lora"), ("unknown_node", "nope")]
+
+
+def test_bad_params_fail_the_service_schema() -> None:
+    with pytest.raises(GraphValidationError) as error:
+        plan("train_and_render", {"train_lora": {"seconds": -1}}, INPUTS)
+
+    assert [(issue.rule, issue.node) for issue in error.value.issues] == [
+        ("invalid_params", "train_lora")
+    ]
+
+
+def test_an_unknown_template_lists_the_known_ones() -> None:
+    with pytest.raises(UnknownTemplate, match="templates: capabilities, narrated_video"):
+        plan("nope")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_submit_template_stores_a_job_named_after_it() -> None:
+    user = User.objects.create_user("ada")
+
+    job = engine.submit_template(user, "narrated_video", {"script": {"topic": "otters"}}, INPUTS)
+
+    assert job.template == "narrated_video"
+    assert states(job) == {
+        "script": "queued",
+        "train_lora": "queued",
+        "voice_profile": "queued",
+        "keyframes": "pending",
+        "speech": "pending",
+        "lipsync": "pending",
+        "mux": "pending",
+    }
