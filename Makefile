@@ -8,7 +8,7 @@ PORT ?= 8000
 FLOWER_PORT ?= 5555
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test test-faults lint bench venv clean
+.PHONY: run test test-faults lint bench venv clean openapi
 
 # One stamp per requirements set: re-installs only when a requirements file changes.
 $(VENV)/.local.stamp: requirements/base.txt requirements/local.txt
@@ -57,6 +57,11 @@ bench: $(VENV)/.test.stamp
 	@$(PY) -m myspinbot.devservices postgres
 	@$(PY) -m myspinbot.devservices ensure-redis redis://127.0.0.1:6379/0
 	$(PY) bench/walker.py
+	$(PY) bench/ws_latency.py
+
+openapi: $(VENV)/.test.stamp  ## regenerate the committed OpenAPI document after changing the API
+	DJANGO_SETTINGS_MODULE=myspinbot.settings.test $(PY) manage.py export_openapi_schema \
+		--api myspinbot.api.api --output schemas/openapi.json --indent 2 --sorted
 
 clean:
 	rm -rf $(VENV) var

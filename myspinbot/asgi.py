@@ -9,17 +9,19 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "myspinbot.settings.local")
 django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402 - needs Django set up
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from apps.jobs.ws_auth import (  # noqa: E402 - needs Django set up
+    BrowserOriginValidator,
+    JobsAuthMiddlewareStack,
+)
 from myspinbot.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+        "websocket": BrowserOriginValidator(
+            JobsAuthMiddlewareStack(URLRouter(websocket_urlpatterns))
         ),
     }
 )

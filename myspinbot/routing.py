@@ -1,7 +1,14 @@
-"""WebSocket routes. The live job stream is added by the jobs app."""
+"""WebSocket routes: the job event stream and the original system's protocol."""
 
 from __future__ import annotations
 
 from typing import Any
 
-websocket_urlpatterns: list[Any] = []
+from django.urls import path, re_path
+
+from apps.jobs.consumers import JobEventsConsumer, LegacyJobConsumer
+
+websocket_urlpatterns: list[Any] = [
+    path("ws/jobs/", JobEventsConsumer.as_asgi()),
+    re_path(r"^ws/?$", LegacyJobConsumer.as_asgi()),
+]

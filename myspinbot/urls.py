@@ -6,8 +6,10 @@ from django.contrib import admin
 from django.urls import path
 
 from myspinbot import health, views
+from myspinbot.api import api
 
 urlpatterns = [
+    path("api/", api.urls),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("storage/<str:token>", views.storage_download, name="storage-download"),

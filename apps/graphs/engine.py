@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -53,12 +53,13 @@ _structures: dict[UUID, GraphStructure] = {}
 _structures_lock = threading.Lock()
 
 
-def graph_structure(graph: Graph) -> GraphStructure:
-    """Edges, predecessors and node params of a graph; documents never change, so cache."""
-    cached = _structures.get(graph.pk)
+def graph_structure(graph_id: UUID) -> GraphStructure:
+    """Edges, predecessors and node params of a graph. Documents never change, so each is
+    read and parsed once per process."""
+    cached = _structures.get(graph_id)
     if cached is not None:
         return cached
-    document = graph.document
+    document = Graph.objects.values_list("document", flat=True).get(pk=graph_id)
     edges = tuple(
         walker.Edge(edge["from"], edge["to"], edge.get("kind", "normal"))
         for edge in document["edges"]
@@ -75,7 +76,7 @@ def graph_structure(graph: Graph) -> GraphStructure:
     with _structures_lock:
         if len(_structures) > 1024:
             _structures.clear()
-        _structures[graph.pk] = structure
+        _structures[graph_id] = structure
     return structure
 
 
@@ -140,9 +141,10 @@ def create_job(owner: User, graph_doc: GraphDocument, *, template: str = "") -> 
                 )
             )
         NodeRun.objects.bulk_create(runs)
-        emit(job.pk, [Event("job.queued", payload={"nodes": len(runs), "template": template})])
-        job = Job.objects.select_for_update().select_related("graph").get(pk=job.pk)
-        advance_locked(job)
+        job = Job.objects.select_for_update().get(pk=job.pk)
+        advance_locked(
+            job, [Event("job.queued", payload={"nodes": len(runs), "template": template})]
+        )
     return job
 
 
@@ -180,65 +182,100 @@ def inputs_for(structure: GraphStructure, runs: dict[str, NodeRun], node_id: str
     return inputs
 
 
-def _find_cached(job: Job, key: str) -> NodeRun | None:
-    return (
-        NodeRun.objects.filter(cache_key=key, status=Status.COMPLETED, job__owner_id=job.owner_id)
-        .order_by("-finished_at")
-        .first()
-    )
+def advance_locked(job: Job, events: Sequence[Event] = ()) -> None:
+    """Apply walker plans until stable: skip, reuse cached results, dispatch, finish.
 
-
-def advance_locked(job: Job) -> None:
-    """Apply walker plans until stable: skip, reuse cached results, dispatch, finish."""
+    ``events`` (what the caller just did) are written first, with the plan's own events,
+    in one append. Reads every node's state in one narrow query and loads full rows
+    only for the nodes being dispatched and their predecessors.
+    """
     if job.is_finished:
+        emit(job, events)
         return
     registry = get_registry()
-    structure = graph_structure(job.graph)
-    runs = {run.node_id: run for run in NodeRun.objects.filter(job=job)}
+    structure = graph_structure(job.graph_id)
+    states: dict[str, str] = {}
+    progress: dict[str, tuple[float, float]] = {}
+    for node_id, status, fraction, weight in NodeRun.objects.filter(job_id=job.pk).values_list(
+        "node_id", "status", "progress", "progress_weight"
+    ):
+        states[node_id], progress[node_id] = status, (fraction, weight)
     now = timezone.now()
-    events: list[Event] = []
-    changed: dict[str, NodeRun] = {}
+    events = list(events)
+    skipped: list[str] = []
+    loaded: dict[str, NodeRun] = {}
+    changed: list[NodeRun] = []
     to_send: list[NodeRun] = []
     while True:
-        plan = walker.plan({node_id: run.status for node_id, run in runs.items()}, structure.edges)  # type: ignore[misc]
+        plan = walker.plan(states, structure.edges)  # type: ignore[arg-type]
         for node_id in plan.skip:
-            run = runs[node_id]
-            run.status, run.progress, run.finished_at = Status.SKIPPED, 1.0, now
-            changed[node_id] = run
+            states[node_id] = Status.SKIPPED
+            skipped.append(node_id)
             events.append(Event("node.skipped", node_id))
+        if not plan.dispatch:
+            break
+        needed = set(plan.dispatch)
+        for node_id in plan.dispatch:
+            needed.update(edge.source for edge in structure.incoming[node_id])
+        missing = needed - loaded.keys()
+        if missing:
+            for run in NodeRun.objects.filter(job_id=job.pk, node_id__in=missing):
+                loaded[run.node_id] = run
+        keys: dict[str, str] = {}
+        for node_id in plan.dispatch:
+            capability = registry.get(loaded[node_id].service)
+            if capability.cacheable:
+                inputs = inputs_for(structure, loaded, node_id)
+                keys[node_id] = cache_key(capability, structure.params[node_id], inputs)
+        found = _cached_runs(job, set(keys.values()))
         reused = False
         for node_id in plan.dispatch:
-            run = runs[node_id]
-            capability = registry.get(run.service)
-            inputs = inputs_for(structure, runs, node_id)
-            if capability.cacheable:
-                run.cache_key = cache_key(capability, structure.params[node_id], inputs)
-                source = _find_cached(job, run.cache_key)
-                if source is not None:
-                    run.status, run.progress, run.finished_at = Status.COMPLETED, 1.0, now
-                    run.output, run.cached_from = source.output, source
-                    changed[node_id] = run
-                    events.append(
-                        Event(
-                            "node.cached",
-                            node_id,
-                            {"from_job": str(source.job_id), "from_node": source.node_id},
-                        )
+            run = loaded[node_id]
+            changed.append(run)
+            source = found.get(keys.get(node_id, ""))
+            run.cache_key = keys.get(node_id, "")
+            if source is not None:
+                run.status, run.progress, run.finished_at = Status.COMPLETED, 1.0, now
+                run.output, run.cached_from = source.output, source
+                states[node_id] = Status.COMPLETED
+                events.append(
+                    Event(
+                        "node.cached",
+                        node_id,
+                        {"from_job": str(source.job_id), "from_node": source.node_id},
                     )
-                    reused = True
-                    continue
+                )
+                reused = True
+                continue
             run.status, run.attempt = Status.QUEUED, run.attempt + 1
             run.task_id, run.dispatched_at = task_id(job.pk, node_id, run.attempt), now
-            changed[node_id] = run
+            states[node_id] = Status.QUEUED
             to_send.append(run)
             events.append(
                 Event("node.queued", node_id, {"attempt": run.attempt, "queue": run.queue})
             )
         if not reused:
             break
-    if changed:
+    if skipped:
+        NodeRun.objects.filter(job_id=job.pk, node_id__in=skipped).update(
+            status=Status.SKIPPED, progress=1.0, finished_at=now
+        )
+    if len(changed) <= 2:  # bulk_update's CASE expressions cost more than plain UPDATEs
+        for run in changed:
+            NodeRun.objects.filter(pk=run.pk).update(
+                status=run.status,
+                attempt=run.attempt,
+                task_id=run.task_id,
+                dispatched_at=run.dispatched_at,
+                progress=run.progress,
+                finished_at=run.finished_at,
+                output=run.output,
+                cache_key=run.cache_key,
+                cached_from=run.cached_from,
+            )
+    else:
         NodeRun.objects.bulk_update(
-            changed.values(),
+            changed,
             [
                 "status",
                 "attempt",
@@ -251,42 +288,54 @@ def advance_locked(job: Job) -> None:
                 "cached_from",
             ],
         )
-    job.progress = _weighted_progress(runs.values())
-    fields = ["progress", "updated_at"]
+    job.progress = _weighted_progress(states, progress)
+    fields = ["progress"]
     if plan.job_status is not None:
         job.status = Job.Status.COMPLETED if plan.job_status == "completed" else Job.Status.FAILED
         job.finished_at = now
         job.progress = 1.0
         job.error = (
-            _first_unhandled_error(runs.values(), structure)
-            if job.status == Job.Status.FAILED
-            else None
+            _first_unhandled_error(job, structure) if job.status == Job.Status.FAILED else None
         )
         fields += ["status", "finished_at", "error"]
         events.append(
             Event(f"job.{job.status}", payload={"status": job.status, "error": job.error})
         )
-    job.save(update_fields=fields)
-    emit(job.pk, events)
-    if to_send:
+    if to_send:  # registered before emit() so messages leave before events are published
         transaction.on_commit(lambda: send_runs(to_send))
+    emit(job, events, save=fields)
 
 
-def _first_unhandled_error(
-    runs: Iterable[NodeRun], structure: GraphStructure
-) -> dict[str, Any] | None:
+def _cached_runs(job: Job, keys: set[str]) -> dict[str, NodeRun]:
+    """The newest completed run of the job's owner for each cache key."""
+    if not keys:
+        return {}
+    found: dict[str, NodeRun] = {}
+    runs = NodeRun.objects.filter(
+        cache_key__in=keys, status=Status.COMPLETED, job__owner_id=job.owner_id
+    ).order_by("finished_at")
+    for run in runs:
+        found[run.cache_key] = run
+    return found
+
+
+def _first_unhandled_error(job: Job, structure: GraphStructure) -> dict[str, Any] | None:
     handled = {edge.source for edge in structure.edges if edge.kind == "on_failure"}
-    for run in runs:
-        if run.status == Status.FAILED and run.node_id not in handled:
-            return {"node": run.node_id, **(run.error or {})}
-    return None
+    failed = (
+        NodeRun.objects.filter(job_id=job.pk, status=Status.FAILED)
+        .exclude(node_id__in=handled)
+        .order_by("finished_at")
+        .values_list("node_id", "error")
+        .first()
+    )
+    return {"node": failed[0], **(failed[1] or {})} if failed else None
 
 
-def _weighted_progress(runs: Iterable[NodeRun]) -> float:
+def _weighted_progress(states: dict[str, str], progress: dict[str, tuple[float, float]]) -> float:
     total = weighted = 0.0
-    for run in runs:
-        total += run.progress_weight
-        weighted += run.progress_weight * (1.0 if run.status in NodeRun.TERMINAL else run.progress)
+    for node_id, (fraction, weight) in progress.items():
+        total += weight
+        weighted += weight * (1.0 if states[node_id] in NodeRun.TERMINAL else fraction)
     return weighted / total if total else 1.0
 
 
@@ -364,9 +413,8 @@ def cancel_job(job_id: UUID | str) -> Job:
             events.append(Event("node.cancelled", run.node_id, {"was_running": was_running}))
         NodeRun.objects.bulk_update(active, ["status", "progress", "error", "finished_at"])
         job.status, job.finished_at = Job.Status.CANCELLED, now
-        job.save(update_fields=["status", "finished_at", "updated_at"])
         events.append(Event("job.cancelled", payload={"status": job.status}))
-        emit(job.pk, events)
+        emit(job, events, save=["status", "finished_at"])
         if revoke:
             transaction.on_commit(lambda: _revoke(revoke))
     return job
@@ -411,6 +459,5 @@ def retry_job(job_id: UUID | str) -> Job:
         )
         job.status, job.finished_at, job.error = Job.Status.QUEUED, None, None
         job.save(update_fields=["status", "finished_at", "error", "updated_at"])
-        emit(job.pk, [Event("job.queued", payload={"retry": [run.node_id for run in rerun]})])
-        advance_locked(job)
+        advance_locked(job, [Event("job.queued", payload={"retry": [r.node_id for r in rerun]})])
     return job

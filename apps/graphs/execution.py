@@ -11,6 +11,7 @@ import json
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -60,11 +61,20 @@ class Heartbeat(threading.Thread):
         self.join(timeout=5)
 
 
-def claim(job_id: str, node_id: str, attempt: int, worker: str) -> NodeRun | None:
+@dataclass(frozen=True)
+class Claimed:
+    """A run this worker now owns, with what its handler needs."""
+
+    run: NodeRun
+    structure: engine.GraphStructure
+    predecessors: dict[str, NodeRun]
+
+
+def claim(job_id: str, node_id: str, attempt: int, worker: str) -> Claimed | None:
     """Move the queued run of this attempt to running; None if another delivery (or a
     newer attempt, or a cancel) got there first."""
     with transaction.atomic():
-        job = Job.objects.select_for_update().filter(pk=job_id).only("status").first()
+        job = engine.lock_job(job_id)
         if job is None or job.is_finished:
             return None
         now = timezone.now()
@@ -81,29 +91,27 @@ def claim(job_id: str, node_id: str, attempt: int, worker: str) -> NodeRun | Non
         if not claimed:
             return None
         events = [Event("node.started", node_id, {"attempt": attempt, "worker": worker})]
-        if Job.objects.filter(pk=job_id, status=Job.Status.QUEUED).update(
-            status=Job.Status.RUNNING, started_at=now, updated_at=now
-        ):
+        save: list[str] = []
+        if job.status == Job.Status.QUEUED:
+            job.status, job.started_at = Job.Status.RUNNING, now
+            save = ["status", "started_at"]
             events.insert(0, Event("job.started"))
-        emit(job_id, events)
-    return NodeRun.objects.select_related("job__graph").get(job_id=job_id, node_id=node_id)
+        emit(job, events, save=save)
+    structure = engine.graph_structure(job.graph_id)
+    wanted = [node_id, *(edge.source for edge in structure.incoming[node_id])]
+    runs = {run.node_id: run for run in NodeRun.objects.filter(job_id=job_id, node_id__in=wanted)}
+    return Claimed(runs.pop(node_id), structure, runs)
 
 
 def execute(job_id: str, node_id: str, attempt: int, worker: str) -> None:
     """Run one attempt of a node to its outcome (called by the service's Celery task)."""
-    run = claim(job_id, node_id, attempt, worker)
-    if run is None:
+    claimed = claim(job_id, node_id, attempt, worker)
+    if claimed is None:
         logger.info("skip %s:%s:%s: not queued for this attempt", job_id, node_id, attempt)
         return
+    run, structure = claimed.run, claimed.structure
     capability = get_registry().get(run.service)
-    structure = engine.graph_structure(run.job.graph)
-    predecessors = {
-        other.node_id: other
-        for other in NodeRun.objects.filter(
-            job_id=job_id, node_id__in=[edge.source for edge in structure.incoming[node_id]]
-        )
-    }
-    inputs = engine.inputs_for(structure, predecessors, node_id)
+    inputs = engine.inputs_for(structure, claimed.predecessors, node_id)
     reporter = ProgressReporter(run, attempt)
     context = NodeContext(
         job_id=str(job_id),
@@ -167,8 +175,7 @@ def complete(run: NodeRun, attempt: int, output: dict[str, Any]) -> None:
         )
         if not updated:
             return
-        emit(job.pk, [Event("node.completed", run.node_id, {"attempt": attempt})])
-        engine.advance_locked(job)
+        engine.advance_locked(job, [Event("node.completed", run.node_id, {"attempt": attempt})])
 
 
 def fail(run: NodeRun, attempt: int, error: ServiceError) -> None:
@@ -199,7 +206,7 @@ def fail(run: NodeRun, attempt: int, error: ServiceError) -> None:
                 ]
             )
             emit(
-                job.pk,
+                job,
                 [
                     Event(
                         "node.retrying",
@@ -217,11 +224,10 @@ def fail(run: NodeRun, attempt: int, error: ServiceError) -> None:
         current.status, current.error = Status.FAILED, error.to_json()
         current.progress, current.finished_at = 1.0, timezone.now()
         current.save(update_fields=["status", "error", "progress", "finished_at"])
-        emit(
-            job.pk,
+        engine.advance_locked(
+            job,
             [Event("node.failed", current.node_id, {"attempt": attempt, "error": error.to_json()})],
         )
-        engine.advance_locked(job)
 
 
 class ProgressReporter:
@@ -252,11 +258,11 @@ class ProgressReporter:
                 progress=fraction, heartbeat_at=timezone.now()
             ):
                 return
+            engine.refresh_job_progress(self.job_id)
             payload: dict[str, Any] = {"progress": round(fraction, 4)}
             if message:
                 payload["message"] = message[:500]
             emit(self.job_id, [Event("node.progress", self.node_id, payload)])
-            engine.refresh_job_progress(self.job_id)
 
     def cancelled(self) -> bool:
         """True once this attempt is no longer the running one (cancelled or superseded)."""

@@ -66,7 +66,7 @@ class NodeRun(models.Model):
     )
 
     class Meta:
-        ordering = ["job", "id"]
+        ordering = ["job_id", "id"]
         constraints = [
             models.UniqueConstraint(fields=["job", "node_id"], name="noderun_unique_node")
         ]

@@ -87,8 +87,9 @@ def _recover(pk: int, job_id: object, attempt: int, cutoff: object, report: Swee
             run.status, run.error, run.progress = Status.FAILED, lost, 1.0
             run.finished_at = timezone.now()
             run.save(update_fields=["status", "error", "progress", "finished_at"])
-            emit(job.pk, [Event("node.failed", run.node_id, {"attempt": attempt, "error": lost})])
-            engine.advance_locked(job)
+            engine.advance_locked(
+                job, [Event("node.failed", run.node_id, {"attempt": attempt, "error": lost})]
+            )
             report.failed.append(run.task_id)
             return
         run.status, run.attempt = Status.QUEUED, run.attempt + 1
@@ -107,7 +108,7 @@ def _recover(pk: int, job_id: object, attempt: int, cutoff: object, report: Swee
             ]
         )
         emit(
-            job.pk,
+            job,
             [
                 Event(
                     "node.retrying",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import uuid
 from typing import Any
 
@@ -58,10 +60,14 @@ class JobEvent(models.Model):
     # null for job-level events, as in job-event.schema.json
     node_id = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
     payload = models.JSONField(default=dict)
+    # The job's status and progress when the event was written, so a client can show
+    # the job from its event stream alone.
+    job_status = models.CharField(max_length=16, default="")
+    job_progress = models.FloatField(default=0.0)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        ordering = ["job", "seq"]
+        ordering = ["job_id", "seq"]
         constraints = [models.UniqueConstraint(fields=["job", "seq"], name="jobevent_unique_seq")]
 
     def __str__(self) -> str:
@@ -75,6 +81,8 @@ class JobEvent(models.Model):
             "type": self.type,
             "node_id": self.node_id,
             "payload": self.payload,
+            "job_status": self.job_status,
+            "job_progress": round(self.job_progress, 4),
             "created_at": self.created_at.isoformat(),
         }
 
@@ -118,3 +126,35 @@ class Artifact(models.Model):
             "content_type": self.content_type,
             "created_at": self.created_at.isoformat(),
         }
+
+
+class ApiToken(models.Model):
+    """A revocable bearer token for API clients. Only its sha256 is stored; the token
+    itself is shown once, when it is created."""
+
+    PREFIX = "msb_"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=100, blank=True, default="")
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.name or self.pk}{' (revoked)' if self.revoked_at else ''}"
+
+    @staticmethod
+    def hash(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    @classmethod
+    def issue(cls, user: Any, name: str = "") -> tuple[ApiToken, str]:
+        """Create a token for ``user``; return the record and the token text (shown once)."""
+        token = cls.PREFIX + secrets.token_urlsafe(32)
+        return cls.objects.create(user=user, name=name, token_hash=cls.hash(token)), token

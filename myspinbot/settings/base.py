@@ -27,6 +27,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "ninja",
     "apps.capabilities",
     "apps.graphs",
     "apps.jobs",
@@ -98,12 +99,28 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env_url("REDIS_URL", "redis://127.0.0.1:6379/0", schemes=("redis", "rediss", "unix"))
 REDIS_TIMEOUT_SECONDS = env_float("REDIS_TIMEOUT_SECONDS", 2.0, min_value=0.1, max_value=60)
 
-CHANNEL_LAYERS = {
-    "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 60},
+
+def channel_layers(redis_url: str) -> dict[str, Any]:
+    """Redis pub/sub layer: one PUBLISH per event, fanned out in each server process.
+
+    It can drop a message while a connection is down; WebSocket consumers fill such gaps
+    from the database. The read timeout must exceed the layer's 5 s blocking read.
+    """
+    host = {
+        "address": redis_url,
+        "socket_timeout": 15,
+        "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
     }
-}
+    return {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [host]},
+        }
+    }
+
+
+assert REDIS_URL is not None
+CHANNEL_LAYERS = channel_layers(REDIS_URL)
 
 # --- Object storage ----------------------------------------------------------
 # S3_ENDPOINT_URL (or S3_BUCKET alone, for AWS) switches artifacts to S3; unset,
@@ -149,6 +166,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Keep a worker's database connection across tasks (Celery closes it after every
+# task otherwise, costing a new PostgreSQL connection per node).
+CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000, min_value=0)
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 3600, min_value=1)
@@ -193,6 +213,28 @@ MYSPINBOT_CANCEL_GRACE = env_float("MYSPINBOT_CANCEL_GRACE", 10.0, min_value=0.0
 MYSPINBOT_HARD_TIMEOUT_GRACE = env_int("MYSPINBOT_HARD_TIMEOUT_GRACE", 30, min_value=1)
 MYSPINBOT_PROGRESS_EVENT_INTERVAL = env_float(
     "MYSPINBOT_PROGRESS_EVENT_INTERVAL", 0.5, min_value=0.0
+)
+
+# --- API limits ---------------------------------------------------------------------
+MYSPINBOT_MAX_JOBS_IN_FLIGHT = env_int("MYSPINBOT_MAX_JOBS_IN_FLIGHT", 20, min_value=1)
+MYSPINBOT_SUBMISSIONS_PER_MINUTE = env_int("MYSPINBOT_SUBMISSIONS_PER_MINUTE", 60, min_value=1)
+# Upload kinds: the content types sniffed from the bytes that each accepts, and its size cap.
+MYSPINBOT_UPLOAD_KINDS: dict[str, dict[str, Any]] = {
+    "image": {
+        "types": ["image/png", "image/jpeg", "image/webp"],
+        "max_bytes": env_int("MYSPINBOT_MAX_IMAGE_BYTES", 20 * 1024 * 1024, min_value=1),
+    },
+    "audio": {
+        "types": ["audio/x-wav", "audio/mpeg", "audio/x-flac", "audio/ogg", "audio/mp4"],
+        "max_bytes": env_int("MYSPINBOT_MAX_AUDIO_BYTES", 50 * 1024 * 1024, min_value=1),
+    },
+}
+# Images are decoded to check them; this many pixels at most (decompression bombs).
+MYSPINBOT_MAX_IMAGE_PIXELS = env_int("MYSPINBOT_MAX_IMAGE_PIXELS", 40_000_000, min_value=1)
+MYSPINBOT_WS_PING_INTERVAL = env_float("MYSPINBOT_WS_PING_INTERVAL", 20.0, min_value=0.1)
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int(
+    "DATA_UPLOAD_MAX_MEMORY_SIZE", 5 * 1024 * 1024, min_value=1024
 )
 
 # --- Auth, i18n, static ----------------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from myspinbot.settings.base import *  # noqa: F403
-from myspinbot.settings.base import database_from_url
+from myspinbot.settings.base import channel_layers, database_from_url
 from myspinbot.settings.env import env_str, env_url
 
 SECRET_KEY = env_str("SECRET_KEY", "test-key-not-for-production")
@@ -23,13 +23,9 @@ DATABASES["default"]["CONN_MAX_AGE"] = 0
 REDIS_URL = env_url(
     "TEST_REDIS_URL", "redis://127.0.0.1:6379/13", schemes=("redis", "rediss", "unix")
 )
+assert REDIS_URL is not None
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = REDIS_URL
-CHANNEL_LAYERS = {
-    "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 60},
-    }
-}
+CHANNEL_LAYERS = channel_layers(REDIS_URL)
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

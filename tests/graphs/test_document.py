@@ -335,7 +335,9 @@ def test_schemas_are_valid_draft_2020_12_with_id_and_title(name: str) -> None:
 
 
 def test_every_schema_file_is_loadable() -> None:
-    names = sorted(path.name.removesuffix(".schema.json") for path in SCHEMA_DIR.glob("*.json"))
+    names = sorted(
+        path.name.removesuffix(".schema.json") for path in SCHEMA_DIR.glob("*.schema.json")
+    )
 
     assert names == ["artifact", "capability", "graph", "job-event"]
     assert load_schema("graph") is load_schema("graph")
@@ -349,6 +351,8 @@ def test_job_event_schema() -> None:
         "type": "node.progress",
         "node_id": "voice",
         "payload": {"progress": 0.5},
+        "job_status": "running",
+        "job_progress": 0.25,
         "created_at": "2025-01-01T12:00:00Z",
     }
     validator = schema_validator("job-event")
@@ -359,6 +363,7 @@ def test_job_event_schema() -> None:
     assert not validator.is_valid(event | {"type": "node.exploded"})
     assert not validator.is_valid(event | {"job_id": "not-a-uuid"})
     assert not validator.is_valid({k: v for k, v in event.items() if k != "node_id"})
+    assert not validator.is_valid(event | {"job_status": "exploded"})
 
 
 def test_artifact_schema() -> None:

@@ -34,9 +34,9 @@ def run_to_end(job: Job, outcomes: dict[str, str] | None = None) -> None:
             claimed = claim(str(job.pk), run.node_id, run.attempt, "inline")
             assert claimed is not None
             if outcomes.get(run.node_id) == "fail":
-                fail(claimed, run.attempt, PermanentError("boom", "planned failure"))
+                fail(claimed.run, run.attempt, PermanentError("boom", "planned failure"))
             else:
-                complete(claimed, run.attempt, {"node": run.node_id})
+                complete(claimed.run, run.attempt, {"node": run.node_id})
 
 
 def test_submit_stores_graph_job_and_runs_and_queues_the_roots(user: User) -> None:
@@ -83,8 +83,9 @@ def test_a_permanent_failure_fails_the_job_and_skips_downstream(user: User) -> N
 
 def test_a_transient_failure_is_requeued_as_the_next_attempt(user: User) -> None:
     job = engine.submit_job(user, chain("debug.noop"))
-    run = claim(str(job.pk), "n0", 1, "inline")
-    assert run is not None
+    claimed = claim(str(job.pk), "n0", 1, "inline")
+    assert claimed is not None
+    run = claimed.run
 
     fail(run, 1, TransientError("flaky", "try again"))
 
@@ -107,8 +108,9 @@ def test_a_second_claim_of_the_same_attempt_does_nothing(user: User) -> None:
 
 def test_a_superseded_attempt_cannot_complete(user: User) -> None:
     job = engine.submit_job(user, chain("debug.noop", "debug.noop"))
-    run = claim(str(job.pk), "n0", 1, "w1")
-    assert run is not None
+    claimed = claim(str(job.pk), "n0", 1, "w1")
+    assert claimed is not None
+    run = claimed.run
     NodeRun.objects.filter(pk=run.pk).update(status="queued", attempt=2)
 
     complete(run, 1, {"late": True})
@@ -179,10 +181,26 @@ def test_progress_is_the_weighted_mean_of_node_progress(user: User) -> None:
     job = engine.submit_job(
         user, graph([node("a", progressWeight=3), node("b", progressWeight=1)], [])
     )
-    run = claim(str(job.pk), "a", 1, "w")
-    assert run is not None
+    claimed = claim(str(job.pk), "a", 1, "w")
+    assert claimed is not None
+    run = claimed.run
     complete(run, 1, {})
 
     job.refresh_from_db()
     assert job.progress == 0.75
     assert JobEvent.objects.filter(job=job, type="node.completed").count() == 1
+
+
+def test_every_event_the_engine_writes_matches_the_event_schema(user: User) -> None:
+    from apps.graphs.document import schema_validator
+
+    job = engine.submit_job(user, chain("debug.noop", "debug.noop"))
+    run_to_end(job)
+    validator = schema_validator("job-event")
+
+    events = [event.to_json() for event in JobEvent.objects.filter(job=job)]
+
+    assert len(events) == 9
+    assert [list(validator.iter_errors(event)) for event in events] == [[]] * 9
+    assert events[-1]["job_status"] == "completed"
+    assert events[-1]["job_progress"] == 1.0

@@ -1,0 +1,47 @@
+"""What each worker reports about itself when the manifest asks (a Celery remote-control
+command, so it is answered by the worker's main process even while a task runs).
+
+GPU workers add their device details through ``WORKER_REPORTERS`` (gpu_tasks registers
+one); the cpu worker never imports torch.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import psutil
+from celery.worker.control import inspect_command
+
+from apps.capabilities.registry import get_registry
+
+# Extra facts a worker adds to its report (device, loaded models...).
+WORKER_REPORTERS: list[Callable[[], dict[str, Any]]] = []
+
+
+def worker_report(queues: list[str]) -> dict[str, Any]:
+    memory = psutil.virtual_memory()
+    from django.conf import settings
+
+    logical = {settings.CELERY_CPU_QUEUE: "cpu", settings.CELERY_GPU_QUEUE: "gpu"}
+    served = sorted({logical[q] for q in queues if q in logical})
+    report: dict[str, Any] = {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "queues": queues,
+        "services": [c.id for c in get_registry().all() if c.queue in served],
+        "device": {"type": "cpu", "name": "cpu", "count": os.cpu_count()},
+        "memory": {"total_bytes": memory.total, "free_bytes": memory.available},
+    }
+    for reporter in WORKER_REPORTERS:
+        report.update(reporter())
+    return report
+
+
+@inspect_command()
+def myspinbot_report(state: Any, **_: Any) -> dict[str, Any]:
+    """The worker's queues, services, device and free memory."""
+    queues = sorted(queue.name for queue in state.consumer.task_consumer.queues)
+    return worker_report(queues)

@@ -1,0 +1,568 @@
+"""REST routes for jobs, their events, uploads and artifacts, and the original
+system's routes (``/api/train``, ``/api/status/{jobId}``, ``/api/infinitetalk``).
+
+Every query is scoped to the caller: another user's job or artifact is a 404.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import uuid
+from datetime import timedelta
+from typing import Any, Literal
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.http import FileResponse, HttpRequest
+from django.http.response import HttpResponseBase
+from django.utils import timezone
+from ninja import File, Form, Query, Router, Schema, Status
+from ninja.files import UploadedFile
+from pydantic import Field, model_validator
+
+from apps.graphs import engine
+from apps.graphs.models import Graph, NodeRun
+from apps.jobs.models import Artifact, Job, JobEvent
+from apps.jobs.uploads import UploadRejected, accept_upload
+from myspinbot.api import ApiError
+from myspinbot.storage import LocalArtifactStore, get_artifact_store
+
+router = Router(tags=["jobs"])
+compat_router = Router(tags=["original system"])
+
+ARTIFACT_REF = "artifact"
+
+
+# --- Schemas -------------------------------------------------------------------------
+
+
+class ErrorBody(Schema):
+    code: str
+    message: str
+    details: dict[str, Any] | list[Any] = {}
+
+
+class ErrorOut(Schema):
+    error: ErrorBody
+
+
+class JobCreate(Schema):
+    """Either a template with per-node params and job inputs, or a whole graph."""
+
+    template: str | None = Field(None, max_length=100)
+    params: dict[str, dict[str, Any]] = {}
+    inputs: dict[str, Any] = {}
+    graph: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> JobCreate:
+        if (self.template is None) == (self.graph is None):
+            raise ValueError("give either 'template' or 'graph', not both or neither")
+        if self.graph is not None and (self.params or self.inputs):
+            raise ValueError("'params' and 'inputs' go with 'template'; a graph carries its own")
+        return self
+
+
+class Pagination(Schema):
+    limit: int
+    offset: int
+    total: int
+
+
+class JobSummary(Schema):
+    id: uuid.UUID
+    jobId: uuid.UUID
+    status: str
+    progress: float
+    template: str
+    error: dict[str, Any] | None
+    createdAt: str
+    startedAt: str | None
+    finishedAt: str | None
+    updatedAt: str
+    lastSeq: int
+
+
+class JobList(Schema):
+    jobs: list[JobSummary]
+    pagination: Pagination
+
+
+class JobDetail(JobSummary):
+    graph: dict[str, Any]
+    artifacts: list[dict[str, Any]]
+
+
+class EventList(Schema):
+    jobId: uuid.UUID
+    events: list[dict[str, Any]]
+    lastSeq: int
+
+
+class UploadOut(Schema):
+    id: uuid.UUID
+    sha256: str
+    content_type: str
+    size_bytes: int
+    name: str
+
+
+class ArtifactOut(Schema):
+    id: uuid.UUID
+    bucket: str
+    key: str
+    name: str
+    size_bytes: int
+    sha256: str
+    content_type: str
+    created_at: str
+    job_id: uuid.UUID | None
+    node_id: str
+    url: str
+    url_expires_at: str
+
+
+class JobFilters(Schema):
+    limit: int = 20
+    offset: int = Field(0, ge=0, le=1_000_000)
+    status: Literal["queued", "running", "completed", "failed", "cancelled"] | None = None
+
+
+class EventWindow(Schema):
+    since: int = Field(0, ge=0, le=2**31)
+    limit: int = Field(1000, ge=1, le=1000)
+
+
+class CompatTrain(Schema):
+    topic: str | None = Field(None, max_length=2000)
+    prompt: str | None = Field(None, max_length=2000)
+    photos: list[Any] = Field(default_factory=list, max_length=100)
+
+
+class CompatStatus(Schema):
+    jobId: uuid.UUID
+    status: str
+    progress: float
+
+
+class CompatCreated(Schema):
+    jobId: uuid.UUID
+    status: str
+
+
+# --- Helpers ---------------------------------------------------------------------------
+
+
+def caller(request: HttpRequest) -> User:
+    user = request.auth  # type: ignore[attr-defined]
+    assert isinstance(user, User)
+    return user
+
+
+def own_job(request: HttpRequest, job_id: uuid.UUID) -> Job:
+    job = Job.objects.filter(pk=job_id, owner=caller(request)).select_related("graph").first()
+    if job is None:
+        raise ApiError(404, "not_found", f"no job {job_id}")
+    return job
+
+
+def own_artifact(request: HttpRequest, artifact_id: uuid.UUID) -> Artifact:
+    artifact = Artifact.objects.filter(pk=artifact_id, owner=caller(request)).first()
+    if artifact is None:
+        raise ApiError(404, "not_found", f"no artifact {artifact_id}")
+    return artifact
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def job_summary(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.pk,
+        "jobId": job.pk,
+        "status": job.status,
+        "progress": round(job.progress, 4),
+        "template": job.template,
+        "error": job.error,
+        "createdAt": _iso(job.created_at),
+        "startedAt": _iso(job.started_at),
+        "finishedAt": _iso(job.finished_at),
+        "updatedAt": _iso(job.updated_at),
+        "lastSeq": job.event_seq,
+    }
+
+
+_GRAPH_STATUS = {"queued": "ready", "cancelled": "skipped"}
+
+
+def live_graph(job: Job) -> dict[str, Any]:
+    """The job's document with each node's live status, output, error and telemetry."""
+    document = json.loads(json.dumps(job.graph.document))
+    runs = {run.node_id: run for run in NodeRun.objects.filter(job=job)}
+    for node in document["nodes"]:
+        run = runs[node["id"]]
+        node["status"] = _GRAPH_STATUS.get(run.status, run.status)
+        node["output"] = run.output
+        node["error"] = run.error
+        node["retries"] = {"attempt": run.attempt, "maxAttempts": run.max_attempts}
+        node["telemetry"] = {
+            **node.get("telemetry", {}),
+            "state": run.status,
+            "queue": run.queue,
+            "progress": round(run.progress, 4),
+            "worker": run.worker,
+            "cached": run.cached_from_id is not None,
+            "startedAt": _iso(run.started_at),
+            "finishedAt": _iso(run.finished_at),
+        }
+    return document
+
+
+def artifact_json(artifact: Artifact) -> dict[str, Any]:
+    return {
+        **artifact.to_json(),
+        "name": artifact.name,
+        "job_id": artifact.job_id,
+        "node_id": artifact.node_id,
+    }
+
+
+def resolve_artifact_refs(owner: User, value: Any, where: str = "inputs") -> Any:
+    """Replace each ``{"artifact": "<id>"}`` with the caller's artifact (id, sha256, ...).
+
+    An id that is not one of the caller's artifacts is a 422 naming where it was found.
+    """
+    if isinstance(value, dict):
+        if set(value) == {ARTIFACT_REF}:
+            try:
+                artifact_id = uuid.UUID(str(value[ARTIFACT_REF]))
+            except ValueError:
+                raise ApiError(422, "unknown_artifact", f"{where}: not an artifact id") from None
+            artifact = Artifact.objects.filter(pk=artifact_id, owner=owner).first()
+            if artifact is None:
+                raise ApiError(422, "unknown_artifact", f"{where}: no artifact {artifact_id}")
+            return {ARTIFACT_REF: str(artifact.pk), **artifact.to_json()}
+        return {k: resolve_artifact_refs(owner, v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_artifact_refs(owner, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def check_limits(owner: User) -> None:
+    """429 when the caller has too many jobs in flight or submitted too many this minute.
+
+    Runs under a lock on the user row so concurrent submissions are counted one by one.
+    """
+    User.objects.select_for_update().filter(pk=owner.pk).first()
+    in_flight = Job.objects.filter(owner=owner, status__in=["queued", "running"]).count()
+    if in_flight >= settings.MYSPINBOT_MAX_JOBS_IN_FLIGHT:
+        raise ApiError(
+            429,
+            "too_many_jobs",
+            f"{in_flight} jobs in flight; the limit is {settings.MYSPINBOT_MAX_JOBS_IN_FLIGHT}",
+            headers={"Retry-After": "10"},
+        )
+    window_start = timezone.now() - timedelta(minutes=1)
+    recent = Job.objects.filter(owner=owner, created_at__gte=window_start)
+    if recent.count() >= settings.MYSPINBOT_SUBMISSIONS_PER_MINUTE:
+        oldest = recent.order_by("created_at").values_list("created_at", flat=True).first()
+        wait = (oldest + timedelta(minutes=1) - timezone.now()).total_seconds() if oldest else 60
+        raise ApiError(
+            429,
+            "too_many_submissions",
+            f"at most {settings.MYSPINBOT_SUBMISSIONS_PER_MINUTE} submissions per minute",
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
+        )
+
+
+def submit(owner: User, body: JobCreate) -> Job:
+    with transaction.atomic():
+        check_limits(owner)
+        if body.template is not None:
+            inputs = resolve_artifact_refs(owner, body.inputs)
+            return engine.submit_template(owner, body.template, body.params, inputs)
+        document = dict(body.graph or {})
+        if isinstance(document.get("nodes"), list):
+            document["nodes"] = [
+                {
+                    **node,
+                    "input": resolve_artifact_refs(
+                        owner, node["input"], f"nodes.{node.get('id')}.input"
+                    ),
+                }
+                if isinstance(node, dict) and isinstance(node.get("input"), dict)
+                else node
+                for node in document["nodes"]
+            ]
+        return engine.submit_job(owner, document)
+
+
+# --- Jobs -------------------------------------------------------------------------------
+
+
+@router.post("/jobs", response={201: JobDetail, 401: ErrorOut, 422: ErrorOut, 429: ErrorOut})
+def create_job(request: HttpRequest, body: JobCreate) -> Status[dict[str, Any]]:
+    """Submit a job from a template (``template``, ``params``, ``inputs``) or a whole
+    ``langgraph.v1`` graph. Inputs refer to uploads as ``{"artifact": "<id>"}``."""
+    job = submit(caller(request), body)
+    return Status(201, job_detail(job))
+
+
+def job_detail(job: Job) -> dict[str, Any]:
+    job.refresh_from_db()
+    artifacts = [artifact_json(a) for a in Artifact.objects.filter(job=job).order_by("created_at")]
+    return {**job_summary(job), "graph": live_graph(job), "artifacts": artifacts}
+
+
+@router.get("/jobs", response={200: JobList, 401: ErrorOut})
+def list_jobs(request: HttpRequest, filters: Query[JobFilters]) -> dict[str, Any]:
+    """The caller's jobs, newest first (``limit`` is clamped to 1..100)."""
+    limit = min(100, max(1, filters.limit))
+    jobs = Job.objects.filter(owner=caller(request))
+    if filters.status:
+        jobs = jobs.filter(status=filters.status)
+    total = jobs.count()
+    page = jobs.order_by("-created_at")[filters.offset : filters.offset + limit]
+    return {
+        "jobs": [job_summary(job) for job in page],
+        "pagination": {"limit": limit, "offset": filters.offset, "total": total},
+    }
+
+
+@router.get("/jobs/{job_id}", response={200: JobDetail, 401: ErrorOut, 404: ErrorOut})
+def get_job(request: HttpRequest, job_id: uuid.UUID) -> dict[str, Any]:
+    """The job with its graph (live node states), progress, artifacts and timestamps."""
+    return job_detail(own_job(request, job_id))
+
+
+@router.get("/jobs/{job_id}/events", response={200: EventList, 401: ErrorOut, 404: ErrorOut})
+def job_events(
+    request: HttpRequest, job_id: uuid.UUID, window: Query[EventWindow]
+) -> dict[str, Any]:
+    """Events with ``seq`` greater than ``since``, in order (at most ``limit``)."""
+    job = own_job(request, job_id)
+    events = JobEvent.objects.filter(job=job, seq__gt=window.since).order_by("seq")
+    events = events[: window.limit]
+    return {"jobId": job.pk, "events": [e.to_json() for e in events], "lastSeq": job.event_seq}
+
+
+@router.post(
+    "/jobs/{job_id}/cancel", response={202: JobSummary, 401: ErrorOut, 404: ErrorOut, 409: ErrorOut}
+)
+def cancel_job(request: HttpRequest, job_id: uuid.UUID) -> Status[dict[str, Any]]:
+    """Cancel a queued or running job; a finished job is a 409."""
+    job = own_job(request, job_id)
+    try:
+        job = engine.cancel_job(job.pk)
+    except engine.JobStateError as error:
+        raise ApiError(409, "job_finished", str(error)) from None
+    return Status(202, job_summary(job))
+
+
+@router.post(
+    "/jobs/{job_id}/retry",
+    response={202: JobSummary, 401: ErrorOut, 404: ErrorOut, 409: ErrorOut, 429: ErrorOut},
+)
+def retry_job(request: HttpRequest, job_id: uuid.UUID) -> Status[dict[str, Any]]:
+    """Run the failed, skipped and cancelled nodes of a finished job again, reusing the
+    completed ones."""
+    job = own_job(request, job_id)
+    with transaction.atomic():
+        check_limits(caller(request))
+        try:
+            job = engine.retry_job(job.pk)
+        except engine.JobStateError as error:
+            raise ApiError(409, "not_retryable", str(error)) from None
+    return Status(202, job_summary(job))
+
+
+@router.delete("/jobs/{job_id}", response={204: None, 401: ErrorOut, 404: ErrorOut, 409: ErrorOut})
+def delete_job(request: HttpRequest, job_id: uuid.UUID) -> Status[None]:
+    """Delete a finished job with its events and the artifacts no other job refers to."""
+    job = own_job(request, job_id)
+    if not job.is_finished:
+        raise ApiError(409, "job_running", f"job {job.pk} is {job.status}; cancel it first")
+    store = get_artifact_store()
+    doomed: list[Artifact] = []
+    for artifact in Artifact.objects.filter(job=job):
+        needle = str(artifact.pk)
+        used = (
+            NodeRun.objects.exclude(job=job).filter(output__icontains=needle).exists()
+            or Graph.objects.exclude(job=job).filter(document__icontains=needle).exists()
+        )
+        if not used:
+            doomed.append(artifact)
+    with transaction.atomic():
+        graph_id = job.graph_id
+        Artifact.objects.filter(pk__in=[a.pk for a in doomed]).delete()
+        job.delete()
+        Graph.objects.filter(pk=graph_id).delete()
+        keys = [a.key for a in doomed]
+        transaction.on_commit(lambda: [store.delete(key) for key in keys])
+    return Status(204, None)
+
+
+# --- Uploads and artifacts -----------------------------------------------------------------
+
+
+def _upload(owner: User, file: UploadedFile) -> Artifact:
+    try:
+        return accept_upload(owner, file, file.size or 0, file.name or "")
+    except UploadRejected as error:
+        raise ApiError(error.status, error.code, error.message) from None
+
+
+@router.post(
+    "/uploads",
+    response={
+        201: UploadOut,
+        401: ErrorOut,
+        413: ErrorOut,
+        415: ErrorOut,
+        422: ErrorOut,
+        503: ErrorOut,
+    },
+)
+def upload(request: HttpRequest, file: File[UploadedFile]) -> Status[dict[str, Any]]:
+    """Upload an image or an audio file (multipart field ``file``). The kind is sniffed
+    from the bytes; refer to it from job inputs as ``{"artifact": "<id>"}``."""
+    artifact = _upload(caller(request), file)
+    return Status(
+        201,
+        {
+            "id": artifact.pk,
+            "sha256": artifact.sha256,
+            "content_type": artifact.content_type,
+            "size_bytes": artifact.size_bytes,
+            "name": artifact.name,
+        },
+    )
+
+
+@router.get(
+    "/artifacts/{artifact_id}",
+    response={200: ArtifactOut, 401: ErrorOut, 404: ErrorOut, 503: ErrorOut},
+)
+def get_artifact(request: HttpRequest, artifact_id: uuid.UUID) -> dict[str, Any]:
+    """Artifact metadata and a short-lived download URL."""
+    artifact = own_artifact(request, artifact_id)
+    store = get_artifact_store()
+    ttl = settings.ARTIFACT_URL_TTL_SECONDS
+    if isinstance(store, LocalArtifactStore):
+        url = f"/api/artifacts/{artifact.pk}/download"
+    else:
+        url = store.download_url(artifact.key, expires_in=ttl)
+    expires = timezone.now() + timedelta(seconds=ttl)
+    return {**artifact_json(artifact), "url": url, "url_expires_at": expires.isoformat()}
+
+
+@router.get(
+    "/artifacts/{artifact_id}/download",
+    response={200: None, 401: ErrorOut, 404: ErrorOut, 503: ErrorOut},
+)
+def download_artifact(request: HttpRequest, artifact_id: uuid.UUID) -> HttpResponseBase:
+    """The artifact's bytes, streamed."""
+    artifact = own_artifact(request, artifact_id)
+    handle = get_artifact_store().open(artifact.key)
+    filename = re.sub(r"[^A-Za-z0-9._ -]", "_", artifact.name or artifact.key.rsplit("/", 1)[-1])
+    response = FileResponse(
+        handle, content_type=artifact.content_type, as_attachment=True, filename=filename
+    )
+    response["Content-Length"] = str(artifact.size_bytes)
+    return response
+
+
+# --- The original system's routes ---------------------------------------------------------
+
+
+@compat_router.post(
+    "/train", response={201: CompatCreated, 401: ErrorOut, 422: ErrorOut, 429: ErrorOut}
+)
+def compat_train(request: HttpRequest, body: CompatTrain) -> Status[dict[str, Any]]:
+    """The original default training workflow (script → LoRA → render)."""
+    topic = body.topic or body.prompt or ""
+    job = submit(
+        caller(request),
+        JobCreate(
+            template="train_and_render",
+            params={"script": {"topic": topic}},
+            inputs={"photos": body.photos},
+        ),
+    )
+    return Status(201, {"jobId": job.pk, "status": job.status})
+
+
+@compat_router.get("/status/{job_id}", response={200: CompatStatus, 401: ErrorOut, 404: ErrorOut})
+def compat_status(request: HttpRequest, job_id: uuid.UUID) -> dict[str, Any]:
+    """``{jobId, status, progress}`` of one of the caller's jobs."""
+    job = own_job(request, job_id)
+    return {"jobId": job.pk, "status": job.status, "progress": round(job.progress, 4)}
+
+
+class InfiniteTalkData(Schema):
+    prompt: str = Field("", max_length=2000)
+    refText: str = Field("", max_length=5000)
+
+
+@compat_router.post(
+    "/infinitetalk",
+    response={
+        201: CompatCreated,
+        401: ErrorOut,
+        413: ErrorOut,
+        415: ErrorOut,
+        422: ErrorOut,
+        429: ErrorOut,
+        503: ErrorOut,
+    },
+)
+def compat_infinitetalk(
+    request: HttpRequest,
+    image_file: File[UploadedFile],
+    audio_file: File[UploadedFile],
+    data: Form[str],
+) -> Status[dict[str, Any]]:
+    """A portrait, a voice clip and ``data`` = JSON ``{prompt, refText}`` → a narrated video job."""
+    try:
+        fields = InfiniteTalkData.model_validate_json(data)
+    except ValueError as error:
+        raise ApiError(422, "invalid_request", f"data: {error}".splitlines()[0]) from None
+    owner = caller(request)
+    with transaction.atomic():
+        check_limits(owner)
+    uploaded: list[Artifact] = []
+    try:
+        uploaded.append(image := _upload(owner, image_file))
+        uploaded.append(audio := _upload(owner, audio_file))
+        if not image.content_type.startswith("image/"):
+            raise ApiError(415, "unsupported_media_type", "image_file must be an image")
+        if not audio.content_type.startswith("audio/"):
+            raise ApiError(415, "unsupported_media_type", "audio_file must be audio")
+        job = submit(
+            owner,
+            JobCreate(
+                template="narrated_video",
+                params={"script": {"topic": fields.prompt}},
+                inputs={
+                    "photos": [{ARTIFACT_REF: str(image.pk)}],
+                    "voice_sample": {ARTIFACT_REF: str(audio.pk)},
+                    "transcript": fields.refText,
+                },
+            ),
+        )
+    except BaseException:
+        _discard(uploaded)
+        raise
+    return Status(201, {"jobId": job.pk, "status": job.status})
+
+
+def _discard(artifacts: list[Artifact]) -> None:
+    """Remove uploads of a request that failed after storing them."""
+    store = get_artifact_store()
+    for artifact in artifacts:
+        store.delete(artifact.key)
+        artifact.delete()

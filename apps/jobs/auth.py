@@ -1,0 +1,52 @@
+"""Who is asking: API tokens (``Authorization: Bearer``) and Django sessions.
+
+Tokens are looked up by their sha256, never stored in clear. A revoked token or an
+inactive user authenticates no one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.models import AnonymousUser, User
+from django.http import HttpRequest
+from django.utils import timezone
+from ninja.security import HttpBearer, SessionAuth
+
+from apps.jobs.models import ApiToken
+
+
+def user_for_token(token: str) -> User | None:
+    """The active user owning this unrevoked token, or None."""
+    if not token or len(token) > 200:
+        return None
+    record = (
+        ApiToken.objects.select_related("user")
+        .filter(token_hash=ApiToken.hash(token), revoked_at=None, user__is_active=True)
+        .first()
+    )
+    if record is None:
+        return None
+    ApiToken.objects.filter(pk=record.pk).update(last_used_at=timezone.now())
+    return record.user
+
+
+class TokenAuth(HttpBearer):
+    def authenticate(self, request: HttpRequest, token: str) -> User | None:
+        user = user_for_token(token)
+        if user is not None:
+            request.user = user
+        return user
+
+
+class SessionUserAuth(SessionAuth):
+    """Django session (CSRF checked on unsafe methods), active users only."""
+
+    def authenticate(self, request: HttpRequest, key: str | None) -> Any:
+        user = request.user
+        if isinstance(user, AnonymousUser) or not user.is_active:
+            return None
+        return user
+
+
+API_AUTH = [TokenAuth(), SessionUserAuth()]

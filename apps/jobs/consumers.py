@@ -1,0 +1,370 @@
+"""WebSocket streams of job events: ``/ws/jobs/`` and the original system's ``/ws``.
+
+Both need an authenticated user (session cookie, or an API token in the
+``Authorization: Bearer`` header or the ``?token=`` query parameter, see ``ws_auth``);
+otherwise the socket is accepted and closed at once with code 4401. A user sees only
+their own jobs.
+
+``/ws/jobs/`` — the event stream
+--------------------------------
+Client to server::
+
+    {"action": "subscribe", "jobId": "<uuid>", "since": 0}   # since: last seq seen, default 0
+    {"action": "unsubscribe", "jobId": "<uuid>"}
+    {"action": "pong"}                                          # answer to a ping
+    {"action": "ping"}                                          # answered with {"type": "pong"}
+
+Server to client::
+
+    {"type": "event", "jobId": "<uuid>", "seq": 7, "event": "node.progress",
+     "nodeId": "train" | null, "status": "running", "progress": 0.42,
+     "nodeStatus": "running" | null, "payload": {...}, "timestamp": "<ISO 8601>"}
+    {"type": "subscribed", "jobId": "<uuid>", "seq": 7}    # after the catch-up, last seq sent
+    {"type": "unsubscribed", "jobId": "<uuid>"}
+    {"type": "error", "jobId": "<uuid>" | null, "error": {"code": "...", "message": "..."}}
+    {"type": "ping", "ts": 1718000000.123}                 # unix seconds
+    {"type": "pong"}
+
+``status``/``progress`` are the job's as of that event. ``nodeStatus`` is the node's
+state the event leads to (``node.*`` events only; ``node.retrying`` → ``queued``,
+``node.cached`` → ``completed``). Error codes: ``not_found`` (no such job, not yours, or
+not a job id: the socket stays usable), ``bad_request`` (not JSON, not an object, unknown
+action), ``too_many_subscriptions``.
+
+On subscribe the server joins the job's channel-layer group, then sends every event
+after ``since`` from the database, then ``subscribed``, then live events. Per job it
+remembers the last seq sent: a live event at or below it is a duplicate and dropped; a
+live event further ahead means live messages were lost, and the missing range is read
+from the database first (seqs are taken under the job's row lock, so if seq N+1 is
+committed, N is too). A consumer handles one message at a time, so live events that
+arrive during a catch-up wait in the channel layer until it is done. Every ping
+interval the server also checks the database for events it has not sent (a live
+message can be lost, e.g. the last one of a job) and sends them.
+
+The server pings every ``MYSPINBOT_WS_PING_INTERVAL`` seconds (default 20) and closes
+the socket with code 4408 when nothing (pong or any other message) arrived from the
+client for two intervals.
+
+``/ws`` — the original protocol
+-------------------------------
+``{"action": "subscribe" | "unsubscribe", "jobId"}`` is answered with
+``{"action": "response", "message": "subscribed" | "unsubscribed", "jobId"}`` (or
+``"message": "error", "error": "not found"`` for a job that is not the caller's). After
+``subscribed`` the job's current state is pushed, then a new one on every change of the
+job's status or progress: ``{"type": "update", "jobId", "status", "progress"}``. These
+sockets are not pinged by the application (the original protocol has no pong); the
+server's WebSocket-level pings drop dead ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+
+from apps.jobs.live import group_name
+from apps.jobs.models import Job, JobEvent
+
+UNAUTHENTICATED = 4401
+PING_TIMEOUT = 4408
+CATCH_UP_PAGE = 500
+MAX_SUBSCRIPTIONS = 100
+
+NODE_STATUS = {
+    "node.queued": "queued",
+    "node.started": "running",
+    "node.progress": "running",
+    "node.retrying": "queued",
+    "node.completed": "completed",
+    "node.cached": "completed",
+    "node.failed": "failed",
+    "node.skipped": "skipped",
+    "node.cancelled": "cancelled",
+}
+
+
+def client_event(event: dict[str, Any]) -> dict[str, Any]:
+    """A ``JobEvent.to_json()`` dict in the ``/ws/jobs/`` form."""
+    return {
+        "type": "event",
+        "jobId": event["job_id"],
+        "seq": event["seq"],
+        "event": event["type"],
+        "nodeId": event["node_id"],
+        "status": event["job_status"],
+        "progress": event["job_progress"],
+        "nodeStatus": NODE_STATUS.get(event["type"]),
+        "payload": event["payload"],
+        "timestamp": event["created_at"],
+    }
+
+
+def parse_job_id(value: object) -> str | None:
+    """The canonical form of a job id, or None if ``value`` is not a UUID."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return None
+
+
+# --- Database (sync, run through database_sync_to_async) -----------------------------
+
+
+@database_sync_to_async
+def owned_job_state(user_id: int, job_id: str) -> tuple[str, float, int] | None:
+    """The job's status, progress and last event seq if it exists and is the user's."""
+    rows = Job.objects.filter(pk=job_id, owner_id=user_id)
+    found = rows.values_list("status", "progress", "event_seq").first()
+    return (str(found[0]), float(found[1]), int(found[2])) if found else None
+
+
+@database_sync_to_async
+def events_between(job_id: str, after: int, before: int | None, limit: int) -> list[dict[str, Any]]:
+    """Up to ``limit`` events with ``after < seq < before``, in order."""
+    rows = JobEvent.objects.filter(job_id=job_id, seq__gt=after)
+    if before is not None:
+        rows = rows.filter(seq__lt=before)
+    return [row.to_json() for row in rows.order_by("seq")[:limit]]
+
+
+@database_sync_to_async
+def last_seqs(job_ids: list[str]) -> dict[str, int]:
+    """The last committed event seq of each job."""
+    rows = Job.objects.filter(pk__in=job_ids).values_list("pk", "event_seq")
+    return {str(pk): int(seq) for pk, seq in rows}
+
+
+# --- Consumers ------------------------------------------------------------------------
+
+
+class JobSocket(AsyncJsonWebsocketConsumer):
+    """Authentication, message parsing and group membership shared by both protocols."""
+
+    user_id: int | None = None
+    last_heard: float = 0.0
+
+    async def connect(self) -> None:
+        self.user_id = None
+        self.last_heard = time.monotonic()
+        await self.accept()
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated or not user.is_active:
+            await self.close(code=UNAUTHENTICATED)
+            return
+        self.user_id = user.pk
+        await self.opened()
+
+    @property
+    def owner(self) -> int:
+        assert self.user_id is not None, "only called on authenticated sockets"
+        return self.user_id
+
+    async def opened(self) -> None:
+        """Called once the socket is accepted and authenticated."""
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        self.last_heard = time.monotonic()
+        if self.user_id is None:
+            return
+        try:
+            content = json.loads(text_data) if text_data is not None else None
+        except ValueError:
+            content = None
+        if not isinstance(content, dict):
+            await self.bad_request(None, "messages must be JSON objects")
+            return
+        await self.receive_json(content)
+
+    async def bad_request(self, job_id: str | None, message: str) -> None:
+        raise NotImplementedError
+
+    async def join(self, job_id: str) -> None:
+        await self.channel_layer.group_add(group_name(job_id), self.channel_name)
+
+    async def leave(self, job_id: str) -> None:
+        await self.channel_layer.group_discard(group_name(job_id), self.channel_name)
+
+
+class JobEventsConsumer(JobSocket):
+    """``/ws/jobs/``: every event of the subscribed jobs, in order, from any seq."""
+
+    # job id -> last seq sent to the client
+    sent: dict[str, int]
+    heartbeat: asyncio.Task[None] | None = None
+
+    async def opened(self) -> None:
+        self.sent = {}
+        self.heartbeat = asyncio.create_task(self.beat(self.ping_interval()))
+
+    @staticmethod
+    def ping_interval() -> float:
+        return float(getattr(settings, "MYSPINBOT_WS_PING_INTERVAL", 20))
+
+    async def disconnect(self, code: int) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.cancel()
+        for job_id in list(getattr(self, "sent", {})):
+            await self.leave(job_id)
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        action = content.get("action")
+        if action == "subscribe":
+            await self.subscribe(content.get("jobId"), content.get("since", 0))
+        elif action == "unsubscribe":
+            await self.unsubscribe(content.get("jobId"))
+        elif action == "ping":
+            await self.send_json({"type": "pong"})
+        elif action != "pong":
+            await self.bad_request(None, f"unknown action {action!r}")
+
+    async def error(self, job_id: object, code: str, message: str) -> None:
+        job = job_id if isinstance(job_id, str) else None
+        await self.send_json(
+            {"type": "error", "jobId": job, "error": {"code": code, "message": message}}
+        )
+
+    async def bad_request(self, job_id: str | None, message: str) -> None:
+        await self.error(job_id, "bad_request", message)
+
+    async def subscribe(self, raw_job_id: object, since: object) -> None:
+        job_id = parse_job_id(raw_job_id)
+        if not isinstance(since, int) or isinstance(since, bool) or since < 0:
+            await self.bad_request(job_id, "since must be a non-negative integer")
+            return
+        if job_id is None or await owned_job_state(self.owner, job_id) is None:
+            await self.error(raw_job_id, "not_found", "no such job")
+            return
+        if job_id not in self.sent and len(self.sent) >= MAX_SUBSCRIPTIONS:
+            await self.error(job_id, "too_many_subscriptions", "unsubscribe from a job first")
+            return
+        # Join first, then read: an event committed meanwhile is either in the read or
+        # arrives live afterwards (and is dropped there if it was in the read).
+        await self.join(job_id)
+        self.sent[job_id] = since
+        await self.send_stored(job_id, before=None)
+        await self.send_json({"type": "subscribed", "jobId": job_id, "seq": self.sent[job_id]})
+
+    async def unsubscribe(self, raw_job_id: object) -> None:
+        job_id = parse_job_id(raw_job_id)
+        if job_id is None:
+            await self.error(raw_job_id, "not_found", "no such job")
+            return
+        if self.sent.pop(job_id, None) is not None:
+            await self.leave(job_id)
+        await self.send_json({"type": "unsubscribed", "jobId": job_id})
+
+    async def send_stored(self, job_id: str, before: int | None) -> None:
+        """Send the stored events after the last one sent (and below ``before``)."""
+        while True:
+            events = await events_between(job_id, self.sent[job_id], before, CATCH_UP_PAGE)
+            for event in events:
+                await self.send_json(client_event(event))
+                self.sent[job_id] = event["seq"]
+            if len(events) < CATCH_UP_PAGE:
+                return
+
+    async def job_event(self, message: dict[str, Any]) -> None:
+        """A live event from the channel layer."""
+        event = message["event"]
+        job_id, seq = event["job_id"], event["seq"]
+        last = self.sent.get(job_id)
+        if last is None or seq <= last:
+            return
+        if seq > last + 1:
+            await self.send_stored(job_id, before=seq)
+        await self.send_json(client_event(event))
+        self.sent[job_id] = seq
+
+    async def job_reconcile(self, message: dict[str, Any]) -> None:
+        """Send what the database holds beyond the last seq sent (lost live messages)."""
+        if not self.sent:
+            return
+        for job_id, seq in (await last_seqs(list(self.sent))).items():
+            if job_id in self.sent and seq > self.sent[job_id]:
+                await self.send_stored(job_id, before=None)
+
+    async def beat(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            if time.monotonic() - self.last_heard > 2 * interval:
+                await self.close(code=PING_TIMEOUT)
+                return
+            await self.send_json({"type": "ping", "ts": time.time()})
+            # Through the channel layer, so it is handled in turn with live events.
+            await self.channel_layer.send(self.channel_name, {"type": "job.reconcile"})
+
+
+class LegacyJobConsumer(JobSocket):
+    """``/ws``: the original system's protocol (job status and progress updates)."""
+
+    # job id -> (last seq seen, last status and progress pushed)
+    seen: dict[str, tuple[int, tuple[str, float]]]
+
+    async def opened(self) -> None:
+        self.seen = {}
+
+    async def disconnect(self, code: int) -> None:
+        for job_id in list(getattr(self, "seen", {})):
+            await self.leave(job_id)
+
+    async def respond(self, message: str, job_id: object, **extra: Any) -> None:
+        await self.send_json({"action": "response", "message": message, "jobId": job_id, **extra})
+
+    async def bad_request(self, job_id: str | None, message: str) -> None:
+        await self.respond("error", job_id, error=message)
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        action, raw_job_id = content.get("action"), content.get("jobId")
+        if action not in ("subscribe", "unsubscribe"):
+            await self.bad_request(raw_job_id, f"unknown action {action!r}")
+            return
+        job_id = parse_job_id(raw_job_id)
+        if action == "unsubscribe":
+            if job_id is not None and self.seen.pop(job_id, None) is not None:
+                await self.leave(job_id)
+            await self.respond("unsubscribed", raw_job_id)
+            return
+        if job_id is None or await owned_job_state(self.owner, job_id) is None:
+            await self.bad_request(raw_job_id, "not found")
+            return
+        if job_id not in self.seen and len(self.seen) >= MAX_SUBSCRIPTIONS:
+            await self.bad_request(raw_job_id, "too many subscriptions")
+            return
+        # Join, then read the state: a change committed meanwhile is in the read or
+        # arrives live afterwards (and is dropped there if its seq is not newer).
+        await self.join(job_id)
+        state = await owned_job_state(self.owner, job_id)
+        if state is None:  # deleted in between
+            await self.leave(job_id)
+            await self.bad_request(raw_job_id, "not found")
+            return
+        status, progress, seq = state
+        self.seen[job_id] = (seq, (status, progress))
+        await self.respond("subscribed", raw_job_id)
+        await self.update(job_id, status, progress)
+
+    async def update(self, job_id: str, status: str, progress: float) -> None:
+        await self.send_json(
+            {"type": "update", "jobId": job_id, "status": status, "progress": round(progress, 4)}
+        )
+
+    async def job_event(self, message: dict[str, Any]) -> None:
+        event = message["event"]
+        job_id = event["job_id"]
+        if job_id not in self.seen:
+            return
+        last_seq, pushed = self.seen[job_id]
+        if event["seq"] <= last_seq:
+            return
+        state = (event["job_status"], float(event["job_progress"]))
+        self.seen[job_id] = (event["seq"], state)
+        if state != pushed:
+            await self.update(job_id, *state)

@@ -1,0 +1,123 @@
+"""Accepting user uploads: the kind is sniffed from the bytes (the client's content
+type and file name are not trusted), checked against the limits in settings, and
+images are decoded to prove they are images (and not decompression bombs)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+import warnings
+from dataclasses import dataclass
+from typing import IO
+
+import filetype
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import transaction
+
+from apps.jobs.models import Artifact
+from myspinbot.storage import get_artifact_store
+
+SNIFF_BYTES = 8192
+
+
+class UploadRejected(Exception):
+    """The upload is refused; ``status`` is 413 (too large), 415 (kind) or 422 (corrupt)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+@dataclass(frozen=True)
+class Sniffed:
+    kind: str
+    content_type: str
+    extension: str
+
+
+def sniff(head: bytes) -> Sniffed:
+    """The accepted kind of a file from its first bytes, or ``UploadRejected`` (415)."""
+    guess = filetype.guess(head)
+    if guess is not None:
+        for kind, rules in settings.MYSPINBOT_UPLOAD_KINDS.items():
+            if guess.mime in rules["types"]:
+                return Sniffed(kind, guess.mime, guess.extension)
+    allowed = sorted(
+        t for rules in settings.MYSPINBOT_UPLOAD_KINDS.values() for t in rules["types"]
+    )
+    found = guess.mime if guess is not None else "unrecognised bytes"
+    raise UploadRejected(
+        415, "unsupported_media_type", f"{found} is not accepted; allowed: {', '.join(allowed)}"
+    )
+
+
+def _check_image(stream: IO[bytes]) -> None:
+    from PIL import Image
+
+    stream.seek(0)
+    limit = settings.MYSPINBOT_MAX_IMAGE_PIXELS
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(stream) as image:
+                width, height = image.size
+                if width * height > limit:
+                    raise UploadRejected(
+                        413, "image_too_large", f"image is {width}x{height}; at most {limit} pixels"
+                    )
+                image.verify()
+    except UploadRejected:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise UploadRejected(
+            413, "image_too_large", f"image has more than {limit} pixels"
+        ) from None
+    except Exception as error:
+        raise UploadRejected(422, "corrupt_file", f"image cannot be decoded: {error}") from None
+    finally:
+        stream.seek(0)
+
+
+def clean_name(name: str) -> str:
+    """A display name without folders or control characters (never used as a key)."""
+    base = re.split(r"[\\/]", name or "")[-1]
+    base = re.sub(r"[\x00-\x1f\x7f]", "", base).strip()
+    return base[:200] or "upload"
+
+
+def accept_upload(owner: User, stream: IO[bytes], size: int, name: str) -> Artifact:
+    """Check and store an uploaded file as the owner's artifact.
+
+    Nothing is stored unless every check passes; if recording the artifact fails
+    after the bytes were stored, the object is deleted again.
+    """
+    stream.seek(0)
+    sniffed = sniff(stream.read(SNIFF_BYTES))
+    stream.seek(0)
+    limit = settings.MYSPINBOT_UPLOAD_KINDS[sniffed.kind]["max_bytes"]
+    if size > limit:
+        raise UploadRejected(
+            413, "too_large", f"{sniffed.kind} uploads are limited to {limit} bytes; got {size}"
+        )
+    if size == 0:
+        raise UploadRejected(422, "empty_file", "the file is empty")
+    if sniffed.kind == "image":
+        _check_image(stream)
+    store = get_artifact_store()
+    key = f"uploads/{owner.pk}/{uuid.uuid4().hex}.{sniffed.extension}"
+    stored = store.save_file(key, stream, sniffed.content_type)
+    try:
+        with transaction.atomic():
+            return Artifact.objects.create(
+                owner=owner,
+                name=clean_name(name),
+                bucket=stored.bucket,
+                key=stored.key,
+                size_bytes=stored.size_bytes,
+                sha256=stored.sha256,
+                content_type=stored.content_type,
+            )
+    except BaseException:
+        store.delete(key)
+        raise

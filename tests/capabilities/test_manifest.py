@@ -1,0 +1,52 @@
+"""The merged manifest and template availability with real workers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.test import Client
+
+from apps.capabilities import manifest
+from apps.jobs.models import ApiToken
+from tests.support.services import CeleryWorker
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def as_ada() -> Client:
+    _, token = ApiToken.issue(User.objects.create_user("ada"))
+    manifest._cache.update(at=0.0, workers=None)
+    return Client(headers={"Authorization": f"Bearer {token}"})
+
+
+def test_a_running_worker_reports_its_queues_services_device_and_memory(
+    as_ada: Client, start_worker: Callable[..., CeleryWorker]
+) -> None:
+    worker = start_worker("cpu", [settings.CELERY_CPU_QUEUE])
+
+    body = as_ada.get("/api/capabilities").json()
+
+    assert [w["hostname"] for w in body["workers"]] == [worker.hostname]
+    report = body["workers"][0]
+    assert report["queues"] == [settings.CELERY_CPU_QUEUE]
+    assert report["device"]["type"] == "cpu"
+    assert 0 < report["memory"]["free_bytes"] <= report["memory"]["total_bytes"]
+    assert "debug.sleep" in report["services"]
+    assert body["note"] == ""
+    available = {s["id"]: s["available"] for s in body["services"]}
+    assert available["debug.noop"] is True
+
+
+def test_templates_become_available_when_a_worker_serves_their_services(
+    as_ada: Client, start_worker: Callable[..., CeleryWorker]
+) -> None:
+    start_worker("cpu", [settings.CELERY_CPU_QUEUE])
+
+    templates = {t["name"]: t for t in as_ada.get("/api/templates").json()["templates"]}
+
+    assert templates["capabilities"]["available"] is True
+    assert templates["capabilities"]["unavailableReason"] == ""

@@ -1,0 +1,606 @@
+"""Every REST route: success, its documented errors, and isolation between users."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+
+from apps.graphs import engine
+from apps.graphs.execution import claim, complete
+from apps.graphs.models import Graph, NodeRun
+from apps.jobs.models import ApiToken, Artifact, Job, JobEvent
+from myspinbot.storage import get_artifact_store
+from tests.support.graphs import chain, edge, graph, node
+from tests.support.media import jpeg_bytes, png_bytes, wav_bytes
+
+pytestmark = pytest.mark.django_db
+
+
+def api_client(user: User) -> Client:
+    _, token = ApiToken.issue(user, "test")
+    return Client(headers={"Authorization": f"Bearer {token}"})
+
+
+@pytest.fixture
+def ada() -> User:
+    return User.objects.create_user("ada", password="pw-ada-123")
+
+
+@pytest.fixture
+def bob() -> User:
+    return User.objects.create_user("bob", password="pw-bob-123")
+
+
+@pytest.fixture
+def as_ada(ada: User) -> Client:
+    return api_client(ada)
+
+
+@pytest.fixture
+def as_bob(bob: User) -> Client:
+    return api_client(bob)
+
+
+def post_json(client: Client, path: str, body: Any) -> Any:
+    return client.post(path, data=json.dumps(body), content_type="application/json")
+
+
+def error_of(response: Any) -> dict[str, Any]:
+    body = response.json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"code", "message", "details"}
+    return dict(body["error"])
+
+
+def finish(job: Job) -> None:
+    """Complete every node in-process (no worker needed for API tests)."""
+    for _ in range(20):
+        queued = list(NodeRun.objects.filter(job=job, status="queued"))
+        if not queued:
+            return
+        for run in queued:
+            claimed = claim(str(job.pk), run.node_id, run.attempt, "inline")
+            assert claimed is not None
+            complete(claimed.run, run.attempt, {"done": run.node_id})
+
+
+# --- Authentication ---
+
+
+def test_every_route_needs_authentication(client: Client) -> None:
+    job_id = uuid.uuid4()
+    for method, path in [
+        ("get", "/api/jobs"),
+        ("post", "/api/jobs"),
+        ("get", f"/api/jobs/{job_id}"),
+        ("get", f"/api/jobs/{job_id}/events"),
+        ("post", f"/api/jobs/{job_id}/cancel"),
+        ("post", f"/api/jobs/{job_id}/retry"),
+        ("delete", f"/api/jobs/{job_id}"),
+        ("get", "/api/templates"),
+        ("get", "/api/capabilities"),
+        ("post", "/api/uploads"),
+        ("get", f"/api/artifacts/{job_id}"),
+        ("get", f"/api/artifacts/{job_id}/download"),
+        ("post", "/api/train"),
+        ("get", f"/api/status/{job_id}"),
+        ("post", "/api/infinitetalk"),
+    ]:
+        response = getattr(client, method)(path)
+        assert response.status_code == 401, (method, path)
+        assert error_of(response)["code"] == "unauthenticated"
+
+
+def test_a_revoked_or_unknown_token_is_refused(ada: User) -> None:
+    record, token = ApiToken.issue(ada)
+    assert Client(headers={"Authorization": f"Bearer {token}"}).get("/api/jobs").status_code == 200
+    record.revoked_at = record.created_at
+    record.save()
+
+    assert Client(headers={"Authorization": f"Bearer {token}"}).get("/api/jobs").status_code == 401
+    assert Client(headers={"Authorization": "Bearer msb_nope"}).get("/api/jobs").status_code == 401
+
+
+def test_tokens_are_stored_hashed(ada: User) -> None:
+    record, token = ApiToken.issue(ada)
+
+    assert token.startswith("msb_")
+    assert token not in record.token_hash
+    assert record.token_hash == ApiToken.hash(token)
+
+
+def test_a_session_works_and_csrf_is_checked_on_writes(ada: User) -> None:
+    browser = Client(enforce_csrf_checks=True)
+    browser.login(username="ada", password="pw-ada-123")
+
+    assert browser.get("/api/jobs").status_code == 200
+    refused = post_json(browser, "/api/jobs", {"graph": chain("debug.noop")})
+    assert refused.status_code == 403
+    assert error_of(refused)["code"] == "forbidden"
+
+
+def test_createapitoken_prints_a_working_token_last() -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command("createapitoken", "cli-user", "--create-user", stdout=out, stderr=StringIO())
+
+    token = out.getvalue().strip().splitlines()[-1]
+    assert Client(headers={"Authorization": f"Bearer {token}"}).get("/api/jobs").status_code == 200
+
+
+# --- POST /api/jobs ---
+
+
+def test_submit_a_graph(as_ada: Client, ada: User) -> None:
+    response = post_json(as_ada, "/api/jobs", {"graph": chain("debug.noop", "debug.noop")})
+
+    assert response.status_code == 201
+    body = response.json()
+    assert body["status"] == "queued"
+    assert body["jobId"] == body["id"]
+    assert [n["status"] for n in body["graph"]["nodes"]] == ["ready", "pending"]
+    assert Job.objects.get(pk=body["id"]).owner == ada
+
+
+def test_submit_a_template_with_params_and_uploaded_inputs(as_ada: Client) -> None:
+    photo = as_ada.post("/api/uploads", {"file": _file("me.png", png_bytes())}).json()
+
+    response = post_json(
+        as_ada,
+        "/api/jobs",
+        {
+            "template": "train_and_render",
+            "params": {"script": {"topic": "otters"}},
+            "inputs": {"photos": [{"artifact": photo["id"]}]},
+        },
+    )
+
+    assert response.status_code == 201
+    nodes = {n["id"]: n for n in response.json()["graph"]["nodes"]}
+    assert nodes["script"]["params"]["topic"] == "otters"
+    assert nodes["train_lora"]["input"]["photos"][0]["sha256"] == photo["sha256"]
+    assert response.json()["template"] == "train_and_render"
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "fragment"),
+    [
+        (
+            {"graph": graph([node("a"), node("b")], [edge("a", "b"), edge("b", "a")])},
+            "invalid_graph",
+            "cycle",
+        ),
+        ({"graph": graph([node("a", "no.such")], [])}, "invalid_graph", "unknown_service"),
+        (
+            {"graph": graph([node("s", "debug.sleep", params={"seconds": -1})], [])},
+            "invalid_graph",
+            "invalid_params",
+        ),
+        ({"template": "nope"}, "unknown_template", "unknown template"),
+        ({"template": "train_and_render"}, "invalid_graph", "missing_input"),
+        ({}, "invalid_request", "either 'template' or 'graph'"),
+        ({"template": "capabilities", "graph": chain("debug.noop")}, "invalid_request", "not both"),
+        ({"graph": "a string"}, "invalid_request", "graph"),
+    ],
+)
+def test_invalid_submissions_are_422_and_store_nothing(
+    as_ada: Client, body: dict[str, Any], code: str, fragment: str
+) -> None:
+    response = post_json(as_ada, "/api/jobs", body)
+
+    assert response.status_code == 422
+    error = error_of(response)
+    assert error["code"] == code
+    assert fragment in json.dumps(error)
+    assert (Job.objects.count(), Graph.objects.count(), NodeRun.objects.count()) == (0, 0, 0)
+
+
+def test_graph_errors_name_the_node_and_rule(as_ada: Client) -> None:
+    body = {"graph": graph([node("a"), node("a")], [edge("a", "zz")])}
+
+    issues = error_of(post_json(as_ada, "/api/jobs", body))["details"]["issues"]
+
+    assert {(i["rule"], i["node"]) for i in issues} >= {("duplicate_node_id", "a")}
+    assert any(i["rule"] == "unknown_node" and i["edge"] == 0 for i in issues)
+
+
+def test_malformed_json_is_400(as_ada: Client) -> None:
+    response = as_ada.post("/api/jobs", data="{not json", content_type="application/json")
+
+    assert response.status_code == 400
+    assert error_of(response)["code"] == "bad_request"
+
+
+def test_someone_elses_upload_cannot_be_an_input(as_ada: Client, as_bob: Client) -> None:
+    photo = as_bob.post("/api/uploads", {"file": _file("b.png", png_bytes())}).json()
+
+    response = post_json(
+        as_ada,
+        "/api/jobs",
+        {
+            "template": "train_and_render",
+            "inputs": {"photos": [{"artifact": photo["id"]}]},
+        },
+    )
+
+    assert response.status_code == 422
+    assert error_of(response)["code"] == "unknown_artifact"
+    assert Job.objects.count() == 0
+
+
+def test_jobs_in_flight_are_limited(as_ada: Client, settings: Any) -> None:
+    settings.MYSPINBOT_MAX_JOBS_IN_FLIGHT = 2
+    for _ in range(2):
+        assert post_json(as_ada, "/api/jobs", {"graph": chain("debug.noop")}).status_code == 201
+
+    response = post_json(as_ada, "/api/jobs", {"graph": chain("debug.noop")})
+
+    assert response.status_code == 429
+    assert error_of(response)["code"] == "too_many_jobs"
+    assert response["Retry-After"] == "10"
+    assert Job.objects.count() == 2
+
+
+def test_submissions_per_minute_are_limited(as_ada: Client, settings: Any) -> None:
+    settings.MYSPINBOT_SUBMISSIONS_PER_MINUTE = 3
+    for _ in range(3):
+        job_id = post_json(as_ada, "/api/jobs", {"graph": chain("debug.noop")}).json()["id"]
+        engine.cancel_job(job_id)
+
+    response = post_json(as_ada, "/api/jobs", {"graph": chain("debug.noop")})
+
+    assert response.status_code == 429
+    assert error_of(response)["code"] == "too_many_submissions"
+    assert 1 <= int(response["Retry-After"]) <= 60
+
+
+# --- Reading jobs ---
+
+
+def test_list_is_newest_first_paginated_and_filtered(as_ada: Client, ada: User, bob: User) -> None:
+    ids = [str(engine.submit_job(ada, chain("debug.noop")).pk) for _ in range(3)]
+    engine.submit_job(bob, chain("debug.noop"))
+    engine.cancel_job(ids[0])
+
+    page = as_ada.get("/api/jobs?limit=2&offset=0").json()
+    cancelled = as_ada.get("/api/jobs?status=cancelled").json()
+    clamped = as_ada.get("/api/jobs?limit=500").json()
+
+    assert [j["id"] for j in page["jobs"]] == [ids[2], ids[1]]
+    assert page["pagination"] == {"limit": 2, "offset": 0, "total": 3}
+    assert [j["id"] for j in cancelled["jobs"]] == [ids[0]]
+    assert clamped["pagination"]["limit"] == 100
+    assert as_ada.get("/api/jobs?limit=0").json()["pagination"]["limit"] == 1
+    assert as_ada.get("/api/jobs?status=bogus").status_code == 422
+
+
+def test_get_job_shows_live_node_states(as_ada: Client, ada: User) -> None:
+    job = engine.submit_job(ada, chain("debug.noop", "debug.noop"))
+    finish(job)
+
+    body = as_ada.get(f"/api/jobs/{job.pk}").json()
+
+    assert body["status"] == "completed"
+    assert body["progress"] == 1.0
+    assert [n["status"] for n in body["graph"]["nodes"]] == ["completed", "completed"]
+    assert body["graph"]["nodes"][0]["output"] == {"done": "n0"}
+    assert body["graph"]["nodes"][0]["retries"] == {"attempt": 1, "maxAttempts": 3}
+    assert body["finishedAt"] is not None
+
+
+def test_events_after_since_in_order(as_ada: Client, ada: User) -> None:
+    job = engine.submit_job(ada, chain("debug.noop"))
+    finish(job)
+
+    everything = as_ada.get(f"/api/jobs/{job.pk}/events").json()
+    later = as_ada.get(f"/api/jobs/{job.pk}/events?since=2").json()
+
+    seqs = [e["seq"] for e in everything["events"]]
+    assert seqs == list(range(1, everything["lastSeq"] + 1))
+    assert [e["seq"] for e in later["events"]] == seqs[2:]
+    assert everything["events"][-1]["type"] == "job.completed"
+    assert as_ada.get(f"/api/jobs/{job.pk}/events?since=-1").status_code == 422
+
+
+# --- Cancel, retry, delete ---
+
+
+def test_cancel_is_202_then_409(as_ada: Client, ada: User) -> None:
+    job = engine.submit_job(ada, chain("debug.noop"))
+
+    first = as_ada.post(f"/api/jobs/{job.pk}/cancel")
+    second = as_ada.post(f"/api/jobs/{job.pk}/cancel")
+
+    assert (first.status_code, first.json()["status"]) == (202, "cancelled")
+    assert second.status_code == 409
+    assert error_of(second)["code"] == "job_finished"
+
+
+def test_retry_reruns_a_cancelled_job_and_refuses_a_running_one(as_ada: Client, ada: User) -> None:
+    job = engine.submit_job(ada, chain("debug.noop"))
+    running = as_ada.post(f"/api/jobs/{job.pk}/retry")
+    engine.cancel_job(job.pk)
+
+    retried = as_ada.post(f"/api/jobs/{job.pk}/retry")
+
+    assert running.status_code == 409
+    assert error_of(running)["code"] == "not_retryable"
+    assert (retried.status_code, retried.json()["status"]) == (202, "queued")
+    assert NodeRun.objects.get(job=job).attempt == 2
+
+
+def test_delete_removes_a_finished_job_its_events_and_unshared_artifacts(
+    as_ada: Client, ada: User
+) -> None:
+    job = engine.submit_job(ada, chain("debug.noop"))
+    store = get_artifact_store()
+    stored = store.save_bytes(f"jobs/{job.pk}/out.txt", b"result", "text/plain")
+    artifact = Artifact.objects.create(
+        owner=ada,
+        job=job,
+        bucket=stored.bucket,
+        key=stored.key,
+        size_bytes=6,
+        sha256=stored.sha256,
+        content_type="text/plain",
+    )
+    running = as_ada.delete(f"/api/jobs/{job.pk}")
+    finish(job)
+
+    response = as_ada.delete(f"/api/jobs/{job.pk}")
+
+    assert running.status_code == 409
+    assert response.status_code == 204
+    assert not Job.objects.filter(pk=job.pk).exists()
+    assert not JobEvent.objects.filter(job_id=job.pk).exists()
+    assert not Artifact.objects.filter(pk=artifact.pk).exists()
+    assert Graph.objects.count() == 0
+
+
+def test_delete_keeps_an_artifact_another_job_refers_to(as_ada: Client, ada: User) -> None:
+    job = engine.submit_job(ada, chain("debug.noop"))
+    stored = get_artifact_store().save_bytes(
+        f"jobs/{job.pk}/lora.bin", b"w", "application/octet-stream"
+    )
+    artifact = Artifact.objects.create(
+        owner=ada,
+        job=job,
+        bucket=stored.bucket,
+        key=stored.key,
+        size_bytes=1,
+        sha256=stored.sha256,
+        content_type="application/octet-stream",
+    )
+    finish(job)
+    other = engine.submit_job(
+        ada, graph([node("x", input={"lora": {"artifact": str(artifact.pk)}})], [])
+    )
+    assert other.pk
+
+    assert as_ada.delete(f"/api/jobs/{job.pk}").status_code == 204
+
+    assert Artifact.objects.filter(pk=artifact.pk).exists()
+    assert get_artifact_store().exists(stored.key)
+
+
+# --- Uploads and artifacts ---
+
+
+def _file(name: str, data: bytes, content_type: str = "application/octet-stream") -> Any:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    return SimpleUploadedFile(name, data, content_type=content_type)
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "expected"),
+    [
+        ("p.png", png_bytes(), "image/png"),
+        ("p.jpg", jpeg_bytes(), "image/jpeg"),
+        ("voice.wav", wav_bytes(), "audio/x-wav"),
+        ("lying.txt", png_bytes(), "image/png"),
+    ],
+)
+def test_upload_sniffs_the_type_from_the_bytes(
+    as_ada: Client, name: str, data: bytes, expected: str
+) -> None:
+    response = as_ada.post("/api/uploads", {"file": _file(name, data, "text/plain")})
+
+    assert response.status_code == 201
+    body = response.json()
+    assert body["content_type"] == expected
+    assert body["size_bytes"] == len(data)
+    import hashlib
+
+    assert body["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "code"),
+    [
+        (b"just some text that is not media", 415, "unsupported_media_type"),
+        (b"%PDF-1.4\n" + b"x" * 100, 415, "unsupported_media_type"),
+        (png_bytes()[:40], 422, "corrupt_file"),
+    ],
+)
+def test_bad_uploads_are_refused_and_nothing_is_stored(
+    as_ada: Client, data: bytes, status: int, code: str
+) -> None:
+    response = as_ada.post("/api/uploads", {"file": _file("x.png", data, "image/png")})
+
+    assert response.status_code == status
+    assert error_of(response)["code"] == code
+    assert Artifact.objects.count() == 0
+
+
+def test_an_oversized_upload_is_413(as_ada: Client, settings: Any) -> None:
+    settings.MYSPINBOT_UPLOAD_KINDS = {
+        **settings.MYSPINBOT_UPLOAD_KINDS,
+        "image": {"types": ["image/png"], "max_bytes": 50},
+    }
+
+    response = as_ada.post("/api/uploads", {"file": _file("big.png", png_bytes(64, 64))})
+
+    assert response.status_code == 413
+    assert error_of(response)["code"] == "too_large"
+    assert Artifact.objects.count() == 0
+
+
+def test_a_decompression_bomb_is_413(as_ada: Client, settings: Any) -> None:
+    settings.MYSPINBOT_MAX_IMAGE_PIXELS = 100
+
+    response = as_ada.post("/api/uploads", {"file": _file("bomb.png", png_bytes(64, 64))})
+
+    assert response.status_code == 413
+    assert error_of(response)["code"] == "image_too_large"
+
+
+def test_a_missing_file_part_is_422(as_ada: Client) -> None:
+    response = as_ada.post("/api/uploads", {"other": _file("x.png", png_bytes())})
+
+    assert response.status_code == 422
+    assert error_of(response)["code"] == "invalid_request"
+
+
+def test_artifact_metadata_url_and_download(as_ada: Client) -> None:
+    data = wav_bytes()
+    uploaded = as_ada.post("/api/uploads", {"file": _file("voice.wav", data)}).json()
+
+    meta = as_ada.get(f"/api/artifacts/{uploaded['id']}").json()
+    download = as_ada.get(f"/api/artifacts/{uploaded['id']}/download")
+
+    assert meta["sha256"] == uploaded["sha256"]
+    assert meta["name"] == "voice.wav"
+    assert meta["url"].startswith("http://127.0.0.1:")  # presigned on the test S3 server
+    import urllib.request
+
+    with urllib.request.urlopen(meta["url"], timeout=10) as response:
+        assert response.read() == data
+    assert download.status_code == 200
+    assert b"".join(download.streaming_content) == data  # type: ignore[attr-defined]
+
+
+# --- Isolation ---
+
+
+def test_another_users_objects_are_404_everywhere(
+    as_ada: Client, bob: User, as_bob: Client
+) -> None:
+    job = engine.submit_job(bob, chain("debug.noop"))
+    upload = as_bob.post("/api/uploads", {"file": _file("b.png", png_bytes())}).json()
+
+    for method, path in [
+        ("get", f"/api/jobs/{job.pk}"),
+        ("get", f"/api/jobs/{job.pk}/events"),
+        ("post", f"/api/jobs/{job.pk}/cancel"),
+        ("post", f"/api/jobs/{job.pk}/retry"),
+        ("delete", f"/api/jobs/{job.pk}"),
+        ("get", f"/api/status/{job.pk}"),
+        ("get", f"/api/artifacts/{upload['id']}"),
+        ("get", f"/api/artifacts/{upload['id']}/download"),
+    ]:
+        response = getattr(as_ada, method)(path)
+        assert response.status_code == 404, (method, path)
+        assert error_of(response)["code"] == "not_found"
+    assert as_ada.get("/api/jobs").json()["pagination"]["total"] == 0
+    job.refresh_from_db()
+    assert job.status == "queued"
+
+
+# --- Templates and capabilities ---
+
+
+def test_templates_list_nodes_param_schemas_and_availability(as_ada: Client) -> None:
+    templates = {t["name"]: t for t in as_ada.get("/api/templates").json()["templates"]}
+
+    assert sorted(templates) == ["capabilities", "narrated_video", "train_and_render"]
+    video = templates["narrated_video"]
+    assert video["requiredInputs"] == ["photos", "transcript", "voice_sample"]
+    sleep = next(n for n in video["nodes"] if n["id"] == "train_lora")
+    assert sleep["paramsSchema"]["properties"]["seconds"]["minimum"] == 0
+    assert video["available"] is False
+    assert video["unavailableReason"].startswith("no worker runs debug.echo")
+
+
+def test_capabilities_answers_quickly_when_no_worker_is_up(as_ada: Client) -> None:
+    import time
+
+    started = time.monotonic()
+    body = as_ada.get("/api/capabilities").json()
+
+    assert time.monotonic() - started < 5
+    assert body["workers"] == []
+    assert body["note"] == "no worker answered within 1s"
+    assert {s["id"] for s in body["services"]} >= {"debug.noop", "debug.sleep"}
+    assert all(s["available"] is False for s in body["services"])
+
+
+# --- The original system's routes ---
+
+
+def test_compat_train_and_status(as_ada: Client) -> None:
+    created = post_json(as_ada, "/api/train", {"prompt": "otters"})
+    job_id = created.json()["jobId"]
+
+    status = as_ada.get(f"/api/status/{job_id}")
+    detail = as_ada.get(f"/api/jobs/{job_id}").json()
+
+    assert created.status_code == 201
+    assert status.json() == {"jobId": job_id, "status": "queued", "progress": 0.0}
+    assert {"jobId", "status", "progress", "graph", "createdAt", "updatedAt"} <= set(detail)
+    assert detail["template"] == "train_and_render"
+
+
+def test_compat_infinitetalk_uploads_both_files_and_starts_a_video_job(as_ada: Client) -> None:
+    response = as_ada.post(
+        "/api/infinitetalk",
+        {
+            "image_file": _file("me.jpg", jpeg_bytes()),
+            "audio_file": _file("me.wav", wav_bytes()),
+            "data": json.dumps({"prompt": "otters", "refText": "Hello there."}),
+        },
+    )
+
+    assert response.status_code == 201
+    job = Job.objects.get(pk=response.json()["jobId"])
+    nodes = {n["id"]: n for n in job.graph.document["nodes"]}
+    assert nodes["voice_profile"]["input"]["transcript"] == "Hello there."
+    assert nodes["voice_profile"]["input"]["voice_sample"]["content_type"] == "audio/x-wav"
+    assert nodes["script"]["params"]["topic"] == "otters"
+    assert Artifact.objects.count() == 2
+
+
+def test_compat_infinitetalk_with_swapped_files_stores_nothing(as_ada: Client) -> None:
+    response = as_ada.post(
+        "/api/infinitetalk",
+        {
+            "image_file": _file("me.wav", wav_bytes()),
+            "audio_file": _file("me.jpg", jpeg_bytes()),
+            "data": json.dumps({"prompt": "otters", "refText": "Hi"}),
+        },
+    )
+
+    assert response.status_code == 415
+    assert (Artifact.objects.count(), Job.objects.count()) == (0, 0)
+
+
+def test_compat_infinitetalk_with_bad_data_is_422(as_ada: Client) -> None:
+    response = as_ada.post(
+        "/api/infinitetalk",
+        {
+            "image_file": _file("me.jpg", jpeg_bytes()),
+            "audio_file": _file("me.wav", wav_bytes()),
+            "data": "{broken",
+        },
+    )
+
+    assert response.status_code == 422
+    assert (Artifact.objects.count(), Job.objects.count()) == (0, 0)
