@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 PORT ?= 8000
 FLOWER_PORT ?= 5555
+EMBEDDED_REDIS_PORT ?= 6379
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: run test test-faults lint bench venv clean openapi
@@ -28,14 +29,17 @@ run: $(VENV)/.local.stamp
 	@$(PY) manage.py migrate --noinput -v 0
 	@$(PY) manage.py ensure_demo_user
 	@procs="web cpu gpu flower"; \
-	if [ -z "$${REDIS_URL:-}" ] && ! $(PY) -m myspinbot.devservices ping-redis redis://127.0.0.1:6379/0; then \
-		echo "No Redis on 127.0.0.1:6379: starting the embedded one (nothing kept on disk)."; \
-		procs="redis $$procs"; \
+	if [ -z "$${REDIS_URL:-}" ]; then \
+		export REDIS_URL=redis://127.0.0.1:$(EMBEDDED_REDIS_PORT)/0; \
+		if ! $(PY) -m myspinbot.devservices ping-redis $$REDIS_URL; then \
+			echo "No Redis on 127.0.0.1:$(EMBEDDED_REDIS_PORT): starting the embedded one (nothing kept on disk)."; \
+			procs="redis $$procs"; \
+		fi; \
 	fi; \
 	echo "MySpinBot:  http://127.0.0.1:$(PORT)/   health: /healthz  /readyz   admin: /admin/"; \
 	echo "Flower:     http://127.0.0.1:$(FLOWER_PORT)/"; \
 	echo "Stop everything with Ctrl-C."; \
-	WEB_PORT=$(PORT) FLOWER_PORT=$(FLOWER_PORT) exec $(BIN)/honcho --no-prefix -f Procfile start $$procs
+	WEB_PORT=$(PORT) FLOWER_PORT=$(FLOWER_PORT) EMBEDDED_REDIS_PORT=$(EMBEDDED_REDIS_PORT) exec $(BIN)/honcho --no-prefix -f Procfile start $$procs
 
 test: $(VENV)/.test.stamp
 	@$(PY) -m myspinbot.devservices postgres --database myspinbot

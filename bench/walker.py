@@ -30,14 +30,16 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run as a script: make the project importable
+    sys.path.insert(0, str(REPO))
+
+from bench import common  # noqa: E402
 
 DATABASE_URL = os.environ.get(
     "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/myspinbot_bench"
@@ -83,68 +85,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def configure_environment(settings: str, artifact_root: Path) -> None:
-    module = settings if "." in settings else f"myspinbot.settings.{settings}"
-    os.environ["DJANGO_SETTINGS_MODULE"] = module
-    # ``local`` reads DATABASE_URL/REDIS_URL, ``test`` the TEST_* twins: set both.
-    os.environ["DATABASE_URL"] = os.environ["TEST_DATABASE_URL"] = DATABASE_URL
-    os.environ["REDIS_URL"] = os.environ["TEST_REDIS_URL"] = REDIS_URL
-    os.environ["DEBUG"] = "false"  # DEBUG would keep every query in memory
-    os.environ["MYSPINBOT_DEBUG_SERVICES"] = "true"
-    os.environ["CELERY_CPU_QUEUE"] = CPU_QUEUE
-    os.environ["CELERY_GPU_QUEUE"] = GPU_QUEUE
-    # Local artifact store: debug.noop stores nothing, and the bench needs no S3 server.
-    os.environ["S3_BUCKET"] = ""
-    os.environ.pop("S3_ENDPOINT_URL", None)
-    os.environ["ARTIFACT_ROOT"] = str(artifact_root)
-    os.environ["PYTHONUNBUFFERED"] = "1"
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-
-
-def ensure_database() -> None:
-    """Create the bench database if it is missing (migrations run after django.setup())."""
-    import psycopg
-
-    parts = urlsplit(DATABASE_URL)
-    name = parts.path.lstrip("/")
-    maintenance = urlunsplit(parts._replace(scheme="postgresql", path="/postgres"))
-    with psycopg.connect(maintenance, autocommit=True, connect_timeout=5) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
-        if not exists:
-            conn.execute(f'CREATE DATABASE "{name}"')
-
-
-# --- Workers --------------------------------------------------------------------------
-
-
-@contextmanager
-def running_workers(count: int, concurrency: int, log_dir: Path) -> Iterator[list[Any]]:
-    from tests.support.services import CeleryWorker
-
-    workers = []
-    try:
-        for index in range(count):
-            worker = CeleryWorker(
-                name=f"bench{index}-{uuid.uuid4().hex[:6]}",
-                queues=[CPU_QUEUE],
-                env=dict(os.environ),
-                concurrency=concurrency,
-                log_path=log_dir / f"worker{index}.log",
-            )
-            workers.append(worker)
-            worker.start()
-        yield workers
-    finally:
-        for worker in workers:
-            worker.stop()
-
-
-def purge_queues() -> None:
-    from myspinbot.celery import app
-
-    with app.connection_for_write() as connection:
-        for queue in (CPU_QUEUE, GPU_QUEUE):
-            connection.default_channel.queue_purge(queue)
+    common.configure_environment(
+        database_url=DATABASE_URL,
+        redis_url=REDIS_URL,
+        settings=settings if "." in settings else f"myspinbot.settings.{settings}",
+        artifact_root=artifact_root,
+        extra={
+            "MYSPINBOT_DEBUG_SERVICES": "true",
+            "CELERY_CPU_QUEUE": CPU_QUEUE,
+            "CELERY_GPU_QUEUE": GPU_QUEUE,
+        },
+    )
 
 
 # --- Graphs -----------------------------------------------------------------------------
@@ -366,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM ends the run like Ctrl-C does, so the workers are stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
-    ensure_database()
+    common.ensure_database(DATABASE_URL)
     import django
 
     django.setup()
@@ -378,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     call_command("migrate", interactive=False, verbosity=0)
     user, _ = get_user_model().objects.get_or_create(username="bench")
     delete_jobs(list(Job.objects.filter(owner=user).values_list("pk", flat=True)))
-    purge_queues()
+    common.purge_queues(CPU_QUEUE, GPU_QUEUE)
 
     scenarios = [
         Scenario(
@@ -399,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         Scenario("warmup", 22, lambda n: fanout_graph(20, n), lambda: raw_fanout(20)),
     ]
     try:
-        with running_workers(args.workers, args.concurrency, work):
+        with common.running_workers(args.workers, args.concurrency, [CPU_QUEUE], work):
             print(
                 f"workers up ({args.workers} x concurrency {args.concurrency}); warming up",
                 file=sys.stderr,
@@ -419,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         delete_jobs(list(Job.objects.filter(owner=user).values_list("pk", flat=True)))
-        purge_queues()
+        common.purge_queues(CPU_QUEUE, GPU_QUEUE)
     report(scenarios, args, command)
     if args.keep_logs:
         print(f"worker logs: {work}")

@@ -39,9 +39,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run as a script: make the project importable
+    sys.path.insert(0, str(REPO))
+
+from bench import common  # noqa: E402
 
 DATABASE_URL = os.environ.get(
     "BENCH_WS_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/myspinbot_bench_ws"
@@ -62,25 +65,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def configure_environment() -> None:
-    settings = os.environ.get("BENCH_WS_SETTINGS", "myspinbot.settings.test")
-    os.environ["DJANGO_SETTINGS_MODULE"] = settings
-    os.environ["DATABASE_URL"] = os.environ["TEST_DATABASE_URL"] = DATABASE_URL
-    os.environ["REDIS_URL"] = os.environ["TEST_REDIS_URL"] = REDIS_URL
-    os.environ["DEBUG"] = "false"
-    os.environ["PYTHONUNBUFFERED"] = "1"
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-
-
-def ensure_database() -> None:
-    import psycopg
-
-    parts = urlsplit(DATABASE_URL)
-    name = parts.path.lstrip("/")
-    maintenance = urlunsplit(parts._replace(scheme="postgresql", path="/postgres"))
-    with psycopg.connect(maintenance, autocommit=True, connect_timeout=5) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
+    common.configure_environment(
+        database_url=DATABASE_URL,
+        redis_url=REDIS_URL,
+        settings=os.environ.get("BENCH_WS_SETTINGS", "myspinbot.settings.test"),
+    )
 
 
 def free_port() -> int:
@@ -258,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join([".venv/bin/python", "bench/ws_latency.py", *(argv or sys.argv[1:])])
     configure_environment()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    ensure_database()
+    common.ensure_database(DATABASE_URL)
     import django
 
     django.setup()

@@ -16,6 +16,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from apps.graphs.planner import UnknownTemplate
 from apps.graphs.validation import GraphValidationError
 from apps.jobs.auth import API_AUTH
+from apps.jobs.submission import SubmissionRejected
 from myspinbot.storage import StorageUnavailable
 
 
@@ -91,6 +92,11 @@ def _clean_validation_errors(errors: list[Any]) -> list[dict[str, Any]]:
 @api.exception_handler(ApiError)
 def _api_error(request: HttpRequest, exc: ApiError) -> HttpResponse:
     return error_response(request, exc.status, exc.code, exc.message, exc.details, exc.headers)
+
+
+@api.exception_handler(SubmissionRejected)
+def _rejected(request: HttpRequest, exc: SubmissionRejected) -> HttpResponse:
+    return error_response(request, exc.status, exc.code, exc.message, headers=exc.headers)
 
 
 @api.exception_handler(ValidationError)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from apps.capabilities.errors import Cancelled
@@ -31,6 +32,12 @@ class NodeContext:
     store: Any
     progress_callback: Callable[[float, str | None], None] = field(repr=False)
     cancelled_callback: Callable[[], bool] = field(repr=False)
+    # Saving and reading artifacts (``apps.jobs.artifacts.NodeArtifacts``): ``save(name,
+    # bytes | path | file, content_type) -> reference``, ``open(reference)``,
+    # ``fetch(reference, folder) -> path``.
+    artifacts: Any = field(default=None, repr=False)
+    # A private scratch folder for this attempt, removed when the handler returns.
+    workdir: Path | None = None
 
     def progress(self, fraction: float, message: str | None = None) -> None:
         """Report ``fraction`` (clamped to 0..1) done, then stop if the job was cancelled.

@@ -15,6 +15,7 @@ from typing import Any
 import psutil
 from celery.worker.control import inspect_command
 
+from apps.capabilities.media.tts_engines import available_engines
 from apps.capabilities.registry import get_registry
 
 # Extra facts a worker adds to its report (device, loaded models...).
@@ -34,6 +35,7 @@ def worker_report(queues: list[str]) -> dict[str, Any]:
         "services": [c.id for c in get_registry().all() if c.queue in served],
         "device": {"type": "cpu", "name": "cpu", "count": os.cpu_count()},
         "memory": {"total_bytes": memory.total, "free_bytes": memory.available},
+        "backends": {"tts": available_engines()},
     }
     for reporter in WORKER_REPORTERS:
         report.update(reporter())

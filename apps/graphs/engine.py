@@ -109,11 +109,14 @@ def submit_template(
     name: str,
     params: dict[str, dict[str, Any]] | None = None,
     inputs: dict[str, Any] | None = None,
+    *,
+    metadata: dict[str, Any] | None = None,
 ) -> Job:
-    """Plan a template with per-node params and job inputs, and store it as a new job."""
+    """Plan a template with per-node params and job inputs (and extra graph ``metadata``),
+    and store it as a new job."""
     from apps.graphs.planner import plan
 
-    return create_job(owner, plan(name, params, inputs), template=name)
+    return create_job(owner, plan(name, params, inputs, metadata=metadata), template=name)
 
 
 def create_job(owner: User, graph_doc: GraphDocument, *, template: str = "") -> Job:

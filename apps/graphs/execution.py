@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -24,6 +27,7 @@ from apps.capabilities.errors import Cancelled, ServiceError
 from apps.capabilities.registry import get_registry, load_handler
 from apps.graphs import engine
 from apps.graphs.models import NodeRun
+from apps.jobs.artifacts import NodeArtifacts
 from apps.jobs.events import Event, emit
 from apps.jobs.models import Job
 from myspinbot.storage import get_artifact_store
@@ -68,6 +72,7 @@ class Claimed:
     run: NodeRun
     structure: engine.GraphStructure
     predecessors: dict[str, NodeRun]
+    owner_id: int
 
 
 def claim(job_id: str, node_id: str, attempt: int, worker: str) -> Claimed | None:
@@ -100,7 +105,7 @@ def claim(job_id: str, node_id: str, attempt: int, worker: str) -> Claimed | Non
     structure = engine.graph_structure(job.graph_id)
     wanted = [node_id, *(edge.source for edge in structure.incoming[node_id])]
     runs = {run.node_id: run for run in NodeRun.objects.filter(job_id=job_id, node_id__in=wanted)}
-    return Claimed(runs.pop(node_id), structure, runs)
+    return Claimed(runs.pop(node_id), structure, runs, job.owner_id)
 
 
 def execute(job_id: str, node_id: str, attempt: int, worker: str) -> None:
@@ -113,15 +118,25 @@ def execute(job_id: str, node_id: str, attempt: int, worker: str) -> None:
     capability = get_registry().get(run.service)
     inputs = engine.inputs_for(structure, claimed.predecessors, node_id)
     reporter = ProgressReporter(run, attempt)
+    store = get_artifact_store()
+    workdir = Path(tempfile.mkdtemp(prefix=f"node-{node_id[:32]}-"))
     context = NodeContext(
         job_id=str(job_id),
         node_id=node_id,
         attempt=attempt,
         params=structure.params[node_id],
         inputs=inputs,
-        store=get_artifact_store(),
+        store=store,
         progress_callback=reporter.report,
         cancelled_callback=reporter.cancelled,
+        artifacts=NodeArtifacts(
+            store,
+            job_id=str(job_id),
+            node_id=node_id,
+            attempt=attempt,
+            owner_id=claimed.owner_id,
+        ),
+        workdir=workdir,
     )
     heartbeat = Heartbeat(run.pk, attempt)
     heartbeat.start()
@@ -149,6 +164,7 @@ def execute(job_id: str, node_id: str, attempt: int, worker: str) -> None:
         return
     finally:
         heartbeat.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
     complete(run, attempt, output)
 
 

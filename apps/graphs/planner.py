@@ -82,6 +82,7 @@ def plan(
     params: dict[str, dict[str, Any]] | None = None,
     inputs: dict[str, Any] | None = None,
     *,
+    metadata: dict[str, Any] | None = None,
     registry: CapabilityRegistry | None = None,
 ) -> GraphDocument:
     """The template's graph with ``params`` merged over each node's params and the job
@@ -129,7 +130,7 @@ def plan(
                     node["input"][key] = inputs[key]
     if issues:
         raise GraphValidationError(issues)
-    document.setdefault("metadata", {})["template"] = name
+    document["metadata"] = {**document.get("metadata", {}), **(metadata or {}), "template": name}
     return validate_graph(
         document,
         registry=registry or get_registry(),

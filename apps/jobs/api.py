@@ -7,7 +7,6 @@ Every query is scoped to the caller: another user's job or artifact is a 404.
 from __future__ import annotations
 
 import json
-import math
 import re
 import uuid
 from datetime import timedelta
@@ -23,17 +22,18 @@ from ninja import File, Form, Query, Router, Schema, Status
 from ninja.files import UploadedFile
 from pydantic import Field, model_validator
 
+from apps.capabilities.manifest import live_workers, runnable_services
 from apps.graphs import engine
 from apps.graphs.models import Graph, NodeRun
+from apps.jobs import submission
 from apps.jobs.models import Artifact, Job, JobEvent
+from apps.jobs.submission import ARTIFACT_REF
 from apps.jobs.uploads import UploadRejected, accept_upload
 from myspinbot.api import ApiError
 from myspinbot.storage import LocalArtifactStore, get_artifact_store
 
 router = Router(tags=["jobs"])
 compat_router = Router(tags=["original system"])
-
-ARTIFACT_REF = "artifact"
 
 
 # --- Schemas -------------------------------------------------------------------------
@@ -231,74 +231,10 @@ def artifact_json(artifact: Artifact) -> dict[str, Any]:
     }
 
 
-def resolve_artifact_refs(owner: User, value: Any, where: str = "inputs") -> Any:
-    """Replace each ``{"artifact": "<id>"}`` with the caller's artifact (id, sha256, ...).
-
-    An id that is not one of the caller's artifacts is a 422 naming where it was found.
-    """
-    if isinstance(value, dict):
-        if set(value) == {ARTIFACT_REF}:
-            try:
-                artifact_id = uuid.UUID(str(value[ARTIFACT_REF]))
-            except ValueError:
-                raise ApiError(422, "unknown_artifact", f"{where}: not an artifact id") from None
-            artifact = Artifact.objects.filter(pk=artifact_id, owner=owner).first()
-            if artifact is None:
-                raise ApiError(422, "unknown_artifact", f"{where}: no artifact {artifact_id}")
-            return {ARTIFACT_REF: str(artifact.pk), **artifact.to_json()}
-        return {k: resolve_artifact_refs(owner, v, f"{where}.{k}") for k, v in value.items()}
-    if isinstance(value, list):
-        return [resolve_artifact_refs(owner, v, f"{where}[{i}]") for i, v in enumerate(value)]
-    return value
-
-
-def check_limits(owner: User) -> None:
-    """429 when the caller has too many jobs in flight or submitted too many this minute.
-
-    Runs under a lock on the user row so concurrent submissions are counted one by one.
-    """
-    User.objects.select_for_update().filter(pk=owner.pk).first()
-    in_flight = Job.objects.filter(owner=owner, status__in=["queued", "running"]).count()
-    if in_flight >= settings.MYSPINBOT_MAX_JOBS_IN_FLIGHT:
-        raise ApiError(
-            429,
-            "too_many_jobs",
-            f"{in_flight} jobs in flight; the limit is {settings.MYSPINBOT_MAX_JOBS_IN_FLIGHT}",
-            headers={"Retry-After": "10"},
-        )
-    window_start = timezone.now() - timedelta(minutes=1)
-    recent = Job.objects.filter(owner=owner, created_at__gte=window_start)
-    if recent.count() >= settings.MYSPINBOT_SUBMISSIONS_PER_MINUTE:
-        oldest = recent.order_by("created_at").values_list("created_at", flat=True).first()
-        wait = (oldest + timedelta(minutes=1) - timezone.now()).total_seconds() if oldest else 60
-        raise ApiError(
-            429,
-            "too_many_submissions",
-            f"at most {settings.MYSPINBOT_SUBMISSIONS_PER_MINUTE} submissions per minute",
-            headers={"Retry-After": str(max(1, math.ceil(wait)))},
-        )
-
-
 def submit(owner: User, body: JobCreate) -> Job:
-    with transaction.atomic():
-        check_limits(owner)
-        if body.template is not None:
-            inputs = resolve_artifact_refs(owner, body.inputs)
-            return engine.submit_template(owner, body.template, body.params, inputs)
-        document = dict(body.graph or {})
-        if isinstance(document.get("nodes"), list):
-            document["nodes"] = [
-                {
-                    **node,
-                    "input": resolve_artifact_refs(
-                        owner, node["input"], f"nodes.{node.get('id')}.input"
-                    ),
-                }
-                if isinstance(node, dict) and isinstance(node.get("input"), dict)
-                else node
-                for node in document["nodes"]
-            ]
-        return engine.submit_job(owner, document)
+    return submission.submit(
+        owner, template=body.template, params=body.params, inputs=body.inputs, graph=body.graph
+    )
 
 
 # --- Jobs -------------------------------------------------------------------------------
@@ -372,7 +308,7 @@ def retry_job(request: HttpRequest, job_id: uuid.UUID) -> Status[dict[str, Any]]
     completed ones."""
     job = own_job(request, job_id)
     with transaction.atomic():
-        check_limits(caller(request))
+        submission.check_limits(caller(request))
         try:
             job = engine.retry_job(job.pk)
         except engine.JobStateError as error:
@@ -533,7 +469,7 @@ def compat_infinitetalk(
         raise ApiError(422, "invalid_request", f"data: {error}".splitlines()[0]) from None
     owner = caller(request)
     with transaction.atomic():
-        check_limits(owner)
+        submission.check_limits(owner)
     uploaded: list[Artifact] = []
     try:
         uploaded.append(image := _upload(owner, image_file))
@@ -542,22 +478,37 @@ def compat_infinitetalk(
             raise ApiError(415, "unsupported_media_type", "image_file must be an image")
         if not audio.content_type.startswith("audio/"):
             raise ApiError(415, "unsupported_media_type", "audio_file must be audio")
-        job = submit(
+        template, metadata = talking_video_template()
+        script = (
+            {"topic": fields.prompt} if fields.prompt.strip() else {"narration": fields.refText}
+        )
+        job = submission.submit(
             owner,
-            JobCreate(
-                template="narrated_video",
-                params={"script": {"topic": fields.prompt}},
-                inputs={
-                    "photos": [{ARTIFACT_REF: str(image.pk)}],
-                    "voice_sample": {ARTIFACT_REF: str(audio.pk)},
-                    "transcript": fields.refText,
-                },
-            ),
+            template=template,
+            params={"script": script},
+            inputs={
+                "photos": [{ARTIFACT_REF: str(image.pk)}],
+                "voice_sample": {ARTIFACT_REF: str(audio.pk)},
+                "transcript": fields.refText,
+            },
+            metadata=metadata,
         )
     except BaseException:
         _discard(uploaded)
         raise
     return Status(201, {"jobId": job.pk, "status": job.status})
+
+
+LIPSYNC_SERVICE = "video.lipsync"
+
+
+def talking_video_template() -> tuple[str, dict[str, Any]]:
+    """``narrated_video`` when a worker can lip-sync, else ``quick`` — and the job says so."""
+    if LIPSYNC_SERVICE in runnable_services(live_workers()):
+        return "narrated_video", {}
+    return "quick", {
+        "fallback": f"no worker runs {LIPSYNC_SERVICE}: the quick CPU pipeline was used",
+    }
 
 
 def _discard(artifacts: list[Artifact]) -> None:

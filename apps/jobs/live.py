@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from channels.layers import get_channel_layer
-from django.conf import settings
 
 from apps.jobs.models import JobEvent
 
@@ -43,10 +42,10 @@ def message(event: JobEvent) -> dict[str, Any]:
 class Publisher:
     """Sends channel-layer messages from sync code on one long-lived event loop.
 
-    :meth:`send` waits (at most ``timeout`` seconds) for the messages to reach the
-    layer, so events of one caller go out in the order they were committed. Sends are
-    also serialized on the loop by a lock that hands over in FIFO order, so a send that
-    timed out still leaves before the next one.
+    :meth:`send` hands the messages to the loop and returns at once: publishing stays off
+    the caller's path (a worker finishing a node does not wait for Redis). Sends run one
+    at a time, in the order they were handed over, behind a lock that hands over in FIFO
+    order, so events still leave in the order they were committed.
     """
 
     def __init__(self) -> None:
@@ -82,38 +81,23 @@ class Publisher:
             for group, body in sends:
                 await layer.group_send(group, body)
 
-    def send(self, sends: list[tuple[str, dict[str, Any]]], timeout: float) -> None:
-        """Send ``(group, message)`` pairs in order. Logs and returns on any failure."""
+    def send(self, sends: list[tuple[str, dict[str, Any]]]) -> concurrent.futures.Future[None]:
+        """Queue ``(group, message)`` pairs for sending, in order; failures are logged."""
         try:
             loop = self._running_loop()
             future = asyncio.run_coroutine_threadsafe(self._send(sends), loop)
-        except Exception:
+        except Exception as error:
             logger.exception("could not schedule %d live message(s)", len(sends))
-            return
-        if threading.current_thread() is self._thread or _in_running_loop():
-            # Blocking here would stall (or deadlock) an event loop: let it finish alone.
-            future.add_done_callback(_log_failure)
-            return
-        try:
-            future.result(timeout)
-        except concurrent.futures.TimeoutError:
-            logger.warning("live messages still unsent after %.1fs; sending on", timeout)
-            future.add_done_callback(_log_failure)
-        except Exception:
-            logger.exception("could not publish %d live message(s)", len(sends))
+            failed: concurrent.futures.Future[None] = concurrent.futures.Future()
+            failed.set_exception(error)
+            return failed
+        future.add_done_callback(lambda done: _log_failure(done, len(sends)))
+        return future
 
 
-def _in_running_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
-
-
-def _log_failure(future: concurrent.futures.Future[None]) -> None:
+def _log_failure(future: concurrent.futures.Future[None], count: int) -> None:
     if not future.cancelled() and future.exception() is not None:
-        logger.error("could not publish live messages", exc_info=future.exception())
+        logger.error("could not publish %d live message(s)", count, exc_info=future.exception())
 
 
 _publisher = Publisher()
@@ -121,9 +105,10 @@ _publisher = Publisher()
 os.register_at_fork(after_in_child=_publisher._reset)
 
 
-def publish(events: Sequence[JobEvent]) -> None:
-    """Send committed ``events`` to their jobs' groups, in order; never raises."""
+def publish(events: Sequence[JobEvent]) -> concurrent.futures.Future[None] | None:
+    """Queue committed ``events`` for their jobs' groups, in order; never raises.
+
+    Returns the send's future (tests wait on it); callers need not."""
     if not events:
-        return
-    timeout = float(getattr(settings, "REDIS_TIMEOUT_SECONDS", 2.0))
-    _publisher.send([(group_name(event.job_id), message(event)) for event in events], timeout)
+        return None
+    return _publisher.send([(group_name(event.job_id), message(event)) for event in events])

@@ -158,3 +158,51 @@ class ApiToken(models.Model):
         """Create a token for ``user``; return the record and the token text (shown once)."""
         token = cls.PREFIX + secrets.token_urlsafe(32)
         return cls.objects.create(user=user, name=name, token_hash=cls.hash(token)), token
+
+
+class Profile(models.Model):
+    """A trained result a user reuses in later jobs: a voice profile or an identity LoRA."""
+
+    class Kind(models.TextChoices):
+        VOICE = "voice"
+        LORA = "lora"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profiles"
+    )
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    name = models.CharField(max_length=200, blank=True, default="")
+    # The job and node that built it; a rerun of the same node updates it in place.
+    job = models.ForeignKey(
+        Job, on_delete=models.SET_NULL, null=True, blank=True, related_name="profiles"
+    )
+    node_id = models.CharField(max_length=64, blank=True, default="")
+    # Measurements and artifact references (e.g. the cleaned reference clip).
+    data = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["job", "node_id"],
+                name="profile_unique_node",
+                condition=models.Q(job__isnull=False),
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} profile {self.name or self.pk}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": str(self.pk),
+            "kind": self.kind,
+            "name": self.name,
+            "job_id": str(self.job_id) if self.job_id else None,
+            "node_id": self.node_id,
+            "data": self.data,
+            "created_at": self.created_at.isoformat(),
+        }

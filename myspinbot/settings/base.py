@@ -215,6 +215,20 @@ MYSPINBOT_PROGRESS_EVENT_INTERVAL = env_float(
     "MYSPINBOT_PROGRESS_EVENT_INTERVAL", 0.5, min_value=0.0
 )
 
+# --- Media services ----------------------------------------------------------------
+# Ollama's base URL (e.g. http://127.0.0.1:11434); unset, scripts come from the
+# deterministic template writer and say so (provider "template").
+MYSPINBOT_LLM_URL = env_url("MYSPINBOT_LLM_URL", None, schemes=("http", "https"))
+MYSPINBOT_LLM_MODEL = env_str("MYSPINBOT_LLM_MODEL", "llama3.1:8b")
+MYSPINBOT_LLM_TIMEOUT = env_float("MYSPINBOT_LLM_TIMEOUT", 120.0, min_value=1.0)
+MYSPINBOT_LLM_MAX_REASKS = env_int("MYSPINBOT_LLM_MAX_REASKS", 2, min_value=0, max_value=10)
+# Voice samples: shortest and longest accepted (seconds of audio).
+MYSPINBOT_MIN_VOICE_SECONDS = env_float("MYSPINBOT_MIN_VOICE_SECONDS", 1.0, min_value=0.1)
+MYSPINBOT_MAX_VOICE_SECONDS = env_float("MYSPINBOT_MAX_VOICE_SECONDS", 300.0, min_value=1.0)
+# Images a composition accepts (pixels on the shorter and longer side).
+MYSPINBOT_MIN_IMAGE_SIDE = env_int("MYSPINBOT_MIN_IMAGE_SIDE", 64, min_value=1)
+MYSPINBOT_MAX_IMAGE_SIDE = env_int("MYSPINBOT_MAX_IMAGE_SIDE", 8192, min_value=64)
+
 # --- API limits ---------------------------------------------------------------------
 MYSPINBOT_MAX_JOBS_IN_FLIGHT = env_int("MYSPINBOT_MAX_JOBS_IN_FLIGHT", 20, min_value=1)
 MYSPINBOT_SUBMISSIONS_PER_MINUTE = env_int("MYSPINBOT_SUBMISSIONS_PER_MINUTE", 60, min_value=1)

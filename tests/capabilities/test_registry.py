@@ -21,6 +21,8 @@ from apps.capabilities.services.debug_sleep import handler as sleep_handler
 from apps.graphs.document import schema_validator
 
 DEBUG_IDS = ["debug.echo", "debug.fail", "debug.noop", "debug.sleep"]
+# The services a production worker offers (no debug.*); a new service is added here.
+SERVICE_IDS = ["llm.generate_script", "tts.speak", "video.compose", "voice.build_profile"]
 
 
 def declaration(**overrides: Any) -> dict[str, Any]:
@@ -58,8 +60,8 @@ def registry() -> CapabilityRegistry:
 
 
 def test_registry_loads_the_debug_services(registry: CapabilityRegistry) -> None:
-    assert [capability.id for capability in registry.all()] == DEBUG_IDS
-    assert len(registry) == 4
+    assert [capability.id for capability in registry.all()] == sorted(DEBUG_IDS + SERVICE_IDS)
+    assert len(registry) == 8
     assert "debug.sleep" in registry
 
 
@@ -69,6 +71,7 @@ def test_debug_service_declarations() -> None:
     table = {
         c.id: (c.queue, c.version, c.timeout_seconds, c.max_attempts, c.cacheable, c.idempotent)
         for c in registry.all()
+        if c.id.startswith("debug.")
     }
 
     assert table == {
@@ -82,7 +85,7 @@ def test_debug_service_declarations() -> None:
 def test_registry_leaves_out_debug_services_unless_asked() -> None:
     registry = CapabilityRegistry.from_directories([SERVICES_DIR], include_debug=False)
 
-    assert registry.all() == []
+    assert [capability.id for capability in registry.all()] == SERVICE_IDS
     assert "debug.noop" not in registry
 
 
@@ -91,7 +94,9 @@ def test_registry_reads_extra_directories(tmp_path: Path) -> None:
 
     registry = CapabilityRegistry.from_directories([SERVICES_DIR, tmp_path], include_debug=False)
 
-    assert [capability.id for capability in registry.all()] == ["media.resize"]
+    assert [capability.id for capability in registry.all()] == sorted(
+        [*SERVICE_IDS, "media.resize"]
+    )
 
 
 def test_registry_does_not_import_handlers() -> None:
@@ -167,7 +172,7 @@ def test_unknown_service_message(registry: CapabilityRegistry) -> None:
 
     assert str(caught.value) == (
         "unknown service 'video.render'; registered services: "
-        "debug.echo, debug.fail, debug.noop, debug.sleep"
+        + ", ".join(sorted(DEBUG_IDS + SERVICE_IDS))
     )
     assert isinstance(caught.value, KeyError)
     assert caught.value.service_id == "video.render"
@@ -265,8 +270,7 @@ def test_get_registry_follows_the_settings(tmp_path: Path) -> None:
     from django.conf import settings
     from django.test import override_settings
 
-    if not settings.configured:
-        pytest.skip("needs Django settings: run under pytest-django")
+    assert settings.configured
     write_service(tmp_path, "resize", json.dumps(declaration()))
 
     get_registry.cache_clear()
@@ -281,5 +285,5 @@ def test_get_registry_follows_the_settings(tmp_path: Path) -> None:
     finally:
         get_registry.cache_clear()
 
-    assert production == ["media.resize"]
-    assert debug == DEBUG_IDS
+    assert production == sorted([*SERVICE_IDS, "media.resize"])
+    assert debug == sorted(DEBUG_IDS + SERVICE_IDS)

@@ -12,12 +12,20 @@ INPUTS = {"photos": ["a1"], "voice_sample": "v1", "transcript": "Hello there."}
 
 
 def test_the_three_pipelines_of_the_catalogue_are_templates() -> None:
-    assert sorted(load_templates()) == ["capabilities", "narrated_video", "train_and_render"]
+    assert sorted(load_templates()) == [
+        "capabilities",
+        "narrated_video",
+        "quick",
+        "train_and_render",
+    ]
 
 
-@pytest.mark.parametrize("name", ["capabilities", "narrated_video", "train_and_render"])
+@pytest.mark.parametrize("name", ["capabilities", "narrated_video", "quick", "train_and_render"])
 def test_every_template_plans_into_a_valid_graph(name: str) -> None:
-    document = plan(name, inputs=INPUTS)
+    node_ids = {node["id"] for node in load_templates()[name].graph["nodes"]}
+    params = {"script": {"topic": "otters"}} if "script" in node_ids else {}
+
+    document = plan(name, params, inputs=INPUTS)
 
     assert document.metadata["template"] == name
     assert len(document.nodes) == len(load_templates()[name].graph["nodes"])

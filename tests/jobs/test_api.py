@@ -521,7 +521,7 @@ def test_another_users_objects_are_404_everywhere(
 def test_templates_list_nodes_param_schemas_and_availability(as_ada: Client) -> None:
     templates = {t["name"]: t for t in as_ada.get("/api/templates").json()["templates"]}
 
-    assert sorted(templates) == ["capabilities", "narrated_video", "train_and_render"]
+    assert sorted(templates) == ["capabilities", "narrated_video", "quick", "train_and_render"]
     video = templates["narrated_video"]
     assert video["requiredInputs"] == ["photos", "transcript", "voice_sample"]
     sleep = next(n for n in video["nodes"] if n["id"] == "train_lora")
@@ -571,6 +571,10 @@ def test_compat_infinitetalk_uploads_both_files_and_starts_a_video_job(as_ada: C
 
     assert response.status_code == 201
     job = Job.objects.get(pk=response.json()["jobId"])
+    assert job.template == "quick"
+    assert job.graph.document["metadata"]["fallback"] == (
+        "no worker runs video.lipsync: the quick CPU pipeline was used"
+    )
     nodes = {n["id"]: n for n in job.graph.document["nodes"]}
     assert nodes["voice_profile"]["input"]["transcript"] == "Hello there."
     assert nodes["voice_profile"]["input"]["voice_sample"]["content_type"] == "audio/x-wav"

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -84,7 +85,9 @@ def test_a_forked_child_publishes_on_a_thread_of_its_own() -> None:
     pid = os.fork()
     if pid == 0:  # the child: publish, then leave without running pytest's teardown
         try:
-            live.publish([event(job_id, 2)])
+            sent = live.publish([event(job_id, 2)])
+            assert sent is not None
+            sent.result(5)
             os._exit(0 if live._publisher._thread is not parent_thread else 1)
         finally:
             os._exit(2)
@@ -117,7 +120,13 @@ def test_a_failing_channel_layer_is_logged_not_raised(
     }
 
     with caplog.at_level(logging.ERROR, logger="apps.jobs.live"):
-        live.publish([event(uuid.uuid4(), 1)])
+        future = live.publish([event(uuid.uuid4(), 1)])
+        assert future is not None
+        with pytest.raises(Exception, match="127.0.0.1:1"):
+            future.result(10)
+        deadline = time.monotonic() + 5
+        while not caplog.records and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     assert [record.message for record in caplog.records] == ["could not publish 1 live message(s)"]
 

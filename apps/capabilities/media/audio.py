@@ -1,0 +1,304 @@
+"""Audio in, audio out and what we measure in between.
+
+Decoding goes through PyAV (its bundled ffmpeg reads wav, mp3, flac, ogg, m4a...), pitch
+is measured with Praat (parselmouth) and changed with the WORLD vocoder (pyworld). All
+samples are float32 mono in [-1, 1]; all rates are in Hz.
+
+Helpers raise :class:`~apps.capabilities.errors.PermanentError` for input that is not
+usable audio (``bad_audio``, ``too_long``), so a service can let them through.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import wave
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import av
+import numpy as np
+import numpy.typing as npt
+
+from apps.capabilities.errors import PermanentError
+
+Samples = npt.NDArray[np.float32]
+
+# Energy-based silence detection: 20 ms frames; a frame is sound when its RMS is above
+# both an absolute floor (-60 dBFS) and 35 dB below the loudest frame.
+FRAME_SECONDS = 0.02
+SILENCE_FLOOR_DB = -60.0
+SILENCE_BELOW_PEAK_DB = 35.0
+# Kept around the sound when trimming, so soft onsets and endings are not cut.
+TRIM_MARGIN_SECONDS = 0.05
+
+# Praat pitch analysis: 10 ms steps, 60-600 Hz covers speaking voices low and high.
+PITCH_STEP_SECONDS = 0.01
+PITCH_FLOOR_HZ = 60.0
+PITCH_CEILING_HZ = 600.0
+# Fewer voiced frames than this (0.05 s) is no pitch at all, not a measurement.
+MIN_VOICED_FRAMES = 5
+
+# WORLD analysis frame period (ms).
+WORLD_FRAME_MS = 5.0
+
+_WORD = re.compile(r"\w+(?:['’]\w+)*")
+
+
+# --- Reading and writing -------------------------------------------------------------
+
+
+def duration_of(path: Path) -> float | None:
+    """The duration the container declares for its first audio stream, in seconds.
+
+    Reads only the header, so a long file is refused before it is decoded. ``None`` when
+    the container does not say (some streams only know their length once read).
+    Raises ``bad_audio`` when the file cannot be opened or has no audio stream.
+    """
+    with _open(path) as container:
+        stream = _audio_stream(container, path)
+        if stream.duration is not None and stream.time_base is not None:
+            return float(stream.duration * stream.time_base)
+        if container.duration is not None:
+            return float(container.duration) / av.time_base
+        return None
+
+
+def decode_audio(path: Path, sample_rate: int, max_seconds: float | None = None) -> Samples:
+    """Decode the first audio stream of ``path`` to float32 mono at ``sample_rate``.
+
+    Raises ``bad_audio`` when the file is not decodable audio, and ``too_long`` as soon as
+    more than ``max_seconds`` have been decoded (whatever the header claimed).
+    """
+    limit = None if max_seconds is None else math.ceil(max_seconds * sample_rate)
+    chunks: list[Samples] = []
+    total = 0
+    with _open(path) as container:
+        stream = _audio_stream(container, path)
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        try:
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    chunk = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+                    chunks.append(chunk)
+                    total += chunk.size
+                if limit is not None and total > limit:
+                    raise PermanentError(
+                        "too_long",
+                        f"the audio is longer than {max_seconds:g} s",
+                        details={"max_seconds": max_seconds},
+                    )
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray().reshape(-1).astype(np.float32, copy=False))
+        except av.FFmpegError as error:
+            raise PermanentError("bad_audio", f"cannot decode {path.name}: {error}") from None
+    if not chunks:
+        raise PermanentError("bad_audio", f"{path.name} holds no audio samples")
+    samples = np.concatenate(chunks)
+    if limit is not None and samples.size > limit:
+        raise PermanentError(
+            "too_long",
+            f"the audio is longer than {max_seconds:g} s",
+            details={"max_seconds": max_seconds},
+        )
+    return samples
+
+
+def write_wav(path: Path, samples: Samples, sample_rate: int) -> Path:
+    """Write mono 16-bit PCM WAV (samples clipped to [-1, 1])."""
+    pcm = np.round(np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2")
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(sample_rate)
+        out.writeframes(pcm.tobytes())
+    return path
+
+
+def _open(path: Path) -> Any:
+    try:
+        return av.open(str(path), mode="r")
+    except (av.FFmpegError, UnicodeDecodeError, ValueError) as error:
+        raise PermanentError("bad_audio", f"{path.name} is not readable audio: {error}") from None
+
+
+def _audio_stream(container: Any, path: Path) -> Any:
+    if not container.streams.audio:
+        raise PermanentError("bad_audio", f"{path.name} has no audio stream")
+    return container.streams.audio[0]
+
+
+# --- Silence ---------------------------------------------------------------------------
+
+
+def frame_rms(samples: Samples, sample_rate: int) -> npt.NDArray[np.float64]:
+    """RMS of consecutive ``FRAME_SECONDS`` frames (the last one zero-padded)."""
+    size = max(1, round(FRAME_SECONDS * sample_rate))
+    count = math.ceil(samples.size / size)
+    padded = np.zeros(count * size, dtype=np.float64)
+    padded[: samples.size] = samples
+    return np.asarray(np.sqrt(np.mean(padded.reshape(count, size) ** 2, axis=1)))
+
+
+def sound_frames(samples: Samples, sample_rate: int) -> npt.NDArray[np.bool_]:
+    """Which ``FRAME_SECONDS`` frames hold sound (see the thresholds above)."""
+    rms = frame_rms(samples, sample_rate)
+    if rms.size == 0:
+        return np.zeros(0, dtype=bool)
+    threshold = max(
+        10 ** (SILENCE_FLOOR_DB / 20), float(rms.max()) * 10 ** (-SILENCE_BELOW_PEAK_DB / 20)
+    )
+    return np.asarray(rms > threshold)
+
+
+def trim_silence(
+    samples: Samples, sample_rate: int, margin_seconds: float = TRIM_MARGIN_SECONDS
+) -> Samples:
+    """Cut leading and trailing silence, keeping ``margin_seconds`` around the sound.
+
+    Returns an empty array when nothing is louder than the silence floor.
+    """
+    loud = np.flatnonzero(sound_frames(samples, sample_rate))
+    if loud.size == 0:
+        return samples[:0]
+    size = max(1, round(FRAME_SECONDS * sample_rate))
+    margin = round(margin_seconds * sample_rate)
+    start = max(0, int(loud[0]) * size - margin)
+    end = min(samples.size, (int(loud[-1]) + 1) * size + margin)
+    return samples[start:end]
+
+
+def sound_seconds(samples: Samples, sample_rate: int) -> float:
+    """Seconds of sound: the frames above the silence threshold, pauses left out."""
+    frames = int(np.count_nonzero(sound_frames(samples, sample_rate)))
+    return frames * max(1, round(FRAME_SECONDS * sample_rate)) / sample_rate
+
+
+# --- Speech measurements -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PitchStats:
+    """F0 over the voiced frames: median and the 5th and 95th percentiles (Hz)."""
+
+    median_hz: float
+    p05_hz: float
+    p95_hz: float
+    voiced_seconds: float
+
+    def to_json(self) -> dict[str, float]:
+        return {
+            "median_hz": round(self.median_hz, 2),
+            "p05_hz": round(self.p05_hz, 2),
+            "p95_hz": round(self.p95_hz, 2),
+        }
+
+
+def measure_pitch(samples: Samples, sample_rate: int) -> PitchStats | None:
+    """Praat's autocorrelation pitch (10 ms steps, 60-600 Hz) over the voiced frames.
+
+    ``None`` when fewer than ``MIN_VOICED_FRAMES`` frames are voiced.
+    """
+    import parselmouth
+
+    sound = parselmouth.Sound(samples.astype(np.float64), sampling_frequency=sample_rate)
+    pitch = sound.to_pitch_ac(
+        time_step=PITCH_STEP_SECONDS, pitch_floor=PITCH_FLOOR_HZ, pitch_ceiling=PITCH_CEILING_HZ
+    )
+    f0 = np.asarray(pitch.selected_array["frequency"], dtype=np.float64)
+    voiced = f0[f0 > 0]
+    if voiced.size < MIN_VOICED_FRAMES:
+        return None
+    p05, median, p95 = np.percentile(voiced, [5, 50, 95])
+    return PitchStats(float(median), float(p05), float(p95), voiced.size * PITCH_STEP_SECONDS)
+
+
+def count_words(text: str) -> int:
+    """Words as a reader counts them: runs of letters/digits, "don't" being one."""
+    return len(_WORD.findall(text))
+
+
+# --- Changing pitch (WORLD) ----------------------------------------------------------
+
+
+@cache
+def pyworld() -> ModuleType:
+    """The WORLD bindings, imported on first use (setuptools is pinned below 81 in the
+    requirements because pyworld 0.3.5 imports ``pkg_resources`` to read its version)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+        import pyworld as package
+    return package
+
+
+def world_f0(samples: Samples, sample_rate: int) -> npt.NDArray[np.float64]:
+    """WORLD's F0 contour (DIO refined by StoneMask), one value per 5 ms, 0 when unvoiced."""
+    world = pyworld()
+    x = np.ascontiguousarray(samples, dtype=np.float64)
+    f0, times = world.dio(
+        x,
+        sample_rate,
+        f0_floor=PITCH_FLOOR_HZ,
+        f0_ceil=PITCH_CEILING_HZ,
+        frame_period=WORLD_FRAME_MS,
+    )
+    return np.asarray(world.stonemask(x, f0, times, sample_rate), dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class PitchMap:
+    """Moves a pitch distribution onto another in log frequency: the source median goes
+    to the target median and distances from it are scaled by ``range_scale``."""
+
+    source_median_hz: float
+    target_median_hz: float
+    range_scale: float
+
+    @classmethod
+    def between(cls, source_f0: npt.NDArray[np.float64], target: PitchStats) -> PitchMap:
+        """The map from the voiced values of ``source_f0`` onto ``target``'s statistics.
+
+        The range scale is the ratio of the 5th-95th percentile spans (in log Hz), bounded
+        to 0.25-4 so that a near-monotone source is not stretched into noise.
+        """
+        voiced = source_f0[source_f0 > 0]
+        p05, median, p95 = np.percentile(voiced, [5, 50, 95])
+        source_span = math.log(p95 / p05)
+        target_span = math.log(target.p95_hz / target.p05_hz)
+        scale = 1.0 if source_span < 1e-3 else min(4.0, max(0.25, target_span / source_span))
+        return cls(float(median), target.median_hz, scale)
+
+    def apply(self, f0: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        voiced = f0 > 0
+        mapped = np.zeros_like(f0)
+        log_ratio = np.log(f0[voiced] / self.source_median_hz)
+        mapped[voiced] = self.target_median_hz * np.exp(log_ratio * self.range_scale)
+        return mapped
+
+
+def resynthesize(
+    samples: Samples,
+    sample_rate: int,
+    f0: npt.NDArray[np.float64],
+    new_f0: npt.NDArray[np.float64],
+) -> Samples:
+    """Resynthesize ``samples`` with WORLD, keeping its spectral envelope and aperiodicity
+    (so the voice's timbre and timing) but following ``new_f0``. Same length as input."""
+    world = pyworld()
+    x = np.ascontiguousarray(samples, dtype=np.float64)
+    times = np.arange(f0.size, dtype=np.float64) * WORLD_FRAME_MS / 1000.0
+    fft_size = world.get_cheaptrick_fft_size(sample_rate, PITCH_FLOOR_HZ)
+    envelope = world.cheaptrick(
+        x, f0, times, sample_rate, f0_floor=PITCH_FLOOR_HZ, fft_size=fft_size
+    )
+    aperiodicity = world.d4c(x, f0, times, sample_rate, fft_size=fft_size)
+    y = world.synthesize(new_f0, envelope, aperiodicity, sample_rate, frame_period=WORLD_FRAME_MS)
+    out = np.zeros(samples.size, dtype=np.float32)
+    n = min(samples.size, y.size)
+    out[:n] = y[:n]
+    return out

@@ -1,0 +1,279 @@
+"""tts.speak: a narration spoken sentence by sentence, following a voice profile.
+
+check inputs → speak each sentence (matching the profile's speaking rate) → move the
+pitch onto the profile's with WORLD → join with pauses → store ``speech.wav``.
+
+Speaking rate is measured as in ``voice.build_profile``: words per second of sound
+(pauses left out). An engine's nominal words-per-minute is not that, so when the rate
+comes from a profile the narration is spoken once at the nominal rate, measured, and
+spoken again at the corrected rate.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from apps.capabilities.context import NodeContext
+from apps.capabilities.errors import PermanentError
+from apps.capabilities.media import audio
+from apps.capabilities.media.tts_engines import (
+    EngineUnavailable,
+    TTSEngine,
+    UnknownVoice,
+    Voice,
+    get_engine,
+)
+from apps.jobs.models import Job, Profile
+
+MAX_NARRATION_WORDS = 5000
+DEFAULT_RATE_WPM = 175
+# Rates the params accept and a profile's rate is held to (eSpeak's own bounds).
+MIN_RATE_WPM, MAX_RATE_WPM = 80, 450
+# Silence between two sentences in speech.wav.
+PAUSE_SECONDS = 0.3
+# Keep a little of each sentence's own silence so it does not start or end abruptly.
+SENTENCE_MARGIN_SECONDS = 0.02
+
+_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|(?<=[.!?…][\"'”’)\]])\s+|\n+")
+
+
+@dataclass(frozen=True)
+class VoiceProfile:
+    """What a voice profile tells the speaker."""
+
+    profile_id: str
+    pitch: audio.PitchStats
+    speaking_rate_wps: float
+
+
+def run(ctx: NodeContext) -> dict[str, Any]:
+    """Speak the narration; see the module doc."""
+    narration = find_narration(ctx.inputs)
+    sentences = split_sentences(narration)
+    words = audio.count_words(narration)
+    if words == 0:
+        raise PermanentError("empty_narration", "the narration has no words")
+    if words > MAX_NARRATION_WORDS:
+        raise PermanentError(
+            "too_long",
+            f"the narration has {words} words; at most {MAX_NARRATION_WORDS} are spoken",
+            details={"words": words, "max_words": MAX_NARRATION_WORDS},
+        )
+    profile = find_profile(ctx)
+    engine_name = str(ctx.params.get("engine", "espeak"))
+    try:
+        engine = get_engine(engine_name)
+    except EngineUnavailable as error:
+        raise PermanentError("engine_unavailable", str(error)) from None
+    voice = Voice(name=str(ctx.params.get("voice", "en-us")), rate_wpm=DEFAULT_RATE_WPM)
+    workdir = ctx.workdir
+    assert workdir is not None, "the worker gives every attempt a workdir"
+
+    ctx.progress(0.0, f"speaking {len(sentences)} sentences")
+    if "rate_wpm" in ctx.params:
+        voice = Voice(voice.name, int(ctx.params["rate_wpm"]), voice.pitch)
+        clips, rate = speak(ctx, engine, sentences, voice)
+    elif profile is not None:
+        voice, clips, rate = speak_at_profile_rate(ctx, engine, sentences, voice, profile)
+    else:
+        clips, rate = speak(ctx, engine, sentences, voice)
+
+    if profile is not None and ctx.params.get("pitch_shift", True):
+        clips = follow_pitch(ctx, clips, rate, profile.pitch)
+
+    ctx.progress(0.95, "joining sentences")
+    speech, cues = join(clips, sentences, rate)
+    stored = ctx.artifacts.save(
+        "speech.wav", audio.write_wav(workdir / "speech.wav", speech, rate), "audio/wav"
+    )
+    measured = audio.measure_pitch(speech, rate)
+    ctx.progress(1.0, "speech ready")
+    return {
+        "audio": stored,
+        "duration_seconds": round(speech.size / rate, 3),
+        "sample_rate": rate,
+        "engine": engine.name,
+        "voice": voice.name,
+        "rate_wpm": voice.rate_wpm,
+        "profile_id": profile.profile_id if profile else None,
+        "median_pitch_hz": round(measured.median_hz, 2) if measured else None,
+        "words": words,
+        "cues": cues,
+    }
+
+
+# --- Inputs --------------------------------------------------------------------------
+
+
+def find_narration(inputs: dict[str, Any]) -> str:
+    """The first predecessor output's ``narration``, else the static input ``narration``."""
+    for key, value in inputs.items():
+        if key != "narration" and isinstance(value, dict):
+            narration = value.get("narration")
+            if isinstance(narration, str):
+                return narration
+    narration = inputs.get("narration")
+    if isinstance(narration, str):
+        return narration
+    raise PermanentError(
+        "missing_input", "no narration: connect a script node or give the input narration"
+    )
+
+
+def find_profile(ctx: NodeContext) -> VoiceProfile | None:
+    """The voice profile a predecessor built, else the static input ``profile_id`` (which
+    must be a voice profile of the job's owner), else ``None`` (the engine's own voice)."""
+    for key, value in ctx.inputs.items():
+        is_profile = isinstance(value, dict) and "profile_id" in value and "pitch" in value
+        if key != "profile_id" and is_profile:
+            return _profile_from(str(value["profile_id"]), value)
+    wanted = ctx.inputs.get("profile_id")
+    if wanted is None:
+        return None
+    try:
+        profile_uuid = uuid.UUID(str(wanted))
+    except ValueError:
+        raise PermanentError("bad_input", f"profile_id {wanted!r} is not a profile id") from None
+    owner_id = Job.objects.values_list("owner_id", flat=True).get(pk=ctx.job_id)
+    profile = Profile.objects.filter(
+        pk=profile_uuid, owner_id=owner_id, kind=Profile.Kind.VOICE
+    ).first()
+    if profile is None:
+        raise PermanentError("bad_input", f"no voice profile {profile_uuid} of this user")
+    return _profile_from(str(profile.pk), profile.data)
+
+
+def _profile_from(profile_id: str, data: dict[str, Any]) -> VoiceProfile:
+    try:
+        pitch = data["pitch"]
+        stats = audio.PitchStats(
+            float(pitch["median_hz"]), float(pitch["p05_hz"]), float(pitch["p95_hz"]), 0.0
+        )
+        rate = float(data["speaking_rate_wps"])
+    except (KeyError, TypeError, ValueError):
+        raise PermanentError("bad_input", f"voice profile {profile_id} is incomplete") from None
+    if not (stats.p05_hz > 0 and stats.median_hz > 0 and stats.p95_hz > 0 and rate > 0):
+        raise PermanentError("bad_input", f"voice profile {profile_id} is incomplete")
+    return VoiceProfile(profile_id, stats, rate)
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences: split after . ! ? … (and closing quotes) and at line breaks; pieces
+    without a word (stray punctuation) are dropped."""
+    pieces = (" ".join(piece.split()) for piece in _SENTENCE_END.split(text.replace("\0", " ")))
+    return [piece for piece in pieces if audio.count_words(piece) > 0]
+
+
+# --- Speaking ------------------------------------------------------------------------
+
+
+def speak(
+    ctx: NodeContext,
+    engine: TTSEngine,
+    sentences: list[str],
+    voice: Voice,
+    progress: tuple[float, float] = (0.0, 0.3),
+) -> tuple[list[audio.Samples], int]:
+    """Each sentence spoken and trimmed of its own leading and trailing silence; progress
+    goes from ``progress[0]`` to ``progress[1]``."""
+    clips: list[audio.Samples] = []
+    rate = 0
+    for index, sentence in enumerate(sentences):
+        try:
+            samples, rate = engine.synthesize(sentence, voice)
+        except UnknownVoice as error:
+            raise PermanentError("bad_voice", str(error)) from None
+        except EngineUnavailable as error:
+            raise PermanentError("engine_unavailable", str(error)) from None
+        clips.append(audio.trim_silence(samples, rate, SENTENCE_MARGIN_SECONDS))
+        done = progress[0] + (progress[1] - progress[0]) * (index + 1) / len(sentences)
+        ctx.progress(done, f"spoke sentence {index + 1} of {len(sentences)}")
+    return clips, rate
+
+
+def speak_at_profile_rate(
+    ctx: NodeContext,
+    engine: TTSEngine,
+    sentences: list[str],
+    voice: Voice,
+    profile: VoiceProfile,
+) -> tuple[Voice, list[audio.Samples], int]:
+    """Speak at the profile's rate: once at the nominal rate, then corrected by the rate
+    measured on that first take (engines' words per minute include their pauses)."""
+    nominal = _bounded_rate(profile.speaking_rate_wps * 60)
+    first = Voice(voice.name, nominal, voice.pitch)
+    clips, rate = speak(ctx, engine, sentences, first, (0.0, 0.15))
+    measured = spoken_rate_wps(clips, sentences, rate)
+    if measured is None:
+        return first, clips, rate
+    corrected_rate = _bounded_rate(nominal * profile.speaking_rate_wps / measured)
+    if corrected_rate == nominal:
+        return first, clips, rate
+    corrected = Voice(voice.name, corrected_rate, voice.pitch)
+    return corrected, *speak(ctx, engine, sentences, corrected, (0.15, 0.3))
+
+
+def _bounded_rate(wpm: float) -> int:
+    return min(MAX_RATE_WPM, max(MIN_RATE_WPM, round(wpm)))
+
+
+def spoken_rate_wps(clips: list[audio.Samples], sentences: list[str], rate: int) -> float | None:
+    sound = sum(audio.sound_seconds(clip, rate) for clip in clips)
+    if sound == 0:
+        return None
+    return sum(audio.count_words(sentence) for sentence in sentences) / sound
+
+
+def follow_pitch(
+    ctx: NodeContext, clips: list[audio.Samples], rate: int, target: audio.PitchStats
+) -> list[audio.Samples]:
+    """Resynthesize every clip with WORLD so that the narration's F0 distribution (all
+    sentences together, so intonation between sentences is kept) lands on ``target``."""
+    # (a sentence the engine left silent has nothing to analyse)
+    contours = [audio.world_f0(clip, rate) if clip.size else np.zeros(0) for clip in clips]
+    voiced = np.concatenate([contour[contour > 0] for contour in contours])
+    if voiced.size < audio.MIN_VOICED_FRAMES:
+        return clips  # nothing voiced to move (whispered or unvoiced engine output)
+    mapping = audio.PitchMap.between(voiced, target)
+    shifted: list[audio.Samples] = []
+    for index, (clip, contour) in enumerate(zip(clips, contours, strict=True)):
+        if clip.size:
+            clip = audio.resynthesize(clip, rate, contour, mapping.apply(contour))
+        shifted.append(clip)
+        done = 0.3 + 0.65 * (index + 1) / len(clips)
+        ctx.progress(done, f"moved the pitch of sentence {index + 1} of {len(clips)}")
+    return shifted
+
+
+def join(
+    clips: list[audio.Samples], sentences: list[str], rate: int
+) -> tuple[audio.Samples, list[dict[str, Any]]]:
+    """Clips joined with ``PAUSE_SECONDS`` of silence, and each sentence's cue (s)."""
+    pause = np.zeros(math.ceil(PAUSE_SECONDS * rate), dtype=np.float32)
+    parts: list[audio.Samples] = []
+    cues: list[dict[str, Any]] = []
+    position = 0
+    for clip, sentence in zip(clips, sentences, strict=True):
+        if clip.size == 0:
+            continue
+        if parts:
+            parts.append(pause)
+            position += pause.size
+        cues.append(
+            {
+                "start": round(position / rate, 3),
+                "end": round((position + clip.size) / rate, 3),
+                "text": sentence,
+            }
+        )
+        parts.append(clip)
+        position += clip.size
+    if not parts:
+        raise PermanentError("empty_narration", "the engine produced no sound for the narration")
+    return np.concatenate(parts), cues

@@ -1,0 +1,130 @@
+"""video.compose: images + narration → an H.264/AAC MP4 with pan/zoom and captions."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from apps.capabilities.context import NodeContext
+from apps.capabilities.errors import PermanentError
+from apps.capabilities.media import video
+
+DEFAULTS: dict[str, Any] = {
+    "width": 1280,
+    "height": 720,
+    "fps": 25,
+    "captions": True,
+    "zoom": 1.1,
+    "crf": 23,
+    "preset": "veryfast",
+}
+
+
+def run(ctx: NodeContext) -> dict[str, Any]:
+    """Compose ``video.mp4`` and ``poster.jpg`` from the inputs; see ``capability.json``.
+
+    Images come from a predecessor's ``keyframes``, else the static ``photos``, else
+    ``portrait``; the narration (and its ``cues``) from a predecessor's ``audio``. Raises
+    ``PermanentError`` ``missing_input``, ``bad_image``, ``image_too_small``,
+    ``image_too_large``, ``bad_audio``, ``empty_audio`` or ``bad_cues`` for bad input.
+    """
+    params = {**DEFAULTS, **ctx.params}
+    settings = video.VideoSettings(
+        width=params["width"],
+        height=params["height"],
+        fps=params["fps"],
+        zoom=float(params["zoom"]),
+        captions=params["captions"],
+        crf=params["crf"],
+        preset=params["preset"],
+    )
+    image_refs = find_images(ctx.inputs)
+    audio_ref, cues = find_narration(ctx.inputs)
+    assert ctx.workdir is not None  # the worker always gives handlers a scratch folder
+    workdir = ctx.workdir
+
+    ctx.progress(0.0, "reading the narration")
+    narration = video.read_audio(ctx.artifacts.fetch(audio_ref, workdir, "narration"))
+    used = video.images_to_use(len(image_refs), narration.duration)
+    images: list[Path] = []
+    for number, ref in enumerate(image_refs[:used]):
+        path = ctx.artifacts.fetch(ref, workdir, f"image-{number}")
+        video.check_image(path)
+        images.append(path)
+
+    ctx.progress(0.02, f"composing {math.ceil(narration.duration)} s of video")
+    output = workdir / "video.mp4"
+    result = video.compose(
+        images,
+        narration,
+        cues,
+        settings,
+        output,
+        lambda fraction, message: ctx.progress(0.02 + 0.93 * fraction, message),
+    )
+
+    ctx.progress(0.96, "storing the video")
+    video_ref = ctx.artifacts.save("video.mp4", output, "video/mp4")
+    poster_ref = ctx.artifacts.save("poster.jpg", result.poster_jpeg, "image/jpeg")
+    ctx.progress(1.0, "video ready")
+    return {
+        "video": video_ref,
+        "poster": poster_ref,
+        "duration_seconds": round(result.duration_seconds, 3),
+        "width": settings.width,
+        "height": settings.height,
+        "fps": settings.fps,
+        "frames": result.frames,
+        "captions": result.captions,
+    }
+
+
+def find_images(inputs: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The image references: a predecessor's keyframes, else photos, else the portrait."""
+    for value in inputs.values():
+        if (
+            isinstance(value, dict)
+            and isinstance(value.get("keyframes"), list)
+            and value["keyframes"]
+        ):
+            return list(value["keyframes"])
+    photos = inputs.get("photos")
+    if isinstance(photos, list) and photos:
+        return list(photos)
+    portrait = inputs.get("portrait")
+    if isinstance(portrait, dict) and "artifact" in portrait:
+        return [portrait]
+    raise PermanentError(
+        "missing_input", "no image: give keyframes (from a predecessor), photos or a portrait"
+    )
+
+
+def find_narration(inputs: Mapping[str, Any]) -> tuple[dict[str, Any], list[video.Cue]]:
+    """The narration's reference and its cues, from the predecessor that made it."""
+    for value in inputs.values():
+        if isinstance(value, dict) and isinstance(value.get("audio"), dict):
+            return value["audio"], parse_cues(value.get("cues") or [])
+    raise PermanentError(
+        "bad_audio", "no narration: the node needs a predecessor whose output has 'audio'"
+    )
+
+
+def parse_cues(raw: object) -> list[video.Cue]:
+    """Check and convert ``[{"start", "end", "text"}]``; ``bad_cues`` when malformed."""
+    if not isinstance(raw, list):
+        raise PermanentError("bad_cues", "cues must be a list")
+    cues: list[video.Cue] = []
+    for number, item in enumerate(raw):
+        try:
+            start, end, text = item["start"], item["end"], item["text"]
+            cue = video.Cue(start=float(start), end=float(end), text=str(text))
+        except (TypeError, KeyError, ValueError):
+            raise PermanentError(
+                "bad_cues", f"cue {number} is not {{start, end, text}}: {item!r}"[:200]
+            ) from None
+        if not (math.isfinite(cue.start) and math.isfinite(cue.end)):
+            raise PermanentError("bad_cues", f"cue {number} has a non-finite time")
+        cues.append(cue)
+    return cues

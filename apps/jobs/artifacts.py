@@ -1,0 +1,98 @@
+"""Artifacts a node writes and reads while it runs.
+
+A handler saves through :class:`NodeArtifacts`: the bytes go to the artifact store under
+``jobs/<job>/<node>/<attempt>/<name>``, an ``Artifact`` row records them for the job's
+owner, and an ``artifact.stored`` event announces them. What the handler gets back (and
+puts in its output) is a reference: ``{"artifact": <id>, "key", "sha256", ...}``, the
+same shape job inputs use for uploads.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+from django.db import transaction
+
+from apps.capabilities.errors import PermanentError
+from apps.jobs.events import Event, emit
+from apps.jobs.models import Artifact
+from myspinbot.storage import ArtifactNotFound, ArtifactStore
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def artifact_ref(artifact: Artifact) -> dict[str, Any]:
+    """The reference a node output or job input carries for an artifact."""
+    return {"artifact": str(artifact.pk), **artifact.to_json()}
+
+
+class NodeArtifacts:
+    """The artifact side of one node attempt."""
+
+    def __init__(
+        self, store: ArtifactStore, *, job_id: str, node_id: str, attempt: int, owner_id: int
+    ) -> None:
+        self.store = store
+        self.job_id, self.node_id, self.attempt, self.owner_id = job_id, node_id, attempt, owner_id
+
+    def save(
+        self, name: str, source: bytes | str | os.PathLike[str] | IO[bytes], content_type: str
+    ) -> dict[str, Any]:
+        """Store ``source`` as this node's artifact ``name``; return its reference."""
+        if not _NAME.match(name):
+            raise ValueError(f"artifact name {name!r} must be a plain file name")
+        key = f"jobs/{self.job_id}/{self.node_id}/{self.attempt}/{name}"
+        if isinstance(source, bytes):
+            stored = self.store.save_bytes(key, source, content_type)
+        else:
+            stored = self.store.save_file(key, source, content_type)
+        with transaction.atomic():
+            artifact, _ = Artifact.objects.update_or_create(
+                bucket=stored.bucket,
+                key=stored.key,
+                defaults={
+                    "owner_id": self.owner_id,
+                    "job_id": self.job_id,
+                    "node_id": self.node_id,
+                    "name": name,
+                    "size_bytes": stored.size_bytes,
+                    "sha256": stored.sha256,
+                    "content_type": stored.content_type,
+                },
+            )
+            emit(
+                self.job_id,
+                [Event("artifact.stored", self.node_id, {"artifact": str(artifact.pk),
+                                                         "name": name,
+                                                         "content_type": content_type,
+                                                         "size_bytes": stored.size_bytes})],
+            )  # fmt: skip
+        return artifact_ref(artifact)
+
+    def open(self, ref: dict[str, Any]) -> BinaryIO:
+        """Read an artifact this job may use (its owner's), by reference."""
+        artifact = self._resolve(ref)
+        try:
+            return self.store.open(artifact.key)
+        except ArtifactNotFound:
+            raise PermanentError("artifact_missing", f"artifact {artifact.pk} is gone") from None
+
+    def fetch(self, ref: dict[str, Any], folder: Path, name: str | None = None) -> Path:
+        """Copy an artifact into ``folder`` (for tools that need a file path)."""
+        artifact = self._resolve(ref)
+        target = folder / (name or artifact.key.rsplit("/", 1)[-1])
+        with self.open(ref) as source, target.open("wb") as sink:
+            shutil.copyfileobj(source, sink, 1024 * 1024)
+        return target
+
+    def _resolve(self, ref: dict[str, Any]) -> Artifact:
+        if not isinstance(ref, dict) or "artifact" not in ref:
+            raise PermanentError("bad_input", f"not an artifact reference: {ref!r}"[:200])
+        artifact = Artifact.objects.filter(pk=ref["artifact"], owner_id=self.owner_id).first()
+        if artifact is None:
+            raise PermanentError("bad_input", f"unknown artifact {ref['artifact']}")
+        return artifact

@@ -1,0 +1,275 @@
+"""tts.speak with the real eSpeak engine, real WORLD resynthesis and real voice profiles."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import uuid
+import wave
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from django.contrib.auth.models import User
+
+from apps.capabilities.errors import PermanentError
+from apps.capabilities.media import audio
+from apps.capabilities.media.tts_engines import Voice, sample_voice
+from apps.capabilities.registry import get_registry
+from apps.capabilities.services.tts_speak import handler
+from apps.capabilities.services.voice_build_profile import handler as build_profile
+from apps.jobs.models import Artifact, Profile
+from tests.support.contexts import ServiceRun, make_service_run
+
+SERVICE = "tts.speak"
+NARRATION = "Cats purr when they are happy. They also purr to calm down!\nIsn't that neat?"
+SENTENCES = ["Cats purr when they are happy.", "They also purr to calm down!", "Isn't that neat?"]
+TRANSCRIPT = "The quick brown fox jumps over the lazy dog, and then it runs away."
+
+
+def speak(
+    inputs: dict[str, Any], params: dict[str, Any] | None = None, username: str = "media"
+) -> tuple[dict[str, Any], ServiceRun]:
+    run = make_service_run(SERVICE, params or {}, username=username)
+    run.context.inputs = inputs
+    return handler.run(run.context), run
+
+
+def error_of(inputs: dict[str, Any], params: dict[str, Any] | None = None) -> PermanentError:
+    with pytest.raises(PermanentError) as raised:
+        speak(inputs, params)
+    return raised.value
+
+
+def decoded(run: ServiceRun, ref: dict[str, Any]) -> tuple[np.ndarray, int]:
+    with wave.open(io.BytesIO(run.read(ref))) as read:
+        assert (read.getnchannels(), read.getsampwidth()) == (1, 2)
+        pcm = np.frombuffer(read.readframes(read.getnframes()), dtype="<i2")
+        return (pcm / 32768.0).astype(np.float32), read.getframerate()
+
+
+def voice_profile(tmp_path: Path, espeak_pitch: int) -> dict[str, Any]:
+    """A real voice.build_profile output, from eSpeak speech at ``espeak_pitch`` (0-100)."""
+    sample = sample_voice(TRANSCRIPT, tmp_path / f"v{espeak_pitch}.wav", Voice(pitch=espeak_pitch))
+    run = make_service_run("voice.build_profile")
+    run.context.inputs = {
+        "voice_sample": run.upload(
+            f"v-{uuid.uuid4().hex[:8]}.wav", sample.read_bytes(), "audio/wav"
+        ),
+        "transcript": TRANSCRIPT,
+    }
+    return build_profile.run(run.context)
+
+
+def stored_profile(owner: User, median: float, rate_wps: float) -> Profile:
+    return Profile.objects.create(
+        owner=owner,
+        kind=Profile.Kind.VOICE,
+        name="stored",
+        data={
+            "pitch": {"median_hz": median, "p05_hz": median * 0.85, "p95_hz": median * 1.15},
+            "speaking_rate_wps": rate_wps,
+        },
+    )
+
+
+# --- declaration -------------------------------------------------------------------
+
+
+def test_declaration_is_registered() -> None:
+    capability = get_registry().get(SERVICE)
+
+    assert (capability.queue, capability.version) == ("cpu", "1")
+    assert (capability.cacheable, capability.timeout_seconds, capability.max_attempts) == (
+        True,
+        900,
+        2,
+    )
+    good = {"engine": "espeak", "voice": "en-us+f3", "rate_wpm": 200, "pitch_shift": False}
+    assert capability.validate_params(good) == []
+    assert capability.validate_params({"rate_wpm": 20}) != []
+    assert capability.validate_params({"voice": "../../etc/passwd"}) != []
+
+
+def test_sentences_split_after_stops_and_line_breaks() -> None:
+    assert handler.split_sentences(NARRATION) == SENTENCES
+    assert handler.split_sentences('He said "stop." Then   he left… ... ') == [
+        'He said "stop."',
+        "Then he left…",
+    ]
+
+
+# --- speaking ----------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_neutral_speech_from_a_script_node_with_sentence_cues() -> None:
+    # Given a predecessor script node's output and no profile
+    output, run = speak({"script": {"title": "Cats", "narration": NARRATION}})
+
+    # Then one cue per sentence, 0.3 s apart, the last ending the audio
+    assert [cue["text"] for cue in output["cues"]] == SENTENCES
+    cues = output["cues"]
+    assert cues[0]["start"] == 0.0
+    for before, after in itertools.pairwise(cues):
+        assert before["start"] < before["end"]
+        assert after["start"] - before["end"] == pytest.approx(handler.PAUSE_SECONDS, abs=0.002)
+    assert cues[-1]["end"] == output["duration_seconds"]
+    assert (output["engine"], output["voice"], output["rate_wpm"]) == ("espeak", "en-us", 175)
+    assert output["profile_id"] is None
+    assert output["words"] == 15
+    assert output["sample_rate"] == 22050
+    assert 80.0 < output["median_pitch_hz"] < 130.0  # eSpeak's own male voice
+    # and speech.wav holds exactly that much audio
+    samples, rate = decoded(run, output["audio"])
+    assert rate == 22050
+    assert samples.size / rate == pytest.approx(output["duration_seconds"], abs=0.0005)
+    stored = Artifact.objects.get(job=run.job)
+    assert (stored.name, stored.content_type) == ("speech.wav", "audio/wav")
+    assert run.progress.reports[-1] == (1.0, "speech ready")
+
+
+@pytest.mark.django_db
+def test_a_static_narration_input_is_spoken() -> None:
+    output, _ = speak({"narration": "Hello there."})
+
+    assert output["cues"] == [
+        {"start": 0.0, "end": output["duration_seconds"], "text": "Hello there."}
+    ]
+    assert output["words"] == 2
+
+
+@pytest.mark.django_db
+def test_lower_profile_speaks_lower_than_higher_profile(tmp_path: Path) -> None:
+    # Given profiles built from a low and a high eSpeak voice
+    low = voice_profile(tmp_path, 15)
+    high = voice_profile(tmp_path, 95)
+    assert low["pitch"]["median_hz"] * 1.5 < high["pitch"]["median_hz"]
+
+    # When the same narration is spoken with each (stored profiles, by id)
+    low_speech, _ = speak({"narration": NARRATION, "profile_id": low["profile_id"]})
+    high_speech, _ = speak({"narration": NARRATION, "profile_id": high["profile_id"]})
+
+    # Then each follows its profile's median pitch
+    assert low_speech["median_pitch_hz"] < high_speech["median_pitch_hz"]
+    assert low_speech["median_pitch_hz"] == pytest.approx(low["pitch"]["median_hz"], rel=0.1)
+    assert high_speech["median_pitch_hz"] == pytest.approx(high["pitch"]["median_hz"], rel=0.1)
+    assert low_speech["profile_id"] == low["profile_id"]
+
+
+@pytest.mark.django_db
+def test_a_predecessor_profile_moves_the_pitch(tmp_path: Path) -> None:
+    run = make_service_run(SERVICE)
+    profile = stored_profile(run.owner, median=200.0, rate_wps=3.0)
+    # a voice.build_profile output as the walker passes it (pitch carried in the output)
+    built = {"profile_id": str(profile.pk), **profile.data}
+    run.context.inputs = {"script": {"narration": NARRATION}, "voice": built}
+
+    output = handler.run(run.context)
+
+    assert output["profile_id"] == str(profile.pk)
+    assert output["median_pitch_hz"] == pytest.approx(200.0, rel=0.1)
+
+
+@pytest.mark.django_db
+def test_speaking_rate_follows_the_profile() -> None:
+    owner, _ = User.objects.get_or_create(username="media")
+    slow = stored_profile(owner, median=110.0, rate_wps=2.5)
+    fast = stored_profile(owner, median=110.0, rate_wps=4.0)
+
+    outputs = {}
+    for profile in (slow, fast):
+        output, run = speak({"narration": NARRATION, "profile_id": str(profile.pk)})
+        samples, rate = decoded(run, output["audio"])
+        outputs[profile.data["speaking_rate_wps"]] = (
+            output,
+            15 / audio.sound_seconds(samples, rate),
+        )
+
+    assert outputs[2.5][0]["rate_wpm"] < outputs[4.0][0]["rate_wpm"]
+    assert outputs[2.5][1] == pytest.approx(2.5, rel=0.15)
+    assert outputs[4.0][1] == pytest.approx(4.0, rel=0.15)
+
+
+@pytest.mark.django_db
+def test_without_pitch_shift_and_with_a_set_rate_the_profile_changes_nothing() -> None:
+    owner, _ = User.objects.get_or_create(username="media")
+    profile = stored_profile(owner, median=220.0, rate_wps=4.0)
+
+    plain, _ = speak({"narration": NARRATION}, {"rate_wpm": 150})
+    kept, _ = speak(
+        {"narration": NARRATION, "profile_id": str(profile.pk)},
+        {"rate_wpm": 150, "pitch_shift": False},
+    )
+
+    # (eSpeak keeps some state between texts: the same text may differ by a few samples)
+    assert kept["rate_wpm"] == 150
+    assert kept["duration_seconds"] == pytest.approx(plain["duration_seconds"], abs=0.01)
+    assert kept["median_pitch_hz"] == pytest.approx(plain["median_pitch_hz"], rel=0.01)
+
+
+@pytest.mark.django_db
+def test_another_voice_speaks() -> None:
+    default, _ = speak({"narration": "Hello there."})
+    female, _ = speak({"narration": "Hello there."}, {"voice": "en-us+f3"})
+
+    assert female["voice"] == "en-us+f3"
+    assert female["median_pitch_hz"] > default["median_pitch_hz"] * 1.3
+
+
+# --- bad input ---------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("narration", ["", "   \n ", " ... — !"])
+def test_a_narration_without_words_is_empty(narration: str) -> None:
+    assert error_of({"script": {"narration": narration}}).code == "empty_narration"
+
+
+@pytest.mark.django_db
+def test_no_narration_at_all_is_missing_input() -> None:
+    assert error_of({"script": {"title": "no narration here"}}).code == "missing_input"
+
+
+@pytest.mark.django_db
+def test_a_narration_over_the_word_limit_is_too_long() -> None:
+    error = error_of({"narration": "word " * (handler.MAX_NARRATION_WORDS + 1)})
+
+    assert error.code == "too_long"
+    assert error.details == {"words": 5001, "max_words": 5000}
+
+
+@pytest.mark.django_db
+def test_an_unknown_engine_is_unavailable() -> None:
+    assert error_of({"narration": "Hello."}, {"engine": "festival"}).code == "engine_unavailable"
+
+
+@pytest.mark.django_db
+def test_an_unknown_voice_is_bad_voice() -> None:
+    assert error_of({"narration": "Hello."}, {"voice": "xx-nope"}).code == "bad_voice"
+
+
+@pytest.mark.django_db
+def test_another_users_profile_is_refused() -> None:
+    stranger, _ = User.objects.get_or_create(username="stranger")
+    theirs = stored_profile(stranger, median=150.0, rate_wps=3.0)
+
+    error = error_of({"narration": "Hello.", "profile_id": str(theirs.pk)})
+
+    assert error.code == "bad_input"
+    assert error.message == f"no voice profile {theirs.pk} of this user"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("profile_id", ["not-a-uuid", str(uuid.uuid4())])
+def test_a_bad_or_unknown_profile_id_is_bad_input(profile_id: str) -> None:
+    assert error_of({"narration": "Hello.", "profile_id": profile_id}).code == "bad_input"
+
+
+@pytest.mark.django_db
+def test_a_lora_profile_is_not_a_voice() -> None:
+    owner, _ = User.objects.get_or_create(username="media")
+    lora = Profile.objects.create(owner=owner, kind=Profile.Kind.LORA, data={})
+
+    assert error_of({"narration": "Hello.", "profile_id": str(lora.pk)}).code == "bad_input"
