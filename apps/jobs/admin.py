@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 from uuid import UUID
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
 
 from apps.graphs import engine
 from apps.graphs.models import NodeRun
-from apps.jobs.models import Artifact, Job, JobEvent
+from apps.jobs.models import ApiToken, Artifact, Job, JobEvent, Profile
 
 
 class NodeRunInline(admin.TabularInline):
@@ -132,3 +134,42 @@ class ArtifactAdmin(admin.ModelAdmin):
         "content_type",
         "created_at",
     )
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Tokens are created here (the token is shown once, in a message) and revoked by
+    setting ``revoked_at`` (action below); only their sha256 is stored."""
+
+    list_display = ("user", "name", "created_at", "last_used_at", "revoked_at")
+    list_filter = ("revoked_at",)
+    search_fields = ("user__username", "name")
+    fields = ("user", "name", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = ("created_at", "last_used_at", "revoked_at")
+    actions = ["revoke"]
+
+    def save_model(self, request: HttpRequest, obj: ApiToken, form: Any, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        token = ApiToken.generate()
+        obj.token_hash = ApiToken.hash(token)
+        super().save_model(request, obj, form, change)
+        self.message_user(
+            request,
+            f"Token for {obj.user} (copy it now, it is not shown again): {token}",
+            messages.WARNING,
+        )
+
+    @admin.action(description="Revoke selected tokens")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
+        count = queryset.filter(revoked_at=None).update(revoked_at=timezone.now())
+        self.message_user(request, f"{count} token(s) revoked.", messages.SUCCESS)
+
+
+@admin.register(Profile)
+class ProfileAdmin(admin.ModelAdmin):
+    list_display = ("id", "owner", "kind", "name", "job", "created_at")
+    list_filter = ("kind",)
+    search_fields = ("id", "name", "owner__username")
+    readonly_fields = ("id", "owner", "kind", "job", "node_id", "data", "created_at", "updated_at")

@@ -154,9 +154,14 @@ class ApiToken(models.Model):
         return hashlib.sha256(token.encode()).hexdigest()
 
     @classmethod
+    def generate(cls) -> str:
+        """A new token text (its hash is what gets stored)."""
+        return cls.PREFIX + secrets.token_urlsafe(32)
+
+    @classmethod
     def issue(cls, user: Any, name: str = "") -> tuple[ApiToken, str]:
         """Create a token for ``user``; return the record and the token text (shown once)."""
-        token = cls.PREFIX + secrets.token_urlsafe(32)
+        token = cls.generate()
         return cls.objects.create(user=user, name=name, token_hash=cls.hash(token)), token
 
 

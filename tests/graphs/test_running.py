@@ -282,3 +282,56 @@ def test_inspect_ping_reaches_the_workers(start_worker: StartWorker) -> None:
     replies = app.control.ping(destination=[worker.hostname], timeout=2)
 
     assert replies == [{worker.hostname: {"ok": "pong"}}]
+
+
+def test_a_node_past_its_time_limit_fails_with_timeout(
+    user: User, start_worker: StartWorker, settings: Any
+) -> None:
+    extra = {"MYSPINBOT_CAPABILITY_DIRS": str(TEST_CAPABILITIES)}
+    settings.MYSPINBOT_CAPABILITY_DIRS = [str(TEST_CAPABILITIES)]
+    get_registry.cache_clear()
+    start_worker("cpu", [settings.CELERY_CPU_QUEUE], env=extra)
+    document = graph(
+        [node("slow", "testing.slow", params={"seconds": 10}), node("after")],
+        [edge("slow", "after")],
+    )
+
+    job = wait_for_job(engine.submit_job(user, document), timeout=30)
+
+    get_registry.cache_clear()
+    assert job.status == "failed"
+    run = NodeRun.objects.get(job=job, node_id="slow")
+    assert run.error is not None
+    assert (run.error["code"], run.attempt) == ("timeout", 1)
+    assert states(job) == {"slow": "failed", "after": "skipped"}
+
+
+def test_a_handler_that_ignores_a_cancel_is_terminated_after_the_grace_period(
+    user: User, start_worker: StartWorker, settings: Any
+) -> None:
+    extra = {
+        "MYSPINBOT_CAPABILITY_DIRS": str(TEST_CAPABILITIES),
+        "MYSPINBOT_CANCEL_GRACE": "1",
+        "MYSPINBOT_SWEEP_INTERVAL": "0.5",
+    }
+    settings.MYSPINBOT_CAPABILITY_DIRS = [str(TEST_CAPABILITIES)]
+    get_registry.cache_clear()
+    worker = start_worker("cpu", [settings.CELERY_CPU_QUEUE], env=extra)
+    stubborn = engine.submit_job(
+        user, graph([node("s", "testing.stubborn", params={"seconds": 120})], [])
+    )
+    wait_for_node(stubborn, "s", "running")
+
+    engine.cancel_job(stubborn.pk)
+    deadline = time.monotonic() + 15
+    run = NodeRun.objects.get(job=stubborn)
+    while run.finished_at is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+        run.refresh_from_db()
+    after = wait_for_job(engine.submit_job(user, chain("debug.sleep")), timeout=30)
+
+    get_registry.cache_clear()
+    assert run.finished_at is not None, "the sweeper did not terminate the handler"
+    assert after.status == "completed"  # the worker's pool replaced the killed process
+    assert worker.log_path is not None
+    assert "terminated" in worker.log_path.read_text().lower()

@@ -608,3 +608,24 @@ def test_compat_infinitetalk_with_bad_data_is_422(as_ada: Client) -> None:
 
     assert response.status_code == 422
     assert (Artifact.objects.count(), Job.objects.count()) == (0, 0)
+
+
+def test_an_admin_creates_a_token_shown_once_and_revokes_it(ada: User) -> None:
+    staff = User.objects.create_superuser("root", password="pw-root-123")
+    browser = Client()
+    browser.force_login(staff)
+
+    response = browser.post(
+        "/admin/jobs/apitoken/add/", {"user": ada.pk, "name": "ci"}, follow=True
+    )
+
+    shown = [str(m) for m in response.context["messages"]]
+    token = shown[0].rsplit(": ", 1)[1]
+    assert Client(headers={"Authorization": f"Bearer {token}"}).get("/api/jobs").status_code == 200
+    record = ApiToken.objects.get(name="ci")
+    assert record.token_hash == ApiToken.hash(token)
+    browser.post(
+        "/admin/jobs/apitoken/",
+        {"action": "revoke", "_selected_action": [record.pk]},
+    )
+    assert Client(headers={"Authorization": f"Bearer {token}"}).get("/api/jobs").status_code == 401
