@@ -184,7 +184,9 @@ class JobSocket(AsyncJsonWebsocketConsumer):
         await self.receive_json(content)
 
     async def bad_request(self, job_id: str | None, message: str) -> None:
-        raise NotImplementedError
+        """Answer a malformed message; each protocol has its own error shape, so both
+        consumers below define it (this base class is never routed to)."""
+        raise NotImplementedError(f"{type(self).__name__} must answer malformed messages")
 
     async def join(self, job_id: str) -> None:
         await self.channel_layer.group_add(group_name(job_id), self.channel_name)
