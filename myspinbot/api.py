@@ -16,26 +16,8 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from apps.graphs.planner import UnknownTemplate
 from apps.graphs.validation import GraphValidationError
 from apps.jobs.auth import API_AUTH
-from apps.jobs.submission import SubmissionRejected
+from myspinbot.errors import Rejected
 from myspinbot.storage import StorageUnavailable
-
-
-class ApiError(Exception):
-    """An error the API reports as such: HTTP status, machine-readable code, message."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        details: Any = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-        self.details = details if details is not None else {}
-        self.headers = headers or {}
-
 
 api = NinjaAPI(
     title="MySpinBot API",
@@ -89,14 +71,9 @@ def _clean_validation_errors(errors: list[Any]) -> list[dict[str, Any]]:
     return cleaned
 
 
-@api.exception_handler(ApiError)
-def _api_error(request: HttpRequest, exc: ApiError) -> HttpResponse:
+@api.exception_handler(Rejected)
+def _rejected(request: HttpRequest, exc: Rejected) -> HttpResponse:
     return error_response(request, exc.status, exc.code, exc.message, exc.details, exc.headers)
-
-
-@api.exception_handler(SubmissionRejected)
-def _rejected(request: HttpRequest, exc: SubmissionRejected) -> HttpResponse:
-    return error_response(request, exc.status, exc.code, exc.message, headers=exc.headers)
 
 
 @api.exception_handler(ValidationError)

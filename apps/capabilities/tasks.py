@@ -1,15 +1,13 @@
 """What each worker reports about itself when the manifest asks (a Celery remote-control
 command, so it is answered by the worker's main process even while a task runs).
 
-GPU workers add their device details through ``WORKER_REPORTERS`` (gpu_tasks registers
-one); the cpu worker never imports torch.
+The cpu worker never imports torch.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable
 from typing import Any
 
 import psutil
@@ -17,9 +15,6 @@ from celery.worker.control import inspect_command
 
 from apps.capabilities.media.tts_engines import available_engines
 from apps.capabilities.registry import get_registry
-
-# Extra facts a worker adds to its report (device, loaded models...).
-WORKER_REPORTERS: list[Callable[[], dict[str, Any]]] = []
 
 
 def worker_report(queues: list[str]) -> dict[str, Any]:
@@ -37,8 +32,6 @@ def worker_report(queues: list[str]) -> dict[str, Any]:
         "memory": {"total_bytes": memory.total, "free_bytes": memory.available},
         "backends": {"tts": available_engines()},
     }
-    for reporter in WORKER_REPORTERS:
-        report.update(reporter())
     return report
 
 

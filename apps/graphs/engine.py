@@ -154,14 +154,6 @@ def create_job(owner: User, graph_doc: GraphDocument, *, template: str = "") -> 
 # --- Advancing ----------------------------------------------------------------------
 
 
-def advance(job_id: UUID | str) -> None:
-    """Plan the job again (in its own transaction) and dispatch what became ready."""
-    with transaction.atomic():
-        job = lock_job(job_id)
-        if job is not None:
-            advance_locked(job)
-
-
 def lock_job(job_id: UUID | str) -> Job | None:
     """The job with its row locked until the transaction ends, or None if it is gone."""
     return (
@@ -404,7 +396,7 @@ def cancel_job(job_id: UUID | str) -> Job:
                 job=job, status__in=[Status.PENDING, Status.QUEUED, Status.RUNNING]
             )
         )
-        revoke = [run.task_id for run in active if run.status == Status.QUEUED]
+        queued = [run.task_id for run in active if run.status == Status.QUEUED]
         events = []
         for run in active:
             was_running = run.status == Status.RUNNING
@@ -418,12 +410,12 @@ def cancel_job(job_id: UUID | str) -> Job:
         job.status, job.finished_at = Job.Status.CANCELLED, now
         events.append(Event("job.cancelled", payload={"status": job.status}))
         emit(job, events, save=["status", "finished_at"])
-        if revoke:
-            transaction.on_commit(lambda: _revoke(revoke))
+        if queued:
+            transaction.on_commit(lambda: revoke(queued))
     return job
 
 
-def _revoke(task_ids: list[str], terminate: bool = False) -> None:
+def revoke(task_ids: list[str], terminate: bool = False) -> None:
     from myspinbot.celery import app
 
     app.control.revoke(task_ids, terminate=terminate, signal="SIGKILL")

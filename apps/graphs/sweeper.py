@@ -61,7 +61,7 @@ def sweep() -> SweepReport:
     )
     for run in unstopped:
         if NodeRun.objects.filter(pk=run.pk, finished_at=None).update(finished_at=now):
-            engine._revoke([run.task_id], terminate=True)
+            engine.revoke([run.task_id], terminate=True)
             report.terminated.append(run.task_id)
     return report
 

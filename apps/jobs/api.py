@@ -28,8 +28,8 @@ from apps.graphs.models import Graph, NodeRun
 from apps.jobs import submission
 from apps.jobs.models import Artifact, Job, JobEvent
 from apps.jobs.submission import ARTIFACT_REF
-from apps.jobs.uploads import UploadRejected, accept_upload
-from myspinbot.api import ApiError
+from apps.jobs.uploads import accept_upload
+from myspinbot.errors import Rejected
 from myspinbot.storage import LocalArtifactStore, get_artifact_store
 
 router = Router(tags=["jobs"])
@@ -165,14 +165,14 @@ def caller(request: HttpRequest) -> User:
 def own_job(request: HttpRequest, job_id: uuid.UUID) -> Job:
     job = Job.objects.filter(pk=job_id, owner=caller(request)).select_related("graph").first()
     if job is None:
-        raise ApiError(404, "not_found", f"no job {job_id}")
+        raise Rejected(404, "not_found", f"no job {job_id}")
     return job
 
 
 def own_artifact(request: HttpRequest, artifact_id: uuid.UUID) -> Artifact:
     artifact = Artifact.objects.filter(pk=artifact_id, owner=caller(request)).first()
     if artifact is None:
-        raise ApiError(404, "not_found", f"no artifact {artifact_id}")
+        raise Rejected(404, "not_found", f"no artifact {artifact_id}")
     return artifact
 
 
@@ -295,7 +295,7 @@ def cancel_job(request: HttpRequest, job_id: uuid.UUID) -> Status[dict[str, Any]
     try:
         job = engine.cancel_job(job.pk)
     except engine.JobStateError as error:
-        raise ApiError(409, "job_finished", str(error)) from None
+        raise Rejected(409, "job_finished", str(error)) from None
     return Status(202, job_summary(job))
 
 
@@ -312,7 +312,7 @@ def retry_job(request: HttpRequest, job_id: uuid.UUID) -> Status[dict[str, Any]]
         try:
             job = engine.retry_job(job.pk)
         except engine.JobStateError as error:
-            raise ApiError(409, "not_retryable", str(error)) from None
+            raise Rejected(409, "not_retryable", str(error)) from None
     return Status(202, job_summary(job))
 
 
@@ -321,7 +321,7 @@ def delete_job(request: HttpRequest, job_id: uuid.UUID) -> Status[None]:
     """Delete a finished job with its events and the artifacts no other job refers to."""
     job = own_job(request, job_id)
     if not job.is_finished:
-        raise ApiError(409, "job_running", f"job {job.pk} is {job.status}; cancel it first")
+        raise Rejected(409, "job_running", f"job {job.pk} is {job.status}; cancel it first")
     store = get_artifact_store()
     doomed: list[Artifact] = []
     for artifact in Artifact.objects.filter(job=job):
@@ -346,10 +346,7 @@ def delete_job(request: HttpRequest, job_id: uuid.UUID) -> Status[None]:
 
 
 def _upload(owner: User, file: UploadedFile) -> Artifact:
-    try:
-        return accept_upload(owner, file, file.size or 0, file.name or "")
-    except UploadRejected as error:
-        raise ApiError(error.status, error.code, error.message) from None
+    return accept_upload(owner, file, file.size or 0, file.name or "")
 
 
 @router.post(
@@ -466,7 +463,7 @@ def compat_infinitetalk(
     try:
         fields = InfiniteTalkData.model_validate_json(data)
     except ValueError as error:
-        raise ApiError(422, "invalid_request", f"data: {error}".splitlines()[0]) from None
+        raise Rejected(422, "invalid_request", f"data: {error}".splitlines()[0]) from None
     owner = caller(request)
     with transaction.atomic():
         submission.check_limits(owner)
@@ -475,9 +472,9 @@ def compat_infinitetalk(
         uploaded.append(image := _upload(owner, image_file))
         uploaded.append(audio := _upload(owner, audio_file))
         if not image.content_type.startswith("image/"):
-            raise ApiError(415, "unsupported_media_type", "image_file must be an image")
+            raise Rejected(415, "unsupported_media_type", "image_file must be an image")
         if not audio.content_type.startswith("audio/"):
-            raise ApiError(415, "unsupported_media_type", "audio_file must be audio")
+            raise Rejected(415, "unsupported_media_type", "audio_file must be audio")
         template, metadata = talking_video_template()
         script = (
             {"topic": fields.prompt} if fields.prompt.strip() else {"narration": fields.refText}

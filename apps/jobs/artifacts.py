@@ -66,11 +66,19 @@ class NodeArtifacts:
             )
             emit(
                 self.job_id,
-                [Event("artifact.stored", self.node_id, {"artifact": str(artifact.pk),
-                                                         "name": name,
-                                                         "content_type": content_type,
-                                                         "size_bytes": stored.size_bytes})],
-            )  # fmt: skip
+                [
+                    Event(
+                        "artifact.stored",
+                        self.node_id,
+                        {
+                            "artifact": str(artifact.pk),
+                            "name": name,
+                            "content_type": content_type,
+                            "size_bytes": stored.size_bytes,
+                        },
+                    )
+                ],
+            )
         return artifact_ref(artifact)
 
     def open(self, ref: dict[str, Any]) -> BinaryIO:

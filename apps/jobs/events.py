@@ -83,8 +83,3 @@ def emit(
     )
     transaction.on_commit(lambda: live.publish(rows))
     return rows
-
-
-def emit_one(job_id: UUID | str, type: str, node_id: str | None = None, **payload: Any) -> JobEvent:
-    """Append one event (see :func:`emit`)."""
-    return emit(job_id, [Event(type, node_id, payload)])[0]

@@ -19,19 +19,9 @@ from django.utils import timezone
 
 from apps.graphs import engine
 from apps.jobs.models import Artifact, Job
+from myspinbot.errors import Rejected
 
 ARTIFACT_REF = "artifact"
-
-
-class SubmissionRejected(Exception):
-    """The submission is refused; ``status`` is the HTTP status an API answers with."""
-
-    def __init__(
-        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-        self.headers = headers or {}
 
 
 def resolve_artifact_refs(owner: User, value: Any, where: str = "inputs") -> Any:
@@ -44,14 +34,10 @@ def resolve_artifact_refs(owner: User, value: Any, where: str = "inputs") -> Any
             try:
                 artifact_id = uuid.UUID(str(value[ARTIFACT_REF]))
             except ValueError:
-                raise SubmissionRejected(
-                    422, "unknown_artifact", f"{where}: not an artifact id"
-                ) from None
+                raise Rejected(422, "unknown_artifact", f"{where}: not an artifact id") from None
             artifact = Artifact.objects.filter(pk=artifact_id, owner=owner).first()
             if artifact is None:
-                raise SubmissionRejected(
-                    422, "unknown_artifact", f"{where}: no artifact {artifact_id}"
-                )
+                raise Rejected(422, "unknown_artifact", f"{where}: no artifact {artifact_id}")
             return {ARTIFACT_REF: str(artifact.pk), **artifact.to_json()}
         return {k: resolve_artifact_refs(owner, v, f"{where}.{k}") for k, v in value.items()}
     if isinstance(value, list):
@@ -67,7 +53,7 @@ def check_limits(owner: User) -> None:
     User.objects.select_for_update().filter(pk=owner.pk).first()
     in_flight = Job.objects.filter(owner=owner, status__in=["queued", "running"]).count()
     if in_flight >= settings.MYSPINBOT_MAX_JOBS_IN_FLIGHT:
-        raise SubmissionRejected(
+        raise Rejected(
             429,
             "too_many_jobs",
             f"{in_flight} jobs in flight; the limit is {settings.MYSPINBOT_MAX_JOBS_IN_FLIGHT}",
@@ -78,7 +64,7 @@ def check_limits(owner: User) -> None:
     if recent.count() >= settings.MYSPINBOT_SUBMISSIONS_PER_MINUTE:
         oldest = recent.order_by("created_at").values_list("created_at", flat=True).first()
         wait = (oldest + timedelta(minutes=1) - timezone.now()).total_seconds() if oldest else 60
-        raise SubmissionRejected(
+        raise Rejected(
             429,
             "too_many_submissions",
             f"at most {settings.MYSPINBOT_SUBMISSIONS_PER_MINUTE} submissions per minute",
@@ -97,7 +83,7 @@ def submit(
 ) -> Job:
     """Store a job from a template (with per-node params and job inputs) or a graph.
 
-    Raises ``SubmissionRejected`` (limits, foreign artifacts), ``GraphValidationError``
+    Raises ``Rejected`` (limits, foreign artifacts), ``GraphValidationError``
     or ``UnknownTemplate``; nothing is stored then.
     """
     with transaction.atomic():

@@ -16,17 +16,10 @@ from django.contrib.auth.models import User
 from django.db import transaction
 
 from apps.jobs.models import Artifact
+from myspinbot.errors import Rejected
 from myspinbot.storage import get_artifact_store
 
 SNIFF_BYTES = 8192
-
-
-class UploadRejected(Exception):
-    """The upload is refused; ``status`` is 413 (too large), 415 (kind) or 422 (corrupt)."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
 
 
 @dataclass(frozen=True)
@@ -37,7 +30,7 @@ class Sniffed:
 
 
 def sniff(head: bytes) -> Sniffed:
-    """The accepted kind of a file from its first bytes, or ``UploadRejected`` (415)."""
+    """The accepted kind of a file from its first bytes, or ``Rejected`` (415)."""
     guess = filetype.guess(head)
     if guess is not None:
         for kind, rules in settings.MYSPINBOT_UPLOAD_KINDS.items():
@@ -47,7 +40,7 @@ def sniff(head: bytes) -> Sniffed:
         t for rules in settings.MYSPINBOT_UPLOAD_KINDS.values() for t in rules["types"]
     )
     found = guess.mime if guess is not None else "unrecognised bytes"
-    raise UploadRejected(
+    raise Rejected(
         415, "unsupported_media_type", f"{found} is not accepted; allowed: {', '.join(allowed)}"
     )
 
@@ -63,18 +56,16 @@ def _check_image(stream: IO[bytes]) -> None:
             with Image.open(stream) as image:
                 width, height = image.size
                 if width * height > limit:
-                    raise UploadRejected(
+                    raise Rejected(
                         413, "image_too_large", f"image is {width}x{height}; at most {limit} pixels"
                     )
                 image.verify()
-    except UploadRejected:
+    except Rejected:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise UploadRejected(
-            413, "image_too_large", f"image has more than {limit} pixels"
-        ) from None
+        raise Rejected(413, "image_too_large", f"image has more than {limit} pixels") from None
     except Exception as error:
-        raise UploadRejected(422, "corrupt_file", f"image cannot be decoded: {error}") from None
+        raise Rejected(422, "corrupt_file", f"image cannot be decoded: {error}") from None
     finally:
         stream.seek(0)
 
@@ -97,11 +88,11 @@ def accept_upload(owner: User, stream: IO[bytes], size: int, name: str) -> Artif
     stream.seek(0)
     limit = settings.MYSPINBOT_UPLOAD_KINDS[sniffed.kind]["max_bytes"]
     if size > limit:
-        raise UploadRejected(
+        raise Rejected(
             413, "too_large", f"{sniffed.kind} uploads are limited to {limit} bytes; got {size}"
         )
     if size == 0:
-        raise UploadRejected(422, "empty_file", "the file is empty")
+        raise Rejected(422, "empty_file", "the file is empty")
     if sniffed.kind == "image":
         _check_image(stream)
     store = get_artifact_store()

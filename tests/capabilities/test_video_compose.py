@@ -74,9 +74,13 @@ def png_header_only(width: int, height: int) -> bytes:
     end = b"IEND"
     return (
         b"\x89PNG\r\n\x1a\n"
-        + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
-        + struct.pack(">I", 0) + end + struct.pack(">I", zlib.crc32(end))
-    )  # fmt: skip
+        + struct.pack(">I", len(ihdr))
+        + chunk
+        + struct.pack(">I", zlib.crc32(chunk))
+        + struct.pack(">I", 0)
+        + end
+        + struct.pack(">I", zlib.crc32(end))
+    )
 
 
 def compose(
@@ -164,8 +168,11 @@ def test_composes_h264_aac_mp4_as_long_as_the_narration() -> None:
     output, run = compose(SMALL, seconds=2.0)
 
     assert {key: output[key] for key in ("duration_seconds", "width", "height", "fps")} == {
-        "duration_seconds": 2.0, "width": 320, "height": 240, "fps": 25
-    }  # fmt: skip
+        "duration_seconds": 2.0,
+        "width": 320,
+        "height": 240,
+        "fps": 25,
+    }
     assert output["frames"] == 50
     assert output["captions"] == 2
     assert output["video"]["content_type"] == "video/mp4"
@@ -221,8 +228,14 @@ def test_captions_appear_exactly_while_their_cue_runs() -> None:
     with_text = [caption_pixels(luma) > 20 for luma in decoded.frames]
     expected = [any(cue["start"] <= index / 25 < cue["end"] for cue in CUES) for index in range(50)]
     assert with_text == expected
-    assert sum(caption_pixels(luma) for luma, shown in zip(decoded.frames, expected, strict=True)
-               if not shown) == 0  # fmt: skip
+    assert (
+        sum(
+            caption_pixels(luma)
+            for luma, shown in zip(decoded.frames, expected, strict=True)
+            if not shown
+        )
+        == 0
+    )
     # The long caption wraps onto more lines than the short one: a taller block of text.
     rows_short = (decoded.frames[10][168:] > TEXT_LUMA).any(axis=1).sum()
     rows_long = (decoded.frames[40][100:] > TEXT_LUMA).any(axis=1).sum()
@@ -435,5 +448,7 @@ def test_speed_30_seconds_at_720p(fps: int, capsys: pytest.CaptureFixture[str]) 
 
     assert output["frames"] == 30 * fps
     with capsys.disabled():
-        print(f"\nvideo.compose 30 s 1280x720 @{fps} fps: {elapsed:.2f} s, "
-              f"{30 / elapsed:.2f}x real time")  # fmt: skip
+        print(
+            f"\nvideo.compose 30 s 1280x720 @{fps} fps: {elapsed:.2f} s, "
+            f"{30 / elapsed:.2f}x real time"
+        )

@@ -7,13 +7,22 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth.models import User
 
-from apps.capabilities.errors import PermanentError, TransientError
+from apps.capabilities.errors import TransientError
 from apps.graphs import engine
 from apps.graphs.execution import claim, complete, fail
 from apps.graphs.models import Graph, NodeRun
 from apps.graphs.validation import GraphValidationError
 from apps.jobs.models import Job, JobEvent
-from tests.support.graphs import assert_gap_free, chain, edge, event_types, graph, node, states
+from tests.support.graphs import (
+    assert_gap_free,
+    chain,
+    edge,
+    event_types,
+    graph,
+    node,
+    run_to_end,
+    states,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -21,22 +30,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def user() -> User:
     return User.objects.create_user("ada", password="pw")
-
-
-def run_to_end(job: Job, outcomes: dict[str, str] | None = None) -> None:
-    """Play the worker's part in-process: claim each queued node and finish it."""
-    outcomes = outcomes or {}
-    for _ in range(100):
-        queued = list(NodeRun.objects.filter(job=job, status="queued"))
-        if not queued:
-            return
-        for run in queued:
-            claimed = claim(str(job.pk), run.node_id, run.attempt, "inline")
-            assert claimed is not None
-            if outcomes.get(run.node_id) == "fail":
-                fail(claimed.run, run.attempt, PermanentError("boom", "planned failure"))
-            else:
-                complete(claimed.run, run.attempt, {"node": run.node_id})
 
 
 def test_submit_stores_graph_job_and_runs_and_queues_the_roots(user: User) -> None:

@@ -11,11 +11,10 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from apps.graphs import engine
-from apps.graphs.execution import claim, complete
 from apps.graphs.models import Graph, NodeRun
 from apps.jobs.models import ApiToken, Artifact, Job, JobEvent
 from myspinbot.storage import get_artifact_store
-from tests.support.graphs import chain, edge, graph, node
+from tests.support.graphs import chain, edge, graph, node, run_to_end
 from tests.support.media import jpeg_bytes, png_bytes, wav_bytes
 
 pytestmark = pytest.mark.django_db
@@ -55,18 +54,6 @@ def error_of(response: Any) -> dict[str, Any]:
     assert set(body) == {"error"}
     assert set(body["error"]) == {"code", "message", "details"}
     return dict(body["error"])
-
-
-def finish(job: Job) -> None:
-    """Complete every node in-process (no worker needed for API tests)."""
-    for _ in range(20):
-        queued = list(NodeRun.objects.filter(job=job, status="queued"))
-        if not queued:
-            return
-        for run in queued:
-            claimed = claim(str(job.pk), run.node_id, run.attempt, "inline")
-            assert claimed is not None
-            complete(claimed.run, run.attempt, {"done": run.node_id})
 
 
 # --- Authentication ---
@@ -284,21 +271,21 @@ def test_list_is_newest_first_paginated_and_filtered(as_ada: Client, ada: User, 
 
 def test_get_job_shows_live_node_states(as_ada: Client, ada: User) -> None:
     job = engine.submit_job(ada, chain("debug.noop", "debug.noop"))
-    finish(job)
+    run_to_end(job)
 
     body = as_ada.get(f"/api/jobs/{job.pk}").json()
 
     assert body["status"] == "completed"
     assert body["progress"] == 1.0
     assert [n["status"] for n in body["graph"]["nodes"]] == ["completed", "completed"]
-    assert body["graph"]["nodes"][0]["output"] == {"done": "n0"}
+    assert body["graph"]["nodes"][0]["output"] == {"node": "n0"}
     assert body["graph"]["nodes"][0]["retries"] == {"attempt": 1, "maxAttempts": 3}
     assert body["finishedAt"] is not None
 
 
 def test_events_after_since_in_order(as_ada: Client, ada: User) -> None:
     job = engine.submit_job(ada, chain("debug.noop"))
-    finish(job)
+    run_to_end(job)
 
     everything = as_ada.get(f"/api/jobs/{job.pk}/events").json()
     later = as_ada.get(f"/api/jobs/{job.pk}/events?since=2").json()
@@ -353,7 +340,7 @@ def test_delete_removes_a_finished_job_its_events_and_unshared_artifacts(
         content_type="text/plain",
     )
     running = as_ada.delete(f"/api/jobs/{job.pk}")
-    finish(job)
+    run_to_end(job)
 
     response = as_ada.delete(f"/api/jobs/{job.pk}")
 
@@ -379,7 +366,7 @@ def test_delete_keeps_an_artifact_another_job_refers_to(as_ada: Client, ada: Use
         sha256=stored.sha256,
         content_type="application/octet-stream",
     )
-    finish(job)
+    run_to_end(job)
     other = engine.submit_job(
         ada, graph([node("x", input={"lora": {"artifact": str(artifact.pk)}})], [])
     )

@@ -67,3 +67,23 @@ def assert_gap_free(job: Job) -> None:
     assert seqs == list(range(1, len(seqs) + 1))
     job.refresh_from_db()
     assert job.event_seq == len(seqs)
+
+
+def run_to_end(job: Job, outcomes: dict[str, str] | None = None) -> None:
+    """Play the worker's part in-process: claim each queued node and complete it with
+    ``{"node": <id>}``, or fail it permanently where ``outcomes[node] == "fail"``."""
+    from apps.capabilities.errors import PermanentError
+    from apps.graphs.execution import claim, complete, fail
+
+    outcomes = outcomes or {}
+    for _ in range(100):
+        queued = list(NodeRun.objects.filter(job=job, status="queued"))
+        if not queued:
+            return
+        for run in queued:
+            claimed = claim(str(job.pk), run.node_id, run.attempt, "inline")
+            assert claimed is not None
+            if outcomes.get(run.node_id) == "fail":
+                fail(claimed.run, run.attempt, PermanentError("boom", "planned failure"))
+            else:
+                complete(claimed.run, run.attempt, {"node": run.node_id})

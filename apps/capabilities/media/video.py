@@ -419,11 +419,19 @@ class CaptionOverlay:
         chroma = (width // 2) * (height // 2)
         planes = (
             (luma, self.y_over, self.y_keep, 1),
-            (flat[width * height : width * height + chroma].reshape(height // 2, width // 2),
-             self.u_over, self.uv_keep, 2),
-            (flat[width * height + chroma :].reshape(height // 2, width // 2),
-             self.v_over, self.uv_keep, 2),
-        )  # fmt: skip
+            (
+                flat[width * height : width * height + chroma].reshape(height // 2, width // 2),
+                self.u_over,
+                self.uv_keep,
+                2,
+            ),
+            (
+                flat[width * height + chroma :].reshape(height // 2, width // 2),
+                self.v_over,
+                self.uv_keep,
+                2,
+            ),
+        )
         for plane, over, keep, step in planes:
             top, left = self.top // step, self.left // step
             region = plane[top : top + over.shape[0], left : left + over.shape[1]]

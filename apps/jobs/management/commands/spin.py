@@ -25,7 +25,8 @@ from apps.graphs.validation import GraphValidationError
 from apps.jobs import submission
 from apps.jobs.models import Artifact, Job
 from apps.jobs.submission import ARTIFACT_REF
-from apps.jobs.uploads import UploadRejected, accept_upload
+from apps.jobs.uploads import accept_upload
+from myspinbot.errors import Rejected
 from myspinbot.storage import get_artifact_store
 
 SAMPLE_TEXT = (
@@ -87,7 +88,7 @@ class Command(BaseCommand):
                     "transcript": ref_text,
                 },
             )
-        except (submission.SubmissionRejected, GraphValidationError, UnknownTemplate) as error:
+        except (Rejected, GraphValidationError, UnknownTemplate) as error:
             raise CommandError(str(error)) from None
         self.stdout.write(f"job {job.pk}")
         if not options["wait"]:
@@ -105,7 +106,7 @@ class Command(BaseCommand):
         try:
             with path.open("rb") as handle:
                 return accept_upload(user, handle, path.stat().st_size, path.name)
-        except UploadRejected as error:
+        except Rejected as error:
             raise CommandError(f"{path}: {error.message}") from None
 
     def watch(self, job: Job, timeout: float) -> Job:
