@@ -24,7 +24,16 @@ $(VENV)/.test.stamp: $(VENV)/.local.stamp requirements/test.txt
 
 venv: $(VENV)/.local.stamp
 
-run: $(VENV)/.local.stamp
+# The web UI's front-end packages (package-lock.json), re-installed when it changes.
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+# Browser tests drive Debian's Chromium; install it when missing (never a browser download).
+/usr/bin/chromium:
+	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
+
+run: $(VENV)/.local.stamp node_modules/.package-lock.json
 	@mkdir -p var
 	@$(PY) manage.py migrate --noinput -v 0
 	@$(PY) manage.py ensure_demo_user
@@ -41,7 +50,7 @@ run: $(VENV)/.local.stamp
 	echo "Stop everything with Ctrl-C."; \
 	WEB_PORT=$(PORT) FLOWER_PORT=$(FLOWER_PORT) EMBEDDED_REDIS_PORT=$(EMBEDDED_REDIS_PORT) exec $(BIN)/honcho --no-prefix -f Procfile start $$procs
 
-test: $(VENV)/.test.stamp
+test: $(VENV)/.test.stamp node_modules/.package-lock.json /usr/bin/chromium
 	@$(PY) -m myspinbot.devservices postgres --database myspinbot
 	@$(PY) -m myspinbot.devservices ensure-redis redis://127.0.0.1:6379/0
 	DJANGO_SETTINGS_MODULE=myspinbot.settings.test $(PY) manage.py makemigrations --check --dry-run

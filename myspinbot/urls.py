@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from myspinbot import health, views
 from myspinbot.api import api
@@ -14,4 +14,5 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path("storage/<str:token>", views.storage_download, name="storage-download"),
     path("admin/", admin.site.urls),
+    path("", include("apps.web.urls")),
 ]

@@ -31,10 +31,12 @@ INSTALLED_APPS = [
     "apps.capabilities",
     "apps.graphs",
     "apps.jobs",
+    "apps.web",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -264,6 +266,18 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+# The web UI's front-end packages, installed from package-lock.json by `npm ci`.
+STATICFILES_DIRS = [
+    ("vendor/htmx", BASE_DIR / "node_modules" / "htmx.org" / "dist"),
+    ("vendor/dagre", BASE_DIR / "node_modules" / "@dagrejs" / "dagre" / "dist"),
+]
+# WhiteNoise serves static files in every process (uvicorn too), straight from the
+# app and package folders, so `make run` needs no collectstatic.
+WHITENOISE_USE_FINDERS = True
+LOGIN_URL = "web:login"
+LOGIN_REDIRECT_URL = "web:jobs"
+LOGOUT_REDIRECT_URL = "web:login"
+FLOWER_URL = env_str("FLOWER_URL", "http://127.0.0.1:5555/")
 
 # --- Logging: Django owns it; Celery workers use the same configuration -----------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()

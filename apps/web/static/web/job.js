@@ -1,0 +1,327 @@
+// Job page: the graph laid out by dependency (dagre) and drawn as SVG, each node
+// coloured by its state with its own progress bar and ETA; a live event log; the
+// script, previews, players and downloads as they arrive; Cancel and Retry.
+//
+// The page loads the job from GET /api/jobs/{id} (graph with live node states,
+// artifacts, lastSeq), then follows /ws/jobs/ from seq 0: events up to lastSeq only
+// fill the log, later ones move the graph. After events that change outputs (a node
+// done or failed, an artifact stored, the job finished) it reloads the job once.
+import dagre from "../vendor/dagre/dagre.esm.js";
+import {
+  FINISHED, JobStream, api, clockText, confirmAction, durationText, element, setPill,
+} from "./common.js";
+
+const SVG = "http://www.w3.org/2000/svg";
+const BOX = { width: 210, height: 74 };
+const root = document.getElementById("job");
+const jobId = root.dataset.jobId;
+const nodes = new Map(); // node id -> {name, service, state, progress, startedAt, error, output, el}
+const artifactsShown = new Set();
+let appliedSeq = 0;
+let refreshTimer = null;
+
+function svg(tag, attributes = {}) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, value);
+  return node;
+}
+
+function shorten(text, length) {
+  return text.length > length ? text.slice(0, length - 1) + "…" : text;
+}
+
+// --- The graph -----------------------------------------------------------------------
+
+function drawGraph(graph) {
+  const narrow = window.matchMedia("(max-width: 640px)").matches;
+  const layout = new dagre.graphlib.Graph();
+  layout.setGraph({ rankdir: narrow ? "TB" : "LR", nodesep: 22, ranksep: narrow ? 36 : 56, marginx: 8, marginy: 8 });
+  layout.setDefaultEdgeLabel(() => ({}));
+  for (const node of graph.nodes) layout.setNode(node.id, { ...BOX });
+  for (const edge of graph.edges) layout.setEdge(edge.from, edge.to, { kind: edge.kind || "normal" });
+  dagre.layout(layout);
+  const size = layout.graph();
+  const canvas = svg("svg", {
+    viewBox: `0 0 ${Math.ceil(size.width)} ${Math.ceil(size.height)}`,
+    role: "group",
+    "aria-label": "The job's steps, laid out by dependency",
+    class: "dag-svg",
+  });
+  canvas.style.maxWidth = `${Math.ceil(size.width)}px`;
+  const defs = svg("defs");
+  const marker = svg("marker", {
+    id: "arrow", viewBox: "0 0 10 10", refX: "9", refY: "5", markerWidth: "7", markerHeight: "7", orient: "auto",
+  });
+  marker.append(svg("path", { d: "M0,0 L10,5 L0,10 z", class: "arrow" }));
+  defs.append(marker);
+  canvas.append(defs);
+  const edges = svg("g", { class: "edges", "aria-hidden": "true" });
+  for (const ref of layout.edges()) {
+    const points = layout.edge(ref).points;
+    const path = points.map((p, i) => `${i ? "L" : "M"}${p.x.toFixed(1)},${p.y.toFixed(1)}`).join(" ");
+    edges.append(svg("path", {
+      d: path, class: `edge ${layout.edge(ref).kind}`, "marker-end": "url(#arrow)",
+      "data-from": ref.v, "data-to": ref.w,
+    }));
+  }
+  canvas.append(edges);
+  for (const node of graph.nodes) {
+    const place = layout.node(node.id);
+    const group = svg("g", {
+      class: "node",
+      transform: `translate(${(place.x - BOX.width / 2).toFixed(1)},${(place.y - BOX.height / 2).toFixed(1)})`,
+      "data-node-id": node.id,
+      role: "img",
+      tabindex: "0",
+    });
+    group.append(svg("rect", { class: "box", width: BOX.width, height: BOX.height, rx: 10 }));
+    const name = svg("text", { class: "name", x: 12, y: 22 });
+    name.textContent = shorten(node.name || node.id, 24);
+    const detail = svg("text", { class: "detail", x: 12, y: 42 });
+    group.append(name, detail);
+    group.append(svg("rect", { class: "track", x: 12, y: 54, width: BOX.width - 24, height: 7, rx: 3.5 }));
+    group.append(svg("rect", { class: "bar", x: 12, y: 54, width: 0, height: 7, rx: 3.5 }));
+    const title = svg("title");
+    group.append(title);
+    canvas.append(group);
+    nodes.get(node.id).el = group;
+  }
+  const holder = document.getElementById("dag");
+  holder.replaceChildren(canvas);
+  holder.removeAttribute("aria-busy");
+  for (const id of nodes.keys()) paintNode(id);
+}
+
+function etaText(node) {
+  if (node.state !== "running" || !node.startedAt || !(node.progress > 0.02)) return "";
+  const elapsed = (Date.now() - new Date(node.startedAt)) / 1000;
+  return `ETA ${durationText((elapsed / node.progress) * (1 - node.progress))}`;
+}
+
+function paintNode(id) {
+  const node = nodes.get(id);
+  if (!node.el) return;
+  const shown = node.state === "completed" ? 1 : node.progress || 0;
+  node.el.setAttribute("class", `node ${node.state}`);
+  node.el.dataset.state = node.state;
+  const bar = node.el.querySelector(".bar");
+  bar.setAttribute("width", ((BOX.width - 24) * Math.min(1, Math.max(0, shown))).toFixed(1));
+  const parts = [node.state];
+  if (node.state === "running") parts.push(`${Math.round(shown * 100)}%`);
+  const eta = etaText(node);
+  if (eta) parts.push(eta);
+  if (node.state === "failed" && node.error) parts.push(node.error.code || "error");
+  node.el.querySelector(".detail").textContent = parts.join(" · ");
+  const label = `${node.name}: ${parts.join(", ")}`;
+  node.el.setAttribute("aria-label", label);
+  node.el.querySelector("title").textContent =
+    node.error ? `${label}\n${node.error.message || ""}` : `${label} (${node.service})`;
+}
+
+// --- Job state, errors, results ------------------------------------------------------
+
+function showJob(status, progress) {
+  root.dataset.status = status;
+  setPill(document.getElementById("job-status"), status);
+  document.getElementById("job-progress").value = progress;
+  document.getElementById("cancel-button").hidden = FINISHED.has(status);
+  document.getElementById("retry-button").hidden = !(status === "failed" || status === "cancelled");
+}
+
+function showErrors(job) {
+  const box = document.getElementById("job-error");
+  const failed = [...nodes.entries()].filter(([, node]) => node.state === "failed" && node.error);
+  box.replaceChildren();
+  if (!failed.length && !job.error) {
+    box.hidden = true;
+    return;
+  }
+  box.append(element("h2", { text: "What went wrong" }));
+  for (const [id, node] of failed) {
+    box.append(element("p", {},
+      element("strong", { text: `${node.name} (${id}) ` }),
+      element("code", { text: node.error.code || "error" }),
+      document.createTextNode(` ${node.error.message || ""}`)));
+  }
+  if (!failed.length && job.error) {
+    box.append(element("p", {}, element("code", { text: job.error.code || "error" }),
+      document.createTextNode(` ${job.error.message || ""}`)));
+  }
+  box.hidden = false;
+}
+
+function showScript() {
+  for (const node of nodes.values()) {
+    const output = node.output || {};
+    if (typeof output.narration === "string" && output.narration) {
+      document.getElementById("script-title").textContent = output.title || "";
+      document.getElementById("script-text").textContent = output.narration;
+      document.getElementById("script").hidden = false;
+      return;
+    }
+  }
+}
+
+function sizeText(bytes) {
+  if (bytes >= 1024 * 1024) return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
+  if (bytes >= 1024) return `${Math.round(bytes / 1024)} kB`;
+  return `${bytes} B`;
+}
+
+async function showArtifact(artifact) {
+  if (artifactsShown.has(artifact.id)) return;
+  artifactsShown.add(artifact.id);
+  const owner = nodes.get(artifact.node_id);
+  const from = owner ? owner.name : artifact.node_id || "upload";
+  const downloads = document.getElementById("downloads");
+  downloads.querySelector(".empty-note")?.remove();
+  const link = element("a", { href: `/api/artifacts/${artifact.id}/download`, text: artifact.name || artifact.key });
+  downloads.append(element("li", {}, link,
+    element("span", { class: "muted small", text: ` ${from} · ${artifact.content_type} · ${sizeText(artifact.size_bytes)}` })));
+  const type = artifact.content_type || "";
+  if (!/^(image|audio|video)\//.test(type)) return;
+  const { url } = await api("GET", `/api/artifacts/${artifact.id}`);
+  if (type.startsWith("video/")) {
+    const video = element("video", { controls: true, preload: "metadata", src: url, playsinline: true,
+      "aria-label": `Video from ${from}`, "data-artifact-id": artifact.id });
+    document.getElementById("players").prepend(element("figure", {}, video,
+      element("figcaption", { text: `${artifact.name} · ${from}` })));
+  } else if (type.startsWith("audio/")) {
+    const audio = element("audio", { controls: true, preload: "metadata", src: url,
+      "aria-label": `${artifact.name} from ${from}`, "data-artifact-id": artifact.id });
+    document.getElementById("players").append(element("figure", {}, audio,
+      element("figcaption", { text: `${artifact.name} · ${from}` })));
+  } else {
+    const image = element("img", { src: url, alt: `${artifact.name} from ${from}`, loading: "lazy",
+      "data-artifact-id": artifact.id });
+    document.getElementById("previews").append(element("figure", {}, image,
+      element("figcaption", { text: `${artifact.name} · ${from}` })));
+    if (artifact.name === "poster.jpg") {
+      document.querySelectorAll("#players video").forEach((video) => { video.poster = url; });
+    }
+  }
+}
+
+function applySnapshot(job) {
+  for (const node of job.graph.nodes) {
+    const known = nodes.get(node.id) || {};
+    const telemetry = node.telemetry || {};
+    const fresh = {
+      ...known,
+      name: node.name || node.id,
+      service: node.service,
+      output: node.output,
+      error: node.error,
+    };
+    if (job.lastSeq >= appliedSeq) {
+      fresh.state = telemetry.state || node.status;
+      fresh.progress = telemetry.progress || 0;
+      fresh.startedAt = telemetry.startedAt;
+    }
+    nodes.set(node.id, fresh);
+  }
+  if (job.lastSeq >= appliedSeq) {
+    appliedSeq = job.lastSeq;
+    showJob(job.status, job.progress);
+  }
+  for (const id of nodes.keys()) paintNode(id);
+  showErrors(job);
+  showScript();
+  return Promise.all(job.artifacts.map(showArtifact));
+}
+
+async function refresh() {
+  refreshTimer = null;
+  applySnapshot(await api("GET", `/api/jobs/${jobId}`));
+}
+
+function scheduleRefresh() {
+  if (refreshTimer === null) refreshTimer = window.setTimeout(refresh, 250);
+}
+
+// --- Events ------------------------------------------------------------------------
+
+function logLine(event) {
+  const payload = event.payload || {};
+  let detail = "";
+  if (payload.message) detail = payload.message;
+  else if (event.event === "node.progress") detail = `${Math.round((payload.progress || 0) * 100)}%`;
+  else if (payload.error) detail = `${payload.error.code}: ${payload.error.message}`;
+  else if (payload.name) detail = payload.name;
+  else if (payload.worker) detail = payload.worker;
+  const owner = event.nodeId && nodes.get(event.nodeId);
+  const line = element("li", { class: `log ${event.event.replace(".", "-")}`, "data-seq": event.seq },
+    element("time", { datetime: event.timestamp, text: clockText(event.timestamp) }),
+    element("span", { class: "event", text: event.event }),
+    owner ? element("span", { class: "node-name", text: owner.name }) : null,
+    detail ? element("span", { class: "detail", text: detail }) : null);
+  const log = document.getElementById("event-log");
+  log.append(line);
+  log.scrollTop = log.scrollHeight;
+}
+
+function onEvent(event) {
+  logLine(event);
+  if (event.seq <= appliedSeq) return; // already in the loaded snapshot
+  appliedSeq = event.seq;
+  const node = event.nodeId ? nodes.get(event.nodeId) : null;
+  if (node && event.nodeStatus) {
+    node.state = event.nodeStatus;
+    const payload = event.payload || {};
+    if (event.event === "node.started") {
+      node.startedAt = event.timestamp;
+      node.progress = 0;
+      node.error = null;
+    } else if (event.event === "node.progress") {
+      node.progress = payload.progress;
+    } else if (event.event === "node.queued" || event.event === "node.retrying") {
+      node.progress = 0;
+    } else if (event.event === "node.failed") {
+      node.error = payload.error || null;
+    }
+    paintNode(event.nodeId);
+  }
+  showJob(event.status, event.progress);
+  if (/^(node\.(completed|cached|failed)|artifact\.stored|job\.)/.test(event.event)) scheduleRefresh();
+}
+
+// --- Actions -------------------------------------------------------------------------
+
+async function act(button, path) {
+  if (!(await confirmAction(button.dataset.confirm))) return;
+  const box = document.getElementById("action-error");
+  box.hidden = true;
+  button.disabled = true;
+  try {
+    const job = await api("POST", path);
+    showJob(job.status, job.progress);
+    scheduleRefresh();
+  } catch (error) {
+    box.textContent = `${error.message} (${error.code})`;
+    box.hidden = false;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+document.getElementById("cancel-button").addEventListener("click", (event) =>
+  act(event.currentTarget, `/api/jobs/${jobId}/cancel`));
+document.getElementById("retry-button").addEventListener("click", (event) =>
+  act(event.currentTarget, `/api/jobs/${jobId}/retry`));
+
+async function start() {
+  const job = await api("GET", `/api/jobs/${jobId}`);
+  for (const node of job.graph.nodes) nodes.set(node.id, { name: node.name || node.id, service: node.service });
+  drawGraph(job.graph);
+  await applySnapshot(job);
+  new JobStream(onEvent).subscribe(jobId, 0);
+  window.setInterval(() => {
+    for (const [id, node] of nodes) if (node.state === "running") paintNode(id);
+  }, 1000);
+}
+
+start().catch((error) => {
+  const box = document.getElementById("action-error");
+  box.textContent = `The job could not be loaded: ${error.message}`;
+  box.hidden = false;
+});

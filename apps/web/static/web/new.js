@@ -1,0 +1,268 @@
+// New video: pipelines from /api/templates (the ones no worker can run are shown
+// disabled with the reason), files checked and previewed here then uploaded to
+// /api/uploads with progress, an "Advanced" section generated from the pipeline's
+// parameter schemas, and the job submitted to /api/jobs.
+//
+// With a voice profile chosen, the pipeline's voice.build_profile step is left out and
+// the steps after it get the profile as their profile_id input: the page posts that
+// graph (the template's own document, embedded in the page) instead of the template.
+import { api, element, upload } from "./common.js";
+
+const data = JSON.parse(document.getElementById("page-data").textContent);
+const form = document.getElementById("new-video");
+const errorBox = document.getElementById("form-error");
+const PROFILE_SERVICE = "voice.build_profile";
+const SCRIPT_FIELDS = new Set(["topic", "narration"]);
+let templates = [];
+const uploaded = new Map(); // File -> upload id
+
+// --- Pipelines ----------------------------------------------------------------------
+
+function selectedTemplate() {
+  const checked = form.querySelector('input[name="pipeline"]:checked');
+  return checked ? templates.find((t) => t.name === checked.value) : null;
+}
+
+function renderPipelines() {
+  const box = document.getElementById("pipelines");
+  box.replaceChildren();
+  const preferred = templates.find((t) => t.available && t.name === "quick") || templates.find((t) => t.available);
+  for (const template of templates) {
+    const id = `pipeline-${template.name}`;
+    const input = element("input", {
+      type: "radio", name: "pipeline", id, value: template.name,
+      disabled: !template.available, checked: template === preferred,
+      "aria-describedby": `${id}-about`,
+    });
+    const about = element("span", { id: `${id}-about`, class: "small muted",
+      text: template.available ? template.description : `Unavailable: ${template.unavailableReason}.` });
+    box.append(element("label", { class: `pipeline${template.available ? "" : " disabled"}`, for: id },
+      input, element("span", { class: "pipeline-text" }, element("strong", { text: template.label }), about)));
+  }
+  if (!preferred) {
+    box.append(element("p", { class: "error-box", role: "alert",
+      text: "No pipeline can run now: no worker is online for its steps. Start the workers and reload." }));
+  }
+  box.removeAttribute("aria-busy");
+  renderAdvanced();
+}
+
+// --- Advanced: fields from the parameter schemas ------------------------------------
+
+function fieldFor(node, key, schema) {
+  const id = `param-${node.id}-${key}`;
+  const initial = key in node.params ? node.params[key] : schema.default;
+  const label = element("label", { for: id, text: key.replaceAll("_", " ") });
+  let input;
+  if (Array.isArray(schema.enum)) {
+    input = element("select", { id });
+    for (const option of schema.enum) {
+      input.append(element("option", { value: JSON.stringify(option), text: String(option), selected: option === initial }));
+    }
+    input.dataset.kind = "enum";
+  } else if (schema.type === "integer" || schema.type === "number") {
+    input = element("input", {
+      id, type: "number", inputmode: schema.type === "integer" ? "numeric" : "decimal",
+      min: schema.minimum, max: schema.maximum,
+      step: schema.type === "integer" ? schema.multipleOf || 1 : schema.multipleOf || "any",
+      value: initial === undefined ? "" : String(initial),
+    });
+    input.dataset.kind = schema.type;
+  } else if (schema.type === "boolean") {
+    input = element("input", { id, type: "checkbox", checked: Boolean(initial) });
+    input.dataset.kind = "boolean";
+    return element("div", { class: "field checkbox" }, input, label);
+  } else if (schema.type === "string") {
+    input = element("input", { id, type: "text", maxlength: schema.maxLength, value: initial === undefined ? "" : initial });
+    input.dataset.kind = "string";
+  } else {
+    return null;
+  }
+  input.dataset.node = node.id;
+  input.dataset.param = key;
+  input.dataset.initial = input.type === "checkbox" ? String(input.checked) : input.value;
+  return element("div", { class: "field" }, label, input);
+}
+
+function renderAdvanced() {
+  const box = document.getElementById("advanced-fields");
+  box.replaceChildren();
+  const template = selectedTemplate();
+  if (!template) {
+    box.append(element("p", { class: "muted", text: "Pick a pipeline to see its settings." }));
+    return;
+  }
+  for (const node of template.nodes) {
+    const properties = (node.paramsSchema && node.paramsSchema.properties) || {};
+    const fields = Object.entries(properties)
+      .filter(([key]) => !SCRIPT_FIELDS.has(key))
+      .map(([key, schema]) => fieldFor(node, key, schema))
+      .filter(Boolean);
+    if (!fields.length) continue;
+    box.append(element("fieldset", { class: "node-params" },
+      element("legend", { text: `${node.name} (${node.service})` }), ...fields));
+  }
+  if (!box.children.length) box.append(element("p", { class: "muted", text: "This pipeline has no settings." }));
+}
+
+function advancedParams() {
+  const params = {};
+  for (const input of document.querySelectorAll("#advanced-fields [data-param]")) {
+    const value = input.type === "checkbox" ? String(input.checked) : input.value;
+    if (value === input.dataset.initial) continue;
+    if (input.type === "number" && !input.checkValidity()) {
+      throw new Error(`${input.dataset.node} ${input.dataset.param}: ${input.validationMessage}`);
+    }
+    let parsed = value;
+    if (input.dataset.kind === "enum") parsed = JSON.parse(value);
+    else if (input.dataset.kind === "integer") parsed = parseInt(value, 10);
+    else if (input.dataset.kind === "number") parsed = parseFloat(value);
+    else if (input.dataset.kind === "boolean") parsed = input.checked;
+    if (value === "" && input.type === "number") continue;
+    (params[input.dataset.node] ||= {})[input.dataset.param] = parsed;
+  }
+  return params;
+}
+
+// --- Files ----------------------------------------------------------------------------
+
+function checkFile(file, kind) {
+  if (!file) return null;
+  if (!file.type.startsWith(`${kind}/`)) return `${file.name} is not ${kind === "image" ? "an image" : "audio"}.`;
+  const limit = data.limits[kind].maxBytes;
+  if (file.size > limit) return `${file.name} is ${(file.size / 1048576).toFixed(1)} MB; at most ${(limit / 1048576).toFixed(0)} MB.`;
+  if (file.size === 0) return `${file.name} is empty.`;
+  return null;
+}
+
+function watchFile(inputId, kind, previewId, statusId) {
+  const input = document.getElementById(inputId);
+  const preview = document.getElementById(previewId);
+  const status = document.getElementById(statusId);
+  input.addEventListener("change", () => {
+    const file = input.files[0];
+    if (preview.src) URL.revokeObjectURL(preview.src);
+    preview.hidden = true;
+    const problem = checkFile(file, kind);
+    input.setAttribute("aria-invalid", problem ? "true" : "false");
+    status.textContent = problem || (file ? `${file.name} · ${(file.size / 1024).toFixed(0)} kB, ready to upload` : "");
+    status.className = problem ? "small error-text" : "small";
+    if (file && !problem) {
+      preview.src = URL.createObjectURL(file);
+      preview.hidden = false;
+    }
+  });
+}
+
+async function uploadFile(inputId, kind, progressId, statusId) {
+  const file = document.getElementById(inputId).files[0];
+  const problem = checkFile(file, kind);
+  if (problem) throw new Error(problem);
+  if (uploaded.has(file)) return uploaded.get(file);
+  const bar = document.getElementById(progressId);
+  const status = document.getElementById(statusId);
+  bar.hidden = false;
+  status.textContent = `Uploading ${file.name}…`;
+  const record = await upload(file, (fraction) => { bar.value = fraction; });
+  status.textContent = `${file.name} uploaded.`;
+  uploaded.set(file, record.id);
+  return record.id;
+}
+
+// --- Submitting ---------------------------------------------------------------------
+
+function chosenProfile() {
+  const select = document.getElementById("voice-profile");
+  return select ? select.value : "";
+}
+
+function withProfile(name, params, inputs, profileId) {
+  const graph = structuredClone(data.graphs[name]);
+  const dropped = new Set(graph.nodes.filter((n) => n.service === PROFILE_SERVICE).map((n) => n.id));
+  if (!dropped.size) throw new Error("This pipeline cannot reuse a voice profile; pick “Build a new one”.");
+  const successors = new Set(graph.edges.filter((e) => dropped.has(e.from)).map((e) => e.to));
+  graph.nodes = graph.nodes.filter((n) => !dropped.has(n.id));
+  graph.edges = graph.edges.filter((e) => !dropped.has(e.from) && !dropped.has(e.to));
+  for (const node of graph.nodes) {
+    node.params = { ...(node.params || {}), ...(params[node.id] || {}) };
+    const wanted = node.input || {};
+    for (const [key, value] of Object.entries(wanted)) if (value === null) wanted[key] = inputs[key];
+    if (successors.has(node.id)) wanted.profile_id = profileId;
+    if (Object.keys(wanted).length) node.input = wanted;
+  }
+  graph.metadata = { ...(graph.metadata || {}), template: name, voiceProfile: profileId };
+  return { graph };
+}
+
+async function submit(event) {
+  event.preventDefault();
+  errorBox.hidden = true;
+  const button = document.getElementById("submit-button");
+  const template = selectedTemplate();
+  try {
+    if (!template) throw new Error("Pick a pipeline.");
+    const words = form.querySelector('input[name="words"]:checked').value;
+    const text = document.getElementById(words).value.trim();
+    if (!text) throw new Error(words === "topic" ? "Say what the video is about." : "Write the narration.");
+    const profileId = chosenProfile();
+    const needs = new Set(template.requiredInputs);
+    const params = advancedParams();
+    const scriptNode = template.nodes.find((n) =>
+      "topic" in n.params || "topic" in ((n.paramsSchema && n.paramsSchema.properties) || {}));
+    if (scriptNode) (params[scriptNode.id] ||= {})[words] = text;
+    const inputs = {};
+    button.disabled = true;
+    if (needs.has("photos") || needs.has("portrait")) {
+      if (!document.getElementById("portrait").files[0]) throw new Error("Choose a portrait.");
+      const id = await uploadFile("portrait", "image", "portrait-progress", "portrait-status");
+      if (needs.has("photos")) inputs.photos = [{ artifact: id }];
+      if (needs.has("portrait")) inputs.portrait = { artifact: id };
+    }
+    if (!profileId && needs.has("voice_sample")) {
+      if (!document.getElementById("voice").files[0]) throw new Error("Choose a voice sample, or a voice profile.");
+      const transcript = document.getElementById("transcript").value.trim();
+      if (!transcript) throw new Error("Write what the voice sample says.");
+      inputs.voice_sample = { artifact: await uploadFile("voice", "audio", "voice-progress", "voice-status") };
+      inputs.transcript = transcript;
+    }
+    const body = profileId
+      ? withProfile(template.name, params, inputs, profileId)
+      : { template: template.name, params, inputs };
+    const job = await api("POST", "/api/jobs", body);
+    window.location.assign(`/jobs/${job.id}/`);
+  } catch (error) {
+    errorBox.textContent = error.message;
+    errorBox.hidden = false;
+    button.disabled = false;
+    errorBox.focus?.();
+  }
+}
+
+function wordsChanged() {
+  const words = form.querySelector('input[name="words"]:checked').value;
+  document.getElementById("topic-field").hidden = words !== "topic";
+  document.getElementById("narration-field").hidden = words !== "narration";
+}
+
+function profileChanged() {
+  document.getElementById("voice-sample-fields").hidden = Boolean(chosenProfile());
+}
+
+watchFile("portrait", "image", "portrait-preview", "portrait-status");
+watchFile("voice", "audio", "voice-preview", "voice-status");
+form.addEventListener("submit", submit);
+form.addEventListener("change", (event) => {
+  if (event.target.name === "pipeline") renderAdvanced();
+  if (event.target.name === "words") wordsChanged();
+  if (event.target.id === "voice-profile") profileChanged();
+});
+profileChanged();
+api("GET", "/api/templates")
+  .then((body) => {
+    templates = body.templates;
+    renderPipelines();
+  })
+  .catch((error) => {
+    errorBox.textContent = `The pipelines could not be loaded: ${error.message}`;
+    errorBox.hidden = false;
+  });

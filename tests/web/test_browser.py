@@ -1,0 +1,234 @@
+"""The web UI in Debian's Chromium against the live stack: uvicorn, a real cpu worker
+running the real media services, PostgreSQL, Redis and the S3 server.
+
+Every page's console must stay free of errors; screenshots of each page at laptop and
+phone size go to var/screenshots/.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import User
+
+from apps.graphs.models import NodeRun
+from apps.jobs import submission
+from apps.jobs.management.commands.spin import make_sample
+from apps.jobs.models import Job, Profile
+from myspinbot.celery import app
+from tests.support.graphs import graph, node, wait_for_job
+from tests.support.services import CeleryWorker
+from tests.web.conftest import LAPTOP, PHONE, Tab, sign_in
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+NARRATION = "Otters hold hands while they sleep."
+QUICK_NODES = ["script", "voice_profile", "speech", "video"]
+
+# Records every state each DAG node takes, from the page's own DOM.
+WATCH_NODES = """() => {
+  window.__transitions = [];
+  for (const el of document.querySelectorAll('#dag [data-node-id]')) {
+    el.__original = true;
+    new MutationObserver(() => window.__transitions.push([el.dataset.nodeId, el.dataset.state]))
+      .observe(el, {attributes: true, attributeFilter: ['data-state']});
+  }
+  window.__sameDocument = true;
+}"""
+
+
+def node_states(tab: Tab) -> dict[str, str]:
+    return dict(
+        tab.page.eval_on_selector_all(
+            "#dag [data-node-id]", "els => els.map(el => [el.dataset.nodeId, el.dataset.state])"
+        )
+    )
+
+
+def consume(worker: CeleryWorker, on: bool) -> None:
+    """Stop or resume the worker's consumption of the cpu queue (a job stays queued)."""
+    queue = settings.CELERY_CPU_QUEUE
+    control = app.control.add_consumer if on else app.control.cancel_consumer
+    replies = control(queue, destination=[worker.hostname], reply=True, timeout=5)
+    assert len(replies) == 1, replies
+
+
+def test_make_a_video_watch_it_live_and_cancel_another(
+    open_tab: Callable[..., Tab], start_worker: Callable[..., CeleryWorker], tmp_path: Path
+) -> None:
+    ada = User.objects.create_user("ada", password="ada-secret-pw")
+    User.objects.create_user("bob", password="bob-secret-pw")
+    worker = start_worker("cpu", [settings.CELERY_CPU_QUEUE], concurrency=2)
+    portrait, voice, transcript = make_sample(tmp_path / "sample")
+    tab = open_tab()
+
+    # Sign in; an empty list says how to start.
+    tab.go("/")
+    assert tab.page.url == f"{tab.base}/login/?next=/"
+    sign_in(tab, "ada", "ada-secret-pw")
+    assert tab.page.get_by_role("heading", name="No jobs yet").is_visible()
+
+    # New video: the quick pipeline is offered; files are previewed before upload.
+    tab.page.get_by_role("link", name="New video").first.click()
+    quick = tab.page.locator("#pipeline-quick")
+    quick.wait_for()
+    assert quick.is_checked()
+    assert quick.is_enabled()
+    tab.page.set_input_files("#portrait", str(portrait))
+    tab.page.set_input_files("#voice", str(voice))
+    assert tab.page.locator("#portrait-preview").is_visible()
+    assert tab.page.locator("#voice-preview").is_visible()
+    tab.page.fill("#transcript", transcript)
+    tab.page.get_by_label("My own narration").check()
+    tab.page.fill("#narration", NARRATION)
+    tab.page.locator("#advanced summary").click()
+    assert tab.page.locator("#param-video-width").get_attribute("max") == "3840"
+    assert tab.page.locator("#param-video-preset").evaluate("el => el.tagName") == "SELECT"
+    tab.page.fill("#param-video-width", "320")
+    tab.page.fill("#param-video-height", "240")
+    tab.page.fill("#param-video-fps", "12")
+
+    # Submit while the worker holds off, so the page opens on a job that has not run.
+    consume(worker, on=False)
+    tab.page.get_by_role("button", name="Start the video").click()
+    tab.page.wait_for_url(f"{tab.base}/jobs/*/")
+    job = Job.objects.get(owner=ada)
+    assert tab.page.url == f"{tab.base}/jobs/{job.pk}/"
+    assert job.template == "quick"
+    assert job.graph.document["nodes"][3]["params"] == {
+        "width": 320,
+        "height": 240,
+        "fps": 12,
+        "captions": True,
+    }
+    assert job.graph.document["nodes"][0]["params"]["narration"] == NARRATION
+    tab.page.wait_for_selector("#dag [data-node-id='video']")
+    assert node_states(tab) == {
+        "script": "queued",
+        "voice_profile": "queued",
+        "speech": "pending",
+        "video": "pending",
+    }
+    tab.page.evaluate(WATCH_NODES)
+
+    # The worker goes on: the DAG turns green without a reload.
+    consume(worker, on=True)
+    tab.page.wait_for_function(
+        "[...document.querySelectorAll('#dag [data-node-id]')]"
+        ".every(el => el.dataset.state === 'completed')",
+        timeout=120_000,
+    )
+    assert tab.page.evaluate("window.__sameDocument") is True
+    assert tab.page.eval_on_selector_all(
+        "#dag [data-node-id]", "els => els.every(el => el.__original === true)"
+    )
+    transitions = tab.page.evaluate("window.__transitions")
+    for node_id in QUICK_NODES:
+        seen = [state for seen_id, state in transitions if seen_id == node_id]
+        assert seen[-1] == "completed", (node_id, transitions)
+        assert "running" in seen, (node_id, transitions)
+    tab.page.wait_for_function("document.getElementById('job-status').textContent === 'completed'")
+    assert tab.page.locator("#cancel-button").is_hidden()
+    assert tab.page.locator("#script-text").inner_text() == NARRATION
+
+    # The video plays.
+    video = tab.page.locator("#players video")
+    video.wait_for()
+    tab.page.wait_for_function("document.querySelector('#players video').duration > 0")
+    tab.page.evaluate(
+        "async () => { const v = document.querySelector('#players video'); "
+        "v.muted = true; await v.play(); }"
+    )
+    tab.page.wait_for_function("document.querySelector('#players video').currentTime > 0")
+    speech = NodeRun.objects.get(job=job, node_id="speech").output
+    duration = video.evaluate("v => v.duration")
+    assert abs(duration - speech["duration_seconds"]) < 0.2
+    assert tab.page.locator("#downloads a", has_text="video.mp4").count() == 1
+    assert Profile.objects.filter(owner=ada, kind="voice").count() == 1
+
+    # A second job, running: the list follows it live while its page cancels it.
+    sleeper = submission.submit(
+        ada, graph=graph([node("nap", "debug.sleep", params={"seconds": 60})], [])
+    )
+    wait_for_job(sleeper, statuses=("running",))
+    jobs_tab = open_tab(tab.page.context)
+    jobs_tab.go("/")
+    row = jobs_tab.page.locator(f"tr[data-job-id='{sleeper.pk}']")
+    assert row.locator("[data-role='status']").text_content() == "running"
+    jobs_tab.page.evaluate("window.__sameDocument = true")
+    tab.go(f"/jobs/{sleeper.pk}/")
+    tab.page.wait_for_selector("#dag [data-node-id='nap'][data-state='running']")
+    tab.page.get_by_role("button", name="Cancel").click()
+    tab.page.locator("#confirm-yes").click()
+    tab.page.wait_for_function("document.getElementById('job-status').textContent === 'cancelled'")
+    tab.page.wait_for_selector("#dag [data-node-id='nap'][data-state='cancelled']")
+    assert tab.page.locator("#retry-button").is_visible()
+    sleeper.refresh_from_db()
+    assert sleeper.status == "cancelled"
+    jobs_tab.page.wait_for_function(
+        f"document.querySelector(\"tr[data-job-id='{sleeper.pk}'] [data-role='status']\")"
+        ".textContent === 'cancelled'"
+    )
+    assert jobs_tab.page.evaluate("window.__sameDocument") is True
+    assert jobs_tab.page.locator("tr.job-row").count() == 2
+    assert jobs_tab.errors == []
+    jobs_tab.page.close()
+
+    # Screenshots of every page, laptop and phone.
+    pages = {
+        "jobs": ("/", "tr.job-row"),
+        "new": ("/new/", "#pipeline-quick"),
+        "job": (f"/jobs/{job.pk}/", "#players video"),
+        "profiles": ("/profiles/", "li.profile"),
+        "system": ("/system/", "tr[data-worker]"),
+    }
+    for size in (LAPTOP, PHONE):
+        tab.page.set_viewport_size(size)
+        for name, (path, ready) in pages.items():
+            tab.go(path)
+            tab.page.wait_for_selector(ready)
+            if name == "job":
+                tab.page.wait_for_function(
+                    "document.querySelector('#players video').readyState >= 2"
+                )
+            tab.screenshot(name)
+    assert tab.page.locator(f"tr[data-worker='{worker.hostname}']").is_visible()
+
+    # Profiles: delete asks first.
+    tab.go("/profiles/")
+    tab.page.get_by_role("button", name="Delete").click()
+    tab.page.locator("#confirm-yes").click()
+    tab.page.get_by_role("heading", name="No profiles yet").wait_for()
+    assert Profile.objects.filter(owner=ada).count() == 0
+
+    # Sign out leads back to the sign-in page.
+    tab.page.get_by_role("button", name="Sign out").click()
+    tab.page.wait_for_url(f"{tab.base}/login/")
+    for size in (LAPTOP, PHONE):
+        tab.page.set_viewport_size(size)
+        tab.go("/login/")
+        tab.screenshot("login")
+    assert tab.errors == []
+
+    # Bob cannot open Ada's job.
+    bobs = open_tab()
+    sign_in(bobs, "bob", "bob-secret-pw")
+    response = bobs.go(f"/jobs/{job.pk}/")
+    assert response.status == 404
+    assert bobs.page.get_by_role("heading", name="Not found").is_visible()
+    assert video_count(bobs) == 0
+    for size in (LAPTOP, PHONE):
+        bobs.page.set_viewport_size(size)
+        bobs.go(f"/jobs/{job.pk}/")
+        bobs.screenshot("not-found")
+    # The only console errors are the browser's notes of those 404 answers.
+    assert bobs.errors
+    assert all("status of 404" in error for error in bobs.errors), bobs.errors
+
+
+def video_count(tab: Tab) -> Any:
+    return tab.page.locator("video").count()
