@@ -18,6 +18,7 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.contrib.auth.views import LoginView
 from django.core.paginator import Paginator
+from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -59,18 +60,32 @@ def duration_text(start: datetime | None, end: datetime | None) -> str:
     return f"{seconds}s"
 
 
+def pipeline_label(template: str, metadata_template: str | None) -> str:
+    """What to call a job's pipeline: the template's label, also for a graph built from
+    a template (its metadata names it), else "Custom graph"."""
+    templates = load_templates()
+    name = template or metadata_template or ""
+    if name in templates:
+        label = templates[name].label
+        return label if template else f"{label}, adapted"
+    return "Custom graph"
+
+
 @login_required
 def jobs(request: HttpRequest) -> HttpResponse:
     """The user's jobs, newest first, a page at a time, optionally of one status."""
     status = request.GET.get("status", "")
     if status not in Job.Status.values:
         status = ""
-    rows = Job.objects.filter(owner=_user(request))
+    rows = Job.objects.filter(owner=_user(request)).annotate(
+        metadata_template=KeyTextTransform("template", KeyTransform("metadata", "graph__document"))
+    )
     if status:
         rows = rows.filter(status=status)
     page = Paginator(rows.order_by("-created_at"), PAGE_SIZE).get_page(request.GET.get("page"))
     for job in page:
         job.duration_text = duration_text(job.started_at, job.finished_at)  # type: ignore[attr-defined]
+        job.label = pipeline_label(job.template, job.metadata_template)  # type: ignore[attr-defined]
     context = {
         "page": page,
         "status": status,
@@ -85,10 +100,12 @@ def jobs(request: HttpRequest) -> HttpResponse:
 @login_required
 def job(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
     """One job: its graph, events, results. Another user's job is a 404."""
-    found = Job.objects.filter(pk=job_id, owner=_user(request)).first()
+    found = Job.objects.filter(pk=job_id, owner=_user(request)).select_related("graph").first()
     if found is None:
         raise Http404("no such job")
-    return render(request, "web/job.html", {"job": found, "nav": "jobs"})
+    metadata = found.graph.document.get("metadata") or {}
+    label = pipeline_label(found.template, metadata.get("template"))
+    return render(request, "web/job.html", {"job": found, "label": label, "nav": "jobs"})
 
 
 def _upload_limits() -> dict[str, Any]:

@@ -36,7 +36,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "apps.web.static_files.StaticFilesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -271,8 +271,8 @@ STATICFILES_DIRS = [
     ("vendor/htmx", BASE_DIR / "node_modules" / "htmx.org" / "dist"),
     ("vendor/dagre", BASE_DIR / "node_modules" / "@dagrejs" / "dagre" / "dist"),
 ]
-# WhiteNoise serves static files in every process (uvicorn too), straight from the
-# app and package folders, so `make run` needs no collectstatic.
+# WhiteNoise (apps.web.static_files) serves static files in every process, uvicorn too,
+# straight from the app and package folders, so `make run` needs no collectstatic.
 WHITENOISE_USE_FINDERS = True
 LOGIN_URL = "web:login"
 LOGIN_REDIRECT_URL = "web:jobs"

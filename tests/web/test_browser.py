@@ -62,7 +62,6 @@ def test_make_a_video_watch_it_live_and_cancel_another(
 ) -> None:
     ada = User.objects.create_user("ada", password="ada-secret-pw")
     User.objects.create_user("bob", password="bob-secret-pw")
-    worker = start_worker("cpu", [settings.CELERY_CPU_QUEUE], concurrency=2)
     portrait, voice, transcript = make_sample(tmp_path / "sample")
     tab = open_tab()
 
@@ -72,8 +71,18 @@ def test_make_a_video_watch_it_live_and_cancel_another(
     sign_in(tab, "ada", "ada-secret-pw")
     assert tab.page.get_by_role("heading", name="No jobs yet").is_visible()
 
-    # New video: the quick pipeline is offered; files are previewed before upload.
+    # With no worker up, no pipeline can be picked, and each says why.
     tab.page.get_by_role("link", name="New video").first.click()
+    tab.page.locator("#pipeline-quick").wait_for()
+    assert tab.page.locator("input[name='pipeline']:enabled").count() == 0
+    assert tab.page.locator("#pipeline-quick-about").text_content() == (
+        "Unavailable: no worker runs llm.generate_script, tts.speak, video.compose, "
+        "voice.build_profile."
+    )
+
+    # New video: the quick pipeline is offered; files are previewed before upload.
+    worker = start_worker("cpu", [settings.CELERY_CPU_QUEUE], concurrency=2)
+    tab.page.reload()
     quick = tab.page.locator("#pipeline-quick")
     quick.wait_for()
     assert quick.is_checked()
@@ -150,6 +159,37 @@ def test_make_a_video_watch_it_live_and_cancel_another(
     assert tab.page.locator("#downloads a", has_text="video.mp4").count() == 1
     assert Profile.objects.filter(owner=ada, kind="voice").count() == 1
 
+    # Again with the voice profile just made: no voice sample, no profile step.
+    profile = Profile.objects.get(owner=ada)
+    tab.go("/profiles/")
+    tab.page.get_by_role("link", name="New video with this profile").click()
+    tab.page.locator("#pipeline-quick").wait_for()
+    assert tab.page.locator("#voice-profile").input_value() == str(profile.pk)
+    assert tab.page.locator("#voice").is_hidden()
+    tab.page.set_input_files("#portrait", str(portrait))
+    tab.page.get_by_label("My own narration").check()
+    tab.page.fill("#narration", NARRATION)
+    tab.page.locator("#advanced summary").click()
+    tab.page.fill("#param-video-width", "160")
+    tab.page.fill("#param-video-height", "128")
+    tab.page.get_by_role("button", name="Start the video").click()
+    tab.page.wait_for_url(f"{tab.base}/jobs/*/")
+    reused = Job.objects.exclude(pk=job.pk).get(owner=ada)
+    document = reused.graph.document
+    assert [n["id"] for n in document["nodes"]] == ["script", "speech", "video"]
+    assert document["nodes"][1]["input"] == {"profile_id": str(profile.pk)}
+    assert [(e["from"], e["to"]) for e in document["edges"]] == [
+        ("script", "speech"),
+        ("speech", "video"),
+    ]
+    tab.page.wait_for_function(
+        "document.getElementById('job-status').textContent === 'completed'", timeout=120_000
+    )
+    assert tab.page.get_by_role("heading", name="Quick narrated video (CPU), adapted").is_visible()
+    speech = NodeRun.objects.get(job=reused, node_id="speech").output
+    assert speech["profile_id"] == str(profile.pk)
+    assert Profile.objects.filter(owner=ada).count() == 1
+
     # A second job, running: the list follows it live while its page cancels it.
     sleeper = submission.submit(
         ada, graph=graph([node("nap", "debug.sleep", params={"seconds": 60})], [])
@@ -174,7 +214,7 @@ def test_make_a_video_watch_it_live_and_cancel_another(
         ".textContent === 'cancelled'"
     )
     assert jobs_tab.page.evaluate("window.__sameDocument") is True
-    assert jobs_tab.page.locator("tr.job-row").count() == 2
+    assert jobs_tab.page.locator("tr.job-row").count() == 3
     assert jobs_tab.errors == []
     jobs_tab.page.close()
 

@@ -1,0 +1,218 @@
+"""The pages as the server renders them (Django's test client, real PostgreSQL and
+Redis): who may see what, the jobs list's filter and pages, profiles, the system page
+and the static files the pages load."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+
+from apps.graphs.models import Graph
+from apps.jobs.models import Artifact, Job, Profile
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def ada() -> User:
+    return User.objects.create_user("ada", password="pw")
+
+
+@pytest.fixture
+def bob() -> User:
+    return User.objects.create_user("bob", password="pw")
+
+
+def signed_in(user: User) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def make_job(owner: User, status: str = "queued", template: str = "quick", **extra: Any) -> Job:
+    document = {"schema": "langgraph.v1", "nodes": [], "edges": [], "metadata": {}}
+    graph = Graph.objects.create(document=document, node_count=0)
+    return Job.objects.create(owner=owner, graph=graph, template=template, status=status, **extra)
+
+
+def job_ids(html: str) -> list[str]:
+    return re.findall(r'data-job-id="([0-9a-f-]+)"', html)
+
+
+@pytest.mark.parametrize("path", ["/", "/new/", "/profiles/", "/system/"])
+def test_every_page_needs_a_session(path: str) -> None:
+    response = Client().get(path)
+
+    assert response.status_code == 302
+    assert response["Location"] == f"/login/?next={path}"
+
+
+def test_sign_in_and_out(ada: User) -> None:
+    client = Client()
+    page = client.get("/login/")
+    assert page.status_code == 200
+    assert b'<label for="id_username">Username</label>' in page.content
+
+    wrong = client.post("/login/", {"username": "ada", "password": "nope"})
+    assert wrong.status_code == 200
+    assert b'role="alert"' in wrong.content
+
+    right = client.post("/login/", {"username": "ada", "password": "pw"})
+    assert right.status_code == 302
+    assert right["Location"] == "/"
+    assert client.get("/").status_code == 200
+
+    out = client.post("/logout/")
+    assert out.status_code == 302
+    assert out["Location"] == "/login/"
+    assert client.get("/").status_code == 302
+
+
+def test_jobs_are_the_users_own_newest_first(ada: User, bob: User) -> None:
+    first = make_job(ada)
+    second = make_job(ada, status="completed")
+    make_job(bob)
+
+    html = signed_in(ada).get("/").content.decode()
+
+    assert job_ids(html) == [str(second.pk), str(first.pk)]
+    assert "Quick narrated video (CPU)" in html
+
+
+def test_jobs_filter_by_status_and_page(ada: User) -> None:
+    jobs = [make_job(ada, status="failed" if i % 2 else "completed") for i in range(45)]
+    client = signed_in(ada)
+
+    failed = client.get("/?status=failed").content.decode()
+    assert job_ids(failed) == [str(j.pk) for j in reversed(jobs) if j.status == "failed"][:20]
+    assert "Page 1 of 2" in failed
+    page3 = client.get("/?page=3", headers={"HX-Request": "true"})
+    assert page3.templates[0].name == "web/_jobs_table.html"
+    assert job_ids(page3.content.decode()) == [str(j.pk) for j in reversed(jobs)][40:]
+    assert "Page 3 of 3" in page3.content.decode()
+    empty = client.get("/?status=cancelled").content.decode()
+    assert job_ids(empty) == []
+    assert "No cancelled jobs" in empty
+
+
+def test_a_new_user_sees_an_empty_state(ada: User) -> None:
+    html = signed_in(ada).get("/").content.decode()
+
+    assert "No jobs yet" in html
+    assert job_ids(html) == []
+
+
+def test_a_job_page_is_the_owners_only(ada: User, bob: User) -> None:
+    job = make_job(ada)
+
+    mine = signed_in(ada).get(f"/jobs/{job.pk}/")
+    theirs = signed_in(bob).get(f"/jobs/{job.pk}/")
+
+    assert mine.status_code == 200
+    assert f'data-job-id="{job.pk}"' in mine.content.decode()
+    assert theirs.status_code == 404
+    assert "<h1>Not found</h1>" in theirs.content.decode()
+    assert str(job.pk) not in theirs.content.decode()
+
+
+def test_a_graph_built_from_a_template_is_named_after_it(ada: User) -> None:
+    job = make_job(ada, template="")
+    job.graph.document = {**job.graph.document, "metadata": {"template": "quick"}}
+    job.graph.save()
+    custom = make_job(ada, template="")
+
+    client = signed_in(ada)
+    assert (
+        "<h1>Quick narrated video (CPU), adapted</h1>"
+        in client.get(f"/jobs/{job.pk}/").content.decode()
+    )
+    assert "<h1>Custom graph</h1>" in client.get(f"/jobs/{custom.pk}/").content.decode()
+    assert "Quick narrated video (CPU), adapted" in client.get("/").content.decode()
+
+
+def voice_profile(owner: User) -> Profile:
+    clip = Artifact.objects.create(
+        owner=owner,
+        name="reference.wav",
+        bucket="b",
+        key=f"k/{owner.pk}/reference.wav",
+        size_bytes=10,
+        sha256="0" * 64,
+        content_type="audio/wav",
+    )
+    data = {
+        "pitch": {"median_hz": 120.0, "p05_hz": 90.0, "p95_hz": 160.0},
+        "speaking_rate_wps": 2.5,
+        "duration_seconds": 12.0,
+        "reference": {"artifact": str(clip.pk), "content_type": "audio/wav"},
+        "profile": {"artifact": "x", "content_type": "application/json"},
+    }
+    return Profile.objects.create(owner=owner, kind="voice", name="mine", data=data)
+
+
+def test_profiles_list_play_and_delete_only_ones_own(ada: User, bob: User) -> None:
+    profile = voice_profile(ada)
+    clip = profile.data["reference"]["artifact"]
+
+    html = signed_in(ada).get("/profiles/").content.decode()
+    assert f'src="/api/artifacts/{clip}/download"' in html
+    assert f'href="/new/?profile={profile.pk}"' in html
+    assert "120 Hz" in html
+    assert "No profiles yet" in signed_in(bob).get("/profiles/").content.decode()
+
+    assert signed_in(ada).get(f"/profiles/{profile.pk}/delete/").status_code == 405
+    assert signed_in(bob).post(f"/profiles/{profile.pk}/delete/").status_code == 404
+    assert Profile.objects.filter(pk=profile.pk).exists()
+    deleted = signed_in(ada).post(f"/profiles/{profile.pk}/delete/")
+    assert deleted.status_code == 302
+    assert deleted["Location"] == "/profiles/"
+    assert not Profile.objects.filter(pk=profile.pk).exists()
+
+
+def test_new_video_offers_only_the_users_voice_profiles(ada: User, bob: User) -> None:
+    mine = voice_profile(ada)
+    theirs = voice_profile(bob)
+
+    html = signed_in(ada).get(f"/new/?profile={mine.pk}").content.decode()
+
+    assert f'<option value="{mine.pk}" selected>' in html
+    assert str(theirs.pk) not in html
+    assert '"quick": {"schema": "langgraph.v1"' in html
+
+
+def test_system_page_without_workers(ada: User, settings: Any) -> None:
+    settings.FLOWER_URL = "http://flower.example:5555/"
+    from apps.capabilities import manifest
+
+    manifest._cache.update(at=0.0, workers=None)
+
+    html = signed_in(ada).get("/system/").content.decode()
+
+    assert "No worker is online" in html
+    assert f'<dd data-queue="{settings.CELERY_CPU_QUEUE}">' in html
+    assert 'href="http://flower.example:5555/"' in html
+    assert 'href="/api/docs"' in html
+    assert "Django admin" not in html
+    ada.is_staff = True
+    ada.save()
+    assert 'href="/admin/"' in signed_in(ada).get("/system/").content.decode()
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [
+        ("/static/vendor/htmx/htmx.min.js", "text/javascript"),
+        ("/static/vendor/dagre/dagre.esm.js", "text/javascript"),
+        ("/static/web/job.js", "text/javascript"),
+        ("/static/web/site.css", "text/css"),
+    ],
+)
+def test_static_files_are_served(path: str, content_type: str) -> None:
+    response = Client().get(path)
+
+    assert response.status_code == 200
+    assert response["Content-Type"].split(";")[0] == content_type
