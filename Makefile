@@ -48,6 +48,7 @@ run: $(VENV)/.local.stamp node_modules/.package-lock.json
 	echo "MySpinBot:  http://127.0.0.1:$(PORT)/   health: /healthz  /readyz   admin: /admin/"; \
 	echo "Flower:     http://127.0.0.1:$(FLOWER_PORT)/"; \
 	echo "Stop everything with Ctrl-C."; \
+	FLOWER_URL=$${FLOWER_URL:-http://127.0.0.1:$(FLOWER_PORT)/} \
 	WEB_PORT=$(PORT) FLOWER_PORT=$(FLOWER_PORT) EMBEDDED_REDIS_PORT=$(EMBEDDED_REDIS_PORT) exec $(BIN)/honcho --no-prefix -f Procfile start $$procs
 
 test: $(VENV)/.test.stamp node_modules/.package-lock.json /usr/bin/chromium

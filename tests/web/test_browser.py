@@ -87,6 +87,10 @@ def test_make_a_video_watch_it_live_and_cancel_another(
     quick.wait_for()
     assert quick.is_checked()
     assert quick.is_enabled()
+    tab.page.set_input_files("#portrait", str(voice))
+    assert tab.page.locator("#portrait-status").text_content() == "voice.wav is not an image."
+    assert tab.page.locator("#portrait").get_attribute("aria-invalid") == "true"
+    assert tab.page.locator("#portrait-preview").is_hidden()
     tab.page.set_input_files("#portrait", str(portrait))
     tab.page.set_input_files("#voice", str(voice))
     assert tab.page.locator("#portrait-preview").is_visible()
@@ -215,8 +219,33 @@ def test_make_a_video_watch_it_live_and_cancel_another(
     )
     assert jobs_tab.page.evaluate("window.__sameDocument") is True
     assert jobs_tab.page.locator("tr.job-row").count() == 3
+
+    # A job submitted elsewhere shows up in the open list.
+    broken = submission.submit(
+        ada,
+        graph=graph([node("oops", "debug.fail", params={"permanent": True, "code": "boom"})], []),
+    )
+    jobs_tab.page.wait_for_selector(f"tr[data-job-id='{broken.pk}']")
+    assert jobs_tab.page.locator("tr.job-row").count() == 4
+    assert jobs_tab.page.evaluate("window.__sameDocument") is True
     assert jobs_tab.errors == []
     jobs_tab.page.close()
+
+    # A failed job names the node, its error code and message; Retry runs it again.
+    wait_for_job(broken)
+    tab.go(f"/jobs/{broken.pk}/")
+    tab.page.locator("#job-error p").wait_for()
+    assert tab.page.locator("#job-error p").inner_text() == (
+        "oops (oops) boom debug.fail failed permanently on attempt 1"
+    )
+    assert tab.page.locator("#dag [data-node-id='oops']").get_attribute("data-state") == "failed"
+    tab.screenshot("job-failed")
+    tab.page.get_by_role("button", name="Retry").click()
+    tab.page.locator("#confirm-yes").click()
+    tab.page.wait_for_function(
+        "document.getElementById('job-error').textContent.includes('on attempt 2')"
+    )
+    assert NodeRun.objects.get(job=broken, node_id="oops").attempt == 2
 
     # Screenshots of every page, laptop and phone.
     pages = {

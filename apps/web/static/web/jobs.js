@@ -1,6 +1,9 @@
 // Jobs list: each unfinished job on the page follows its events over /ws/jobs/ and
-// updates its status pill, progress bar, times and duration without a reload.
-import { FINISHED, JobStream, clockText, durationText, setPill } from "./common.js";
+// updates its status pill, progress bar, times and duration without a reload. On the
+// first page, a job submitted elsewhere (another tab, the API) brings in a fresh table.
+import { FINISHED, JobStream, api, clockText, durationText, setPill } from "./common.js";
+
+const NEW_JOB_CHECK_MS = 5000;
 
 const rows = new Map();
 
@@ -65,3 +68,19 @@ document.body.addEventListener("htmx:afterSwap", follow);
 window.setInterval(() => {
   for (const row of rows.values()) if (row.dataset.started && !row.dataset.finished) showDuration(row);
 }, 1000);
+
+// The newest job of the current filter; when the first page does not show it, reload
+// the table through htmx (the rows above keep following their jobs).
+async function checkForNewJobs() {
+  const query = new URLSearchParams(window.location.search);
+  if ((query.get("page") || "1") !== "1" || document.visibilityState !== "visible") return;
+  const status = query.get("status");
+  const newest = await api("GET", `/api/jobs?limit=1${status ? `&status=${status}` : ""}`);
+  const job = newest.jobs[0];
+  if (job && !rows.has(job.id)) {
+    window.htmx.ajax("GET", window.location.pathname + window.location.search, { target: "#jobs-table" });
+  }
+}
+window.setInterval(() => {
+  checkForNewJobs().catch((error) => console.warn("could not check for new jobs:", error.message));
+}, NEW_JOB_CHECK_MS);
