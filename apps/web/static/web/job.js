@@ -235,8 +235,17 @@ async function refresh() {
   applySnapshot(await api("GET", `/api/jobs/${jobId}`));
 }
 
+function showProblem(text) {
+  const box = document.getElementById("action-error");
+  box.textContent = text;
+  box.hidden = false;
+}
+
 function scheduleRefresh() {
-  if (refreshTimer === null) refreshTimer = window.setTimeout(refresh, 250);
+  if (refreshTimer !== null) return;
+  refreshTimer = window.setTimeout(() => {
+    refresh().catch((error) => showProblem(`The job could not be reloaded: ${error.message}`));
+  }, 250);
 }
 
 // --- Events ------------------------------------------------------------------------
@@ -297,8 +306,7 @@ async function act(button, path) {
     showJob(job.status, job.progress);
     scheduleRefresh();
   } catch (error) {
-    box.textContent = `${error.message} (${error.code})`;
-    box.hidden = false;
+    showProblem(`${error.message} (${error.code})`);
   } finally {
     button.disabled = false;
   }
@@ -320,8 +328,4 @@ async function start() {
   }, 1000);
 }
 
-start().catch((error) => {
-  const box = document.getElementById("action-error");
-  box.textContent = `The job could not be loaded: ${error.message}`;
-  box.hidden = false;
-});
+start().catch((error) => showProblem(`The job could not be loaded: ${error.message}`));
