@@ -23,14 +23,17 @@ _PATTERNS = [
     (re.compile(r"(/storage/)[^\s?\"']+"), rf"\g<1>{REDACTED}"),
     # an Authorization header value that made it into a message
     (re.compile(r"(Bearer\s+)[^\s\"',]+", re.IGNORECASE), rf"\g<1>{REDACTED}"),
+    # django-ninja (DEBUG only) logs a whole Authorization header of another scheme
+    (re.compile(r"(Unexpected auth - ')[^']*"), rf"\g<1>{REDACTED}"),
     # an API token wherever it appears (they all start with ApiToken.PREFIX)
     (re.compile(r"msb_[A-Za-z0-9_\-]{8,}"), f"msb_{REDACTED}"),
 ]
 
 # The loggers that print request lines: uvicorn logs WebSocket handshakes on
 # "uvicorn.error" (even with --no-access-log) and HTTP requests on "uvicorn.access";
-# Django logs the path of every 4xx/5xx on "django.request".
-REQUEST_LOGGERS = ("uvicorn.error", "uvicorn.access", "django.request", "django.server")
+# Django logs the path of every 4xx/5xx on "django.request"; django-ninja logs an
+# unexpected Authorization header on "django" when DEBUG is on.
+REQUEST_LOGGERS = ("uvicorn.error", "uvicorn.access", "django.request", "django.server", "django")
 
 
 def redact(text: str) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 from django.contrib.auth.models import AnonymousUser, User
 from django.http import HttpRequest
 from django.utils import timezone
+from ninja.errors import AuthenticationError
 from ninja.security import HttpBearer, SessionAuth
 
 from apps.jobs.models import ApiToken
@@ -41,10 +42,15 @@ def user_for_token(token: str) -> User | None:
 
 
 class TokenAuth(HttpBearer):
+    """``Authorization: Bearer <token>``. A bearer token that authenticates no one is a
+    401 at once, even if a session cookie came along (as on the WebSocket): the client
+    asked to be that token's user."""
+
     def authenticate(self, request: HttpRequest, token: str) -> User | None:
         user = user_for_token(token)
-        if user is not None:
-            request.user = user
+        if user is None:
+            raise AuthenticationError()
+        request.user = user
         return user
 
 
