@@ -125,6 +125,49 @@ def test_a_refused_token_is_not_rescued_by_a_session(ada: User) -> None:
     assert signed_in.get("/api/jobs").status_code == 200
 
 
+@pytest.mark.django_db(transaction=True)
+def test_malformed_tokens_are_refused_on_the_websocket(ada: User) -> None:
+    from urllib.parse import quote
+
+    from asgiref.sync import async_to_sync
+    from asgiref.testing import ApplicationCommunicator
+
+    from myspinbot.asgi import application
+
+    _, token = ApiToken.issue(ada)
+
+    async def close_code(query: str, headers: list[tuple[bytes, bytes]]) -> Any:
+        scope = {
+            "type": "websocket",
+            "path": "/ws/jobs/",
+            "query_string": query.encode(),
+            "headers": headers,
+            "subprotocols": [],
+        }
+        socket = ApplicationCommunicator(application, scope)
+        await socket.send_input({"type": "websocket.connect"})
+        assert (await socket.receive_output(2))["type"] == "websocket.accept"
+        await socket.send_input({"type": "websocket.receive", "text": '{"action": "ping"}'})
+        output = await socket.receive_output(2)
+        if output["type"] == "websocket.close":
+            return output["code"]
+        assert output["text"] == '{"type": "pong"}'
+        await socket.send_input({"type": "websocket.disconnect", "code": 1000})
+        await socket.wait(1)
+        return "open"
+
+    assert async_to_sync(close_code)(f"token={token}", []) == "open"
+    for candidate in malformed(token):
+        if not candidate:
+            continue  # no token at all: the session decides (none here, so 4401 too)
+        by_query = async_to_sync(close_code)(f"token={quote(candidate)}", [])
+        assert by_query == 4401, repr(candidate)
+        if candidate.strip() == token:
+            continue  # whitespace around a header value is not part of it (RFC 9110 5.5)
+        header = [(b"authorization", f"Bearer {candidate}".encode())]
+        assert async_to_sync(close_code)("", header) == 4401, repr(candidate)
+
+
 # --- Constant-time lookup -----------------------------------------------------------------
 
 
