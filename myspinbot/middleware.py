@@ -13,6 +13,7 @@ _MESSAGES = {
     404: "no such route",
     405: "this route does not take that method",
     413: "request body is too large",
+    500: "internal error; it has been logged",
 }
 
 

@@ -149,6 +149,7 @@ def no_stray_objects() -> Iterator[None]:
         store.delete(key)
 
 
+@pytest.mark.timeout(SECONDS + 600)
 def test_no_server_errors_under_stateful_fuzzing(
     no_stray_objects: None, connections_kept: None
 ) -> None:
