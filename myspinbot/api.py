@@ -6,18 +6,43 @@ never a 500 and never a partial record.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.core.exceptions import (
+    BadRequest,
+    PermissionDenied,
+    RequestDataTooBig,
+    SuspiciousOperation,
+)
 from django.http import Http404, HttpRequest, HttpResponse
+from django.http.multipartparser import MultiPartParserError
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.parser import Parser
 
 from apps.graphs.planner import UnknownTemplate
 from apps.graphs.validation import GraphValidationError
 from apps.jobs.auth import API_AUTH
 from myspinbot.errors import Rejected
 from myspinbot.storage import StorageUnavailable
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+class JSONObjectParser(Parser):
+    """Request bodies are JSON objects. Anything else (an array, a string, ``null``)
+    is refused rather than read as an object with every field at its default, and so
+    are ``NaN`` and ``Infinity``, which are not JSON and which PostgreSQL cannot store."""
+
+    def parse_body(self, request: HttpRequest) -> dict[str, Any]:
+        data = json.loads(request.body, parse_constant=_no_constant)
+        if not isinstance(data, dict):
+            raise ValueError(f"the body must be a JSON object, not {type(data).__name__}")
+        return data
+
 
 api = NinjaAPI(
     title="MySpinBot API",
@@ -28,6 +53,7 @@ api = NinjaAPI(
     urls_namespace="api",
     docs_url="/docs",
     openapi_url="/openapi.json",
+    parser=JSONObjectParser(),
 )
 
 _HTTP_CODES = {
@@ -112,7 +138,20 @@ def _unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpResp
 @api.exception_handler(HttpError)
 def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     status = exc.status_code
-    return error_response(request, status, _HTTP_CODES.get(status, "error"), str(exc))
+    message = str(exc)
+    if status == 400 and exc.__cause__ is not None:
+        # ninja says only "Cannot parse request body"; say why.
+        message = f"{message}: {str(exc.__cause__)[:200]}"
+    return error_response(request, status, _HTTP_CODES.get(status, "error"), message)
+
+
+@api.exception_handler(SuspiciousOperation)
+@api.exception_handler(BadRequest)
+@api.exception_handler(MultiPartParserError)
+def _malformed(request: HttpRequest, exc: Exception) -> HttpResponse:
+    """Requests Django refuses while reading them: a multipart body without a boundary,
+    more fields or files than ``DATA_UPLOAD_MAX_NUMBER_FIELDS``/``..._FILES``."""
+    return error_response(request, 400, "bad_request", f"malformed request: {exc}"[:300])
 
 
 @api.exception_handler(Http404)

@@ -15,7 +15,11 @@ from apps.jobs.ws_auth import (  # noqa: E402 - needs Django set up
     BrowserOriginValidator,
     JobsAuthMiddlewareStack,
 )
+from myspinbot import log_filters  # noqa: E402
 from myspinbot.routing import websocket_urlpatterns  # noqa: E402
+
+# Tokens in WebSocket query strings and signed links must not reach the server's logs.
+log_filters.install()
 
 application = ProtocolTypeRouter(
     {

@@ -461,6 +461,9 @@ def compat_infinitetalk(
 ) -> Status[dict[str, Any]]:
     """A portrait, a voice clip and ``data`` = JSON ``{prompt, refText}`` → a narrated video job."""
     try:
+        if not data.lstrip().startswith("{"):
+            # A ninja Schema reads any value as an object with default fields.
+            raise ValueError("data must be a JSON object")
         fields = InfiniteTalkData.model_validate_json(data)
     except ValueError as error:
         raise Rejected(422, "invalid_request", f"data: {error}".splitlines()[0]) from None

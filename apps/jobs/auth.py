@@ -2,40 +2,55 @@
 
 Tokens are looked up by their sha256, never stored in clear. A revoked token or an
 inactive user authenticates no one.
+
+The lookup compares digests, not tokens: the database index sees only the sha256 of
+what the client sent, so how long a comparison takes says nothing about how much of a
+real token a guess got right; the digest found is compared once more with
+``hmac.compare_digest`` (``bench/token_timing.py`` measures both paths).
 """
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
 from django.contrib.auth.models import AnonymousUser, User
 from django.http import HttpRequest
 from django.utils import timezone
+from ninja.errors import AuthenticationError
 from ninja.security import HttpBearer, SessionAuth
 
 from apps.jobs.models import ApiToken
 
+MAX_TOKEN_LENGTH = 200
+
 
 def user_for_token(token: str) -> User | None:
     """The active user owning this unrevoked token, or None."""
-    if not token or len(token) > 200:
+    if not token or len(token) > MAX_TOKEN_LENGTH or not token.isascii():
         return None
+    digest = ApiToken.hash(token)
     record = (
         ApiToken.objects.select_related("user")
-        .filter(token_hash=ApiToken.hash(token), revoked_at=None, user__is_active=True)
+        .filter(token_hash=digest, revoked_at=None, user__is_active=True)
         .first()
     )
-    if record is None:
+    if record is None or not hmac.compare_digest(record.token_hash, digest):
         return None
     ApiToken.objects.filter(pk=record.pk).update(last_used_at=timezone.now())
     return record.user
 
 
 class TokenAuth(HttpBearer):
+    """``Authorization: Bearer <token>``. A bearer token that authenticates no one is a
+    401 at once, even if a session cookie came along (as on the WebSocket): the client
+    asked to be that token's user."""
+
     def authenticate(self, request: HttpRequest, token: str) -> User | None:
         user = user_for_token(token)
-        if user is not None:
-            request.user = user
+        if user is None:
+            raise AuthenticationError()
+        request.user = user
         return user
 
 

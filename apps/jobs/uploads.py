@@ -1,6 +1,8 @@
 """Accepting user uploads: the kind is sniffed from the bytes (the client's content
-type and file name are not trusted), checked against the limits in settings, and
-images are decoded to prove they are images (and not decompression bombs)."""
+type and file name are not trusted), checked against the limits in settings, images
+are decoded to prove they are images (and not decompression bombs), and audio is
+opened to prove it has an audio stream (a sniffed ``RIFF....WAVE`` can be 20 bytes of
+nothing)."""
 
 from __future__ import annotations
 
@@ -70,6 +72,22 @@ def _check_image(stream: IO[bytes]) -> None:
         stream.seek(0)
 
 
+def _check_audio(stream: IO[bytes]) -> None:
+    import av
+
+    stream.seek(0)
+    try:
+        with av.open(stream, mode="r") as container:
+            if not container.streams.audio:
+                raise Rejected(422, "corrupt_file", "the file has no audio stream")
+    except Rejected:
+        raise
+    except Exception as error:
+        raise Rejected(422, "corrupt_file", f"audio cannot be read: {error}"[:300]) from None
+    finally:
+        stream.seek(0)
+
+
 def clean_name(name: str) -> str:
     """A display name without folders or control characters (never used as a key)."""
     base = re.split(r"[\\/]", name or "")[-1]
@@ -95,6 +113,8 @@ def accept_upload(owner: User, stream: IO[bytes], size: int, name: str) -> Artif
         raise Rejected(422, "empty_file", "the file is empty")
     if sniffed.kind == "image":
         _check_image(stream)
+    elif sniffed.kind == "audio":
+        _check_audio(stream)
     store = get_artifact_store()
     key = f"uploads/{owner.pk}/{uuid.uuid4().hex}.{sniffed.extension}"
     stored = store.save_file(key, stream, sniffed.content_type)

@@ -35,6 +35,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "myspinbot.middleware.ApiErrorShapeMiddleware",  # outermost: sees every error response
     "django.middleware.security.SecurityMiddleware",
     "apps.web.static_files.StaticFilesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -1,0 +1,49 @@
+"""Errors under ``/api/`` in the API's one shape, including the ones Django answers
+before a view runs (no such route, a method the route does not take)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.http import HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
+
+_MESSAGES = {
+    400: "the request is malformed",
+    404: "no such route",
+    405: "this route does not take that method",
+    413: "request body is too large",
+    500: "internal error; it has been logged",
+}
+
+
+class ApiErrorShapeMiddleware:
+    """Rewrites a non-JSON error response under ``/api/`` as ``{"error": {...}}``,
+    keeping its status and headers such as ``Allow``."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        response = self.get_response(request)
+        if (
+            not request.path.startswith("/api/")
+            or response.status_code < 400
+            or response.get("Content-Type", "").startswith("application/json")
+        ):
+            return response
+        from myspinbot.api import _HTTP_CODES, error_response
+
+        status = response.status_code
+        message = _MESSAGES.get(status, "the request was refused")
+        if status == 405:
+            message = f"{message}; allowed: {response.get('Allow', '')}"
+        shaped: HttpResponse = error_response(
+            request,
+            status,
+            _HTTP_CODES.get(status, "internal_error" if status >= 500 else "error"),
+            message,
+        )
+        if "Allow" in response:
+            shaped["Allow"] = response["Allow"]
+        return shaped
