@@ -23,7 +23,7 @@ from django.test import Client
 
 from apps.graphs import engine
 from apps.graphs.models import Graph
-from apps.jobs.models import ApiToken, Artifact, Job
+from apps.jobs.models import ApiToken, Artifact, Job, Profile
 from apps.jobs.uploads import accept_upload
 from myspinbot.asgi import application
 from myspinbot.celery import app as celery_app
@@ -78,7 +78,13 @@ def _owned(user: User) -> dict[str, str]:
     job = engine.submit_job(user, chain("debug.noop"))
     done = engine.cancel_job(engine.submit_job(user, chain("debug.noop")).pk)
     upload = accept_upload(user, _bytes_file(png_bytes()), len(png_bytes()), "me.png")
-    return {"job": str(job.pk), "done": str(done.pk), "artifact": str(upload.pk)}
+    profile = Profile.objects.create(owner=user, kind=Profile.Kind.VOICE, name="matrix")
+    return {
+        "job": str(job.pk),
+        "done": str(done.pk),
+        "artifact": str(upload.pk),
+        "profile": str(profile.pk),
+    }
 
 
 def _bytes_file(data: bytes) -> Any:
@@ -177,7 +183,8 @@ def _b64(data: bytes) -> str:
 def client_for(caller: str, world: dict[str, Any], route: str) -> Client:
     if caller == "anonymous":
         return Client(raise_request_exception=False)
-    if route.startswith("/admin/"):
+    if not route.startswith("/api/"):
+        # The admin and the web UI's pages are used with a signed-in session.
         client = Client(raise_request_exception=False)
         client.force_login(world["users"][caller])
         return client
@@ -191,6 +198,8 @@ def http_outcome(row: dict[str, Any], caller: str, owner: str, world: dict[str, 
     for name, value in objects.items():
         path = path.replace("{" + name + "}", value)
     path = path.replace("<str:token>", "not-a-signed-link")
+    path = path.replace("<uuid:job_id>", objects["job"])
+    path = path.replace("<uuid:profile_id>", objects["profile"])
     client = client_for(caller, world, row["route"])
     body = request_body(row["method"], row["route"], objects)
     if body is None:
