@@ -15,13 +15,14 @@ from apps.jobs.ws_auth import (  # noqa: E402 - needs Django set up
     BrowserOriginValidator,
     JobsAuthMiddlewareStack,
 )
+from myspinbot.metrics import WebSocketMetrics  # noqa: E402
 from myspinbot.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": BrowserOriginValidator(
-            JobsAuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+        "websocket": WebSocketMetrics(
+            BrowserOriginValidator(JobsAuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
         ),
     }
 )
