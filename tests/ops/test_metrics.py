@@ -4,7 +4,6 @@ and the worker's exporter by exact amounts; only allowed clients may read them."
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -19,11 +18,10 @@ from django.contrib.auth.models import User
 from django.db import connection
 from django.test import Client
 
-from apps.graphs import engine
 from apps.jobs.models import ApiToken, Artifact, Job, JobEvent
 from myspinbot.asgi import application
 from tests.ops.scrape import Samples, free_port, parse, scrape
-from tests.support.graphs import edge, graph, node, wait_for_job
+from tests.support.graphs import edge, graph, node, wait_for_job, wait_for_node
 from tests.support.media import png_bytes
 from tests.support.services import CeleryWorker
 
@@ -132,8 +130,12 @@ def test_a_real_job_moves_the_web_and_worker_series_by_exact_amounts(
                 retries={"maxAttempts": 1},
             ),
             node("handler", "debug.noop", params={"nonce": nonce}),
+            node("nap", "debug.sleep", params={"seconds": 1.5}),
         ],
-        [edge("broken", "handler", "on_failure")],
+        [
+            edge("broken", "handler", "on_failure"),
+            *(edge(before, "nap") for before in ("script", "echo", "flaky", "handler")),
+        ],
     )
 
     # When one upload and two jobs go through the API (the second is answered from the
@@ -142,11 +144,12 @@ def test_a_real_job_moves_the_web_and_worker_series_by_exact_amounts(
     with connection.execute_wrapper(queries):  # what this thread asks the database
         image = png_bytes()
         upload = client.post("/api/uploads", {"file": _named(image, "portrait.png")})
-        first = client.post(
-            "/api/jobs", {"graph": document}, content_type="application/json"
-        )
+        first = client.post("/api/jobs", {"graph": document}, content_type="application/json")
         assert (upload.status_code, first.status_code) == (201, 201), first.content
-        job = wait_for_job(Job.objects.get(pk=first.json()["id"]), timeout=60)
+        job = Job.objects.get(pk=first.json()["id"])
+        wait_for_node(job, "nap", "running")
+        running_while_napping = parse(scrape(worker_url, WORKER_TOKEN))
+        job = wait_for_job(job, timeout=60)
         cached = client.post(
             "/api/jobs",
             {"graph": graph([node("again", "debug.echo", params={"nonce": nonce})], [])},
@@ -171,40 +174,63 @@ def test_a_real_job_moves_the_web_and_worker_series_by_exact_amounts(
     assert web.value("django_http_responses_total_by_status_total", status="201") == 3
     # each /metrics scrape counts itself: the middle and the last one
     assert web.value("django_http_requests_total_by_method_total", method="GET") == 2
-    assert web_middle.minus(web_before).value(
-        "django_db_execute_total", alias="default", vendor="postgresql"
-    ) == queries.count
+    assert (
+        web_middle.minus(web_before).value(
+            "django_db_execute_total", alias="default", vendor="postgresql"
+        )
+        == queries.count
+    )
     events = JobEvent.objects.filter(job=job).count()
     assert received == events + 1  # every stored event, then "subscribed"
     assert web.value("myspinbot_websocket_messages_sent_total", protocol="jobs") == events + 1
     assert (while_open, after_close) == (1.0, 0.0)
 
-    # And the worker's exporter summed its processes' counts
+    # And the worker's exporter summed its processes' counts (it answers only with the
+    # token, since no network is allowed)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        scrape(worker_url)
+    assert refused.value.code == 403
+    assert json.loads(refused.value.read())["error"]["code"] == "forbidden"
+    assert running_while_napping.value("myspinbot_worker_tasks_running") == 1
     worker = worker_after.minus(worker_before)
-    completed = {"llm.generate_script": 1, "debug.echo": 1, "debug.fail": 1, "debug.noop": 1}
+    completed = {
+        "llm.generate_script": 1,
+        "debug.echo": 1,
+        "debug.fail": 1,
+        "debug.noop": 1,
+        "debug.sleep": 1,
+    }
     for service, count in completed.items():
-        assert worker.value(
-            "myspinbot_node_duration_seconds_count", service=service, status="completed"
-        ) == count, service
-    assert worker.value(
-        "myspinbot_node_duration_seconds_count", service="debug.fail", status="retrying"
-    ) == 1
-    assert worker.value(
-        "myspinbot_node_duration_seconds_count", service="debug.fail", status="failed"
-    ) == 1
-    assert worker.value("myspinbot_queue_wait_seconds_count", queue="cpu") == 6
-    assert worker.value(
-        "myspinbot_node_retries_total", service="debug.fail", code="debug_transient"
-    ) == 1
-    assert worker.value(
-        "myspinbot_node_failures_total", service="debug.fail", code="metrics_probe"
-    ) == 1
-    assert worker.value(
-        "myspinbot_jobs_finished_total", template="graph", status="completed"
-    ) == 1
-    assert worker.value(
-        "myspinbot_job_duration_seconds_count", template="graph", status="completed"
-    ) == 1
+        assert (
+            worker.value(
+                "myspinbot_node_duration_seconds_count", service=service, status="completed"
+            )
+            == count
+        ), service
+    assert (
+        worker.value(
+            "myspinbot_node_duration_seconds_count", service="debug.fail", status="retrying"
+        )
+        == 1
+    )
+    assert (
+        worker.value("myspinbot_node_duration_seconds_count", service="debug.fail", status="failed")
+        == 1
+    )
+    assert worker.value("myspinbot_queue_wait_seconds_count", queue="cpu") == 7
+    assert (
+        worker.value("myspinbot_node_retries_total", service="debug.fail", code="debug_transient")
+        == 1
+    )
+    assert (
+        worker.value("myspinbot_node_failures_total", service="debug.fail", code="metrics_probe")
+        == 1
+    )
+    assert worker.value("myspinbot_jobs_finished_total", template="graph", status="completed") == 1
+    assert (
+        worker.value("myspinbot_job_duration_seconds_count", template="graph", status="completed")
+        == 1
+    )
     stored = Artifact.objects.filter(job=job)
     assert worker.value("myspinbot_artifacts_stored_total", source="node") == stored.count() == 1
     assert worker.value("myspinbot_artifact_bytes_stored_total", source="node") == sum(
@@ -213,50 +239,13 @@ def test_a_real_job_moves_the_web_and_worker_series_by_exact_amounts(
     assert worker.value("myspinbot_jobs_submitted_total", template="graph") == 0
     assert worker_after.value("myspinbot_worker_tasks_running") == 0
     # Every node's Celery task, each attempt once
-    assert worker.value("myspinbot_worker_tasks_total", state="succeeded") == 6
+    assert worker.value("myspinbot_worker_tasks_total", state="succeeded") == 7
 
 
 def _named(content: bytes, name: str) -> Any:
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     return SimpleUploadedFile(name, content, content_type="image/png")
-
-
-def test_the_worker_exporter_shows_a_running_task_and_refuses_clients_without_the_token(
-    start_worker: StartWorker,
-) -> None:
-    port = free_port()
-    start_worker(
-        "cpu",
-        [settings.CELERY_CPU_QUEUE],
-        env={
-            "MYSPINBOT_WORKER_METRICS_PORT": str(port),
-            "METRICS_ALLOWED_NETWORKS": "192.0.2.0/24",
-            "METRICS_TOKEN": WORKER_TOKEN,
-        },
-    )
-    url = f"http://127.0.0.1:{port}/metrics"
-    user = User.objects.create_user("sleeper", password="pw")
-
-    with pytest.raises(urllib.error.HTTPError) as refused:
-        scrape(url)
-    job = engine.submit_job(user, graph([node("s", "debug.sleep", params={"seconds": 2})], []))
-    running = wait_for_value(url, "myspinbot_worker_tasks_running", 1)
-
-    assert refused.value.code == 403
-    assert json.loads(refused.value.read())["error"]["code"] == "forbidden"
-    assert running == 1
-    assert wait_for_job(job).status == "completed"
-    assert parse(scrape(url, WORKER_TOKEN)).value("myspinbot_worker_tasks_running") == 0
-
-
-def wait_for_value(url: str, name: str, wanted: float, timeout: float = 30) -> float:
-    deadline = time.monotonic() + timeout
-    value = parse(scrape(url, WORKER_TOKEN)).value(name)
-    while value != wanted and time.monotonic() < deadline:
-        time.sleep(0.1)
-        value = parse(scrape(url, WORKER_TOKEN)).value(name)
-    return value
 
 
 def test_metrics_are_refused_to_other_networks_without_the_token(settings: Any) -> None:
