@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import re
 import socket
 import urllib.request
 from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.services import REPO
 
 Key = tuple[str, tuple[tuple[str, str], ...]]
 
@@ -65,3 +69,46 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+PROMQL_WORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "offset",
+    "and",
+    "or",
+    "unless",
+    "inf",
+    "nan",
+}
+
+
+def promql_series(expr: str) -> set[str]:
+    """Series names a PromQL expression reads: identifiers that are not functions,
+    keywords, label names in ``by (...)`` / ``{...}``, durations or strings."""
+    text = re.sub(r'"[^"]*"', "", expr)
+    text = re.sub(r"\{[^}]*\}", "", text)
+    text = re.sub(r"\[[^\]]*\]", "", text)
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", text)
+    names = set()
+    for match in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", text):
+        following = text[match.end() :].lstrip()
+        if following.startswith("(") or match.group().lower() in PROMQL_WORDS:
+            continue
+        names.add(match.group())
+    return names
+
+
+def dashboard_series() -> dict[str, set[str]]:
+    """Dashboard file → series its queries read."""
+    used: dict[str, set[str]] = {}
+    for path in sorted((REPO / "deploy" / "grafana" / "dashboards").glob("*.json")):
+        for panel in json.loads(path.read_text())["panels"]:
+            for target in panel["targets"]:
+                used.setdefault(path.name, set()).update(promql_series(target["expr"]))
+    return used

@@ -20,7 +20,7 @@ from django.test import Client
 
 from apps.jobs.models import ApiToken, Artifact, Job, JobEvent
 from myspinbot.asgi import application
-from tests.ops.scrape import Samples, free_port, parse, scrape
+from tests.ops.scrape import Samples, dashboard_series, free_port, parse, scrape
 from tests.support.graphs import edge, graph, node, wait_for_job, wait_for_node
 from tests.support.media import png_bytes
 from tests.support.services import CeleryWorker
@@ -96,14 +96,14 @@ def current_gauge(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-def test_a_real_job_moves_the_web_and_worker_series_by_exact_amounts(
+def test_a_real_job_moves_the_web_and_worker_series_by_exact_amounts_that_dashboards_read(
     start_worker: StartWorker,
 ) -> None:
     # Given a worker exporting metrics (token only: no network is allowed) and a user
     port = free_port()
     start_worker(
         "cpu",
-        [settings.CELERY_CPU_QUEUE],
+        [settings.CELERY_CPU_QUEUE, settings.CELERY_GPU_QUEUE],  # GPU metrics included
         concurrency=2,
         env={
             "MYSPINBOT_WORKER_METRICS_PORT": str(port),
@@ -240,6 +240,14 @@ def test_a_real_job_moves_the_web_and_worker_series_by_exact_amounts(
     assert worker_after.value("myspinbot_worker_tasks_running") == 0
     # Every node's Celery task, each attempt once
     assert worker.value("myspinbot_worker_tasks_total", state="succeeded") == 7
+
+    # And every series a Grafana dashboard reads is one these endpoints export
+    exported = web_after.series_names() | worker_after.series_names()
+    for dashboard, used in dashboard_series().items():
+        assert used - exported == set(), dashboard
+    assert {"myspinbot_gpu_memory_used_bytes", "myspinbot_worker_tasks_running"} <= (
+        worker_after.series_names()
+    )
 
 
 def _named(content: bytes, name: str) -> Any:
