@@ -489,9 +489,11 @@ class WorkerCollector(multiprocess.MultiProcessCollector):
         return super().collect()
 
 
-def worker_registry(gpu: bool) -> CollectorRegistry:
+def worker_registry(gpu: bool, path: str | None = None) -> CollectorRegistry:
+    """This worker's processes (files in ``path``, default ``PROMETHEUS_MULTIPROC_DIR``),
+    plus the GPUs when ``gpu``."""
     registry = CollectorRegistry()
-    WorkerCollector(registry)
+    WorkerCollector(registry, path=path)
     if gpu:
         registry.register(GpuCollector())
     return registry

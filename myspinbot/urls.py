@@ -8,6 +8,9 @@ from django.urls import path
 from myspinbot import health, metrics, views
 from myspinbot.api import api
 
+# The admin index links Flower and the metrics (myspinbot/templates/admin/).
+admin.site.index_template = "admin/operations_index.html"
+
 urlpatterns = [
     path("api/", api.urls),
     path("healthz", health.healthz, name="healthz"),
