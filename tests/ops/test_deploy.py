@@ -236,8 +236,11 @@ def test_every_prometheus_target_is_a_compose_service_on_its_metrics_port() -> N
         ]
         targets[job["job_name"]] = [(host, int(port)) for host, port in found]
 
+    remote = next(job for job in config["scrape_configs"] if "file_sd_configs" in job)
+    files = remote["file_sd_configs"][0]["files"]
+    mount = "./deploy/prometheus/targets:/etc/prometheus/targets:ro"
     for job, hosts in targets.items():
-        assert hosts, job
+        assert hosts or job == remote["job_name"], job
         for host, _ in hosts:
             assert host in services, f"{job}: {host} is not a compose service"
     assert targets["web"] == [("web", 8000)]
@@ -254,6 +257,11 @@ def test_every_prometheus_target_is_a_compose_service_on_its_metrics_port() -> N
         if job["job_name"] in ("web", "worker-cpu", "worker-gpu"):
             assert job["authorization"]["credentials_file"] == token_file
     assert services["prometheus"]["secrets"] == ["metrics_token"]
+    # other hosts' GPU workers come from a file, committed empty
+    assert files == ["/etc/prometheus/targets/gpu-workers.json"]
+    assert mount in services["prometheus"]["volumes"]
+    assert json.loads((DEPLOY / "prometheus" / "targets" / "gpu-workers.json").read_text()) == []
+    assert remote["authorization"]["credentials_file"] == token_file
     assert compose()["secrets"]["metrics_token"]["file"] == "./secrets/metrics_token"
 
 
