@@ -541,7 +541,8 @@ _exporter: WorkerExporter | None = None
 def start_worker_exporter(consumed_queues: Iterable[str]) -> WorkerExporter | None:
     """Serve this worker's metrics on ``MYSPINBOT_WORKER_METRICS_PORT`` (0: not at all).
     GPU metrics are added when the worker consumes the GPU queue. A port already taken
-    stops the worker with the error: two workers must not share one."""
+    stops the worker (``SystemExit``: Celery would only log an exception raised in a
+    signal handler), since two workers must not share one."""
     global _exporter
     port = settings.MYSPINBOT_WORKER_METRICS_PORT
     if not port:
@@ -557,10 +558,12 @@ def start_worker_exporter(consumed_queues: Iterable[str]) -> WorkerExporter | No
             settings.MYSPINBOT_WORKER_METRICS_ADDR, port, worker_registry(gpu)
         )
     except OSError as error:
-        raise RuntimeError(
+        message = (
             f"cannot serve worker metrics on {settings.MYSPINBOT_WORKER_METRICS_ADDR}:{port} "
             f"(MYSPINBOT_WORKER_METRICS_PORT): {error}"
-        ) from error
+        )
+        logger.critical(message)
+        raise SystemExit(message) from error
     _exporter.start()
     logger.info(
         "worker metrics on http://%s:%s/metrics%s",

@@ -7,12 +7,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from myspinbot import metrics
-from tests.ops.scrape import parse
+from tests.ops.scrape import free_port, parse, scrape
 from tests.support.services import REPO
 
 CHILD = """
@@ -117,3 +118,23 @@ def test_reaping_leaves_the_files_of_live_processes(tmp_path: Path) -> None:
 
     assert metrics.reap_dead_processes(str(tmp_path)) == [dead.pid]
     assert sorted(path.name for path in tmp_path.iterdir()) == [f"gauge_livesum_{os.getpid()}.db"]
+
+
+def test_the_exporter_serves_the_worker_registry_and_refuses_a_taken_port(
+    tmp_path: Path, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    settings.MYSPINBOT_WORKER_METRICS_ADDR = "127.0.0.1"
+    settings.MYSPINBOT_WORKER_METRICS_PORT = free_port()
+    exporter = metrics.start_worker_exporter([settings.CELERY_GPU_QUEUE])
+    assert exporter is not None
+    try:
+        served = parse(scrape(f"http://127.0.0.1:{exporter.port}/metrics"))
+        with pytest.raises(SystemExit, match="MYSPINBOT_WORKER_METRICS_PORT"):
+            metrics.start_worker_exporter([settings.CELERY_CPU_QUEUE])
+    finally:
+        exporter.stop()
+    settings.MYSPINBOT_WORKER_METRICS_PORT = 0
+
+    assert set(metrics.GPU_FAMILIES) <= set(served.families)
+    assert metrics.start_worker_exporter([settings.CELERY_CPU_QUEUE]) is None
