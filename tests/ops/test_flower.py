@@ -87,7 +87,7 @@ def test_flower_asks_for_a_login_and_keeps_task_history_across_a_restart(
 ) -> None:
     # Given a worker, and Flower started by the Procfile's line with a FLOWER_URL in its
     # environment (the web's setting, which Flower must not see)
-    start_worker("cpu", [settings.CELERY_CPU_QUEUE])
+    worker = start_worker("cpu", [settings.CELERY_CPU_QUEUE])
     env = {
         **worker_env,
         "VAR_DIR": str(tmp_path),
@@ -103,7 +103,8 @@ def test_flower_asks_for_a_login_and_keeps_task_history_across_a_restart(
         login_file = tmp_path / "flower-auth"
         login = login_file.read_text().strip()
 
-        # When a job's node runs
+        # When a job's node runs (once Flower hears the worker's events)
+        wait_for_worker(flower, login, worker.hostname)
         user = User.objects.create_user("flower-ada", password="pw")
         document = graph([node("n", "debug.noop", params={"nonce": uuid.uuid4().hex})], [])
         job = wait_for_job(engine.submit_job(user, document))
@@ -127,6 +128,16 @@ def test_flower_asks_for_a_login_and_keeps_task_history_across_a_restart(
         assert login_file.read_text().strip() == login
     finally:
         flower.stop()
+
+
+def wait_for_worker(flower: Flower, login: str, hostname: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        workers = flower.get("/workers?json=1", login)["data"]
+        if any(item.get("hostname") == hostname and item.get("status") for item in workers):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"Flower never heard from {hostname}: {workers}")
 
 
 def wait_for_task(flower: Flower, login: str, task_id: str) -> dict[str, Any]:
