@@ -153,7 +153,9 @@ def test_the_services_the_issue_names_are_there() -> None:
         "${FLOWER_BASIC_AUTH:?"
     )
     assert "FLOWER_URL" not in services["flower"]["environment"]
-    assert "!PathPrefix(`/metrics`)" in services["web"]["labels"]["traefik.http.routers.web.rule"]
+    for router in ("web", "flower"):
+        rule = services[router]["labels"][f"traefik.http.routers.{router}.rule"]
+        assert rule.endswith("&& !PathPrefix(`/metrics`)"), router
 
 
 def docker_config_dir(tmp_path: Path) -> Path:
