@@ -7,6 +7,8 @@ PY := $(BIN)/python
 PORT ?= 8000
 FLOWER_PORT ?= 5555
 EMBEDDED_REDIS_PORT ?= 6379
+CPU_METRICS_PORT ?= 9101
+GPU_METRICS_PORT ?= 9102
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: run test test-faults lint bench venv clean openapi
@@ -46,10 +48,12 @@ run: $(VENV)/.local.stamp node_modules/.package-lock.json
 		fi; \
 	fi; \
 	echo "MySpinBot:  http://127.0.0.1:$(PORT)/   health: /healthz  /readyz   admin: /admin/"; \
-	echo "Flower:     http://127.0.0.1:$(FLOWER_PORT)/"; \
+	echo "Flower:     http://127.0.0.1:$(FLOWER_PORT)/   (login: FLOWER_BASIC_AUTH or var/flower-auth)"; \
+	echo "Metrics:    http://127.0.0.1:$(PORT)/metrics   workers: :$(CPU_METRICS_PORT)/metrics :$(GPU_METRICS_PORT)/metrics"; \
 	echo "Stop everything with Ctrl-C."; \
 	FLOWER_URL=$${FLOWER_URL:-http://127.0.0.1:$(FLOWER_PORT)/} \
-	WEB_PORT=$(PORT) FLOWER_PORT=$(FLOWER_PORT) EMBEDDED_REDIS_PORT=$(EMBEDDED_REDIS_PORT) exec $(BIN)/honcho --no-prefix -f Procfile start $$procs
+	WEB_PORT=$(PORT) FLOWER_PORT=$(FLOWER_PORT) EMBEDDED_REDIS_PORT=$(EMBEDDED_REDIS_PORT) \
+	CPU_METRICS_PORT=$(CPU_METRICS_PORT) GPU_METRICS_PORT=$(GPU_METRICS_PORT) exec $(BIN)/honcho --no-prefix -f Procfile start $$procs
 
 test: $(VENV)/.test.stamp node_modules/.package-lock.json /usr/bin/chromium
 	@$(PY) -m myspinbot.devservices postgres --database myspinbot

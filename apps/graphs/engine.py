@@ -29,6 +29,7 @@ from apps.graphs.models import Graph, NodeRun
 from apps.graphs.validation import validate_graph
 from apps.jobs.events import Event, emit
 from apps.jobs.models import Job
+from myspinbot import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +149,7 @@ def create_job(owner: User, graph_doc: GraphDocument, *, template: str = "") -> 
         advance_locked(
             job, [Event("job.queued", payload={"nodes": len(runs), "template": template})]
         )
+        metrics.job_submitted(job)
     return job
 
 
@@ -233,6 +235,7 @@ def advance_locked(job: Job, events: Sequence[Event] = ()) -> None:
                 run.status, run.progress, run.finished_at = Status.COMPLETED, 1.0, now
                 run.output, run.cached_from = source.output, source
                 states[node_id] = Status.COMPLETED
+                metrics.cache_hit(run.service)
                 events.append(
                     Event(
                         "node.cached",
@@ -296,6 +299,7 @@ def advance_locked(job: Job, events: Sequence[Event] = ()) -> None:
         events.append(
             Event(f"job.{job.status}", payload={"status": job.status, "error": job.error})
         )
+        metrics.job_finished(job)
     if to_send:  # registered before emit() so messages leave before events are published
         transaction.on_commit(lambda: send_runs(to_send))
     emit(job, events, save=fields)
@@ -409,6 +413,7 @@ def cancel_job(job_id: UUID | str) -> Job:
         NodeRun.objects.bulk_update(active, ["status", "progress", "error", "finished_at"])
         job.status, job.finished_at = Job.Status.CANCELLED, now
         events.append(Event("job.cancelled", payload={"status": job.status}))
+        metrics.job_finished(job)
         emit(job, events, save=["status", "finished_at"])
         if queued:
             transaction.on_commit(lambda: revoke(queued))

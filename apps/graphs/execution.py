@@ -30,6 +30,7 @@ from apps.graphs.models import NodeRun
 from apps.jobs.artifacts import NodeArtifacts
 from apps.jobs.events import Event, emit
 from apps.jobs.models import Job
+from myspinbot import metrics
 from myspinbot.storage import get_artifact_store
 
 logger = logging.getLogger(__name__)
@@ -115,6 +116,7 @@ def execute(job_id: str, node_id: str, attempt: int, worker: str) -> None:
         logger.info("skip %s:%s:%s: not queued for this attempt", job_id, node_id, attempt)
         return
     run, structure = claimed.run, claimed.structure
+    metrics.node_started(run)
     capability = get_registry().get(run.service)
     inputs = engine.inputs_for(structure, claimed.predecessors, node_id)
     reporter = ProgressReporter(run, attempt)
@@ -191,6 +193,7 @@ def complete(run: NodeRun, attempt: int, output: dict[str, Any]) -> None:
         )
         if not updated:
             return
+        metrics.node_completed(run)
         engine.advance_locked(job, [Event("node.completed", run.node_id, {"attempt": attempt})])
 
 
@@ -236,10 +239,12 @@ def fail(run: NodeRun, attempt: int, error: ServiceError) -> None:
                 ],
             )
             transaction.on_commit(lambda: engine.send_runs([current], countdown=delay))
+            metrics.node_retried(current, error.code)
             return
         current.status, current.error = Status.FAILED, error.to_json()
         current.progress, current.finished_at = 1.0, timezone.now()
         current.save(update_fields=["status", "error", "progress", "finished_at"])
+        metrics.node_failed(current, error.code)
         engine.advance_locked(
             job,
             [Event("node.failed", current.node_id, {"attempt": attempt, "error": error.to_json()})],

@@ -23,6 +23,7 @@ from django.utils import timezone
 from apps.graphs import engine
 from apps.graphs.models import NodeRun
 from apps.jobs.events import Event, emit
+from myspinbot import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ def _recover(pk: int, job_id: object, attempt: int, cutoff: object, report: Swee
             run.status, run.error, run.progress = Status.FAILED, lost, 1.0
             run.finished_at = timezone.now()
             run.save(update_fields=["status", "error", "progress", "finished_at"])
+            metrics.node_failed(run, "worker_lost")
             engine.advance_locked(
                 job, [Event("node.failed", run.node_id, {"attempt": attempt, "error": lost})]
             )
@@ -118,6 +120,7 @@ def _recover(pk: int, job_id: object, attempt: int, cutoff: object, report: Swee
             ],
         )
         transaction.on_commit(lambda: engine.send_runs([run]))
+        metrics.node_retried(run, "worker_lost")
         report.redispatched.append(run.task_id)
 
 

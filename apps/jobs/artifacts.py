@@ -20,6 +20,7 @@ from django.db import transaction
 from apps.capabilities.errors import PermanentError
 from apps.jobs.events import Event, emit
 from apps.jobs.models import Artifact
+from myspinbot import metrics
 from myspinbot.storage import ArtifactNotFound, ArtifactStore
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -79,6 +80,7 @@ class NodeArtifacts:
                     )
                 ],
             )
+            metrics.artifact_stored("node", stored.size_bytes)
         return artifact_ref(artifact)
 
     def open(self, ref: dict[str, Any]) -> BinaryIO:

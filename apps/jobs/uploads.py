@@ -18,6 +18,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 
 from apps.jobs.models import Artifact
+from myspinbot import metrics
 from myspinbot.errors import Rejected
 from myspinbot.storage import get_artifact_store
 
@@ -120,6 +121,7 @@ def accept_upload(owner: User, stream: IO[bytes], size: int, name: str) -> Artif
     stored = store.save_file(key, stream, sniffed.content_type)
     try:
         with transaction.atomic():
+            metrics.artifact_stored("upload", stored.size_bytes)
             return Artifact.objects.create(
                 owner=owner,
                 name=clean_name(name),

@@ -3,6 +3,7 @@ through the typed helpers in ``env``; a bad value stops the process at start-up.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "ninja",
+    "django_prometheus",
     "apps.capabilities",
     "apps.graphs",
     "apps.jobs",
@@ -35,7 +37,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "myspinbot.middleware.ApiErrorShapeMiddleware",  # outermost: sees every error response
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "myspinbot.middleware.ApiErrorShapeMiddleware",  # sees every error response
     "django.middleware.security.SecurityMiddleware",
     "apps.web.static_files.StaticFilesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -44,6 +47,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "myspinbot.urls"
@@ -53,13 +57,14 @@ ASGI_APPLICATION = "myspinbot.asgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        "DIRS": [BASE_DIR / "myspinbot" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "myspinbot.operations.links",
             ],
         },
     },
@@ -86,6 +91,8 @@ def database_from_url(url: str) -> dict[str, Any]:
                 "init_command": "PRAGMA journal_mode=WAL;",
             }
         )
+    # The same backends, counting connections, queries and their durations (/metrics).
+    config["ENGINE"] = config["ENGINE"].replace("django.db.", "django_prometheus.db.", 1)
     return config
 
 
@@ -254,6 +261,24 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int(
     "DATA_UPLOAD_MAX_MEMORY_SIZE", 5 * 1024 * 1024, min_value=1024
 )
 
+# --- Metrics and operations ---------------------------------------------------------
+# /metrics (web) and each worker's exporter answer these networks, or a bearer token.
+METRICS_ALLOWED_NETWORKS = env_list("METRICS_ALLOWED_NETWORKS", ["127.0.0.0/8", "::1/128"])
+for _network in METRICS_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"METRICS_ALLOWED_NETWORKS: {_network!r} is not a network (e.g. 10.0.0.0/8)"
+        ) from None
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+# A worker serves its metrics on this port (0: it does not); see myspinbot.metrics.
+MYSPINBOT_WORKER_METRICS_PORT = env_int(
+    "MYSPINBOT_WORKER_METRICS_PORT", 0, min_value=0, max_value=65535
+)
+MYSPINBOT_WORKER_METRICS_ADDR = env_str("MYSPINBOT_WORKER_METRICS_ADDR", "127.0.0.1")
+FLOWER_URL = env_str("FLOWER_URL", "http://127.0.0.1:5555/")
+
 # --- Auth, i18n, static ----------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -278,7 +303,6 @@ WHITENOISE_USE_FINDERS = True
 LOGIN_URL = "web:login"
 LOGIN_REDIRECT_URL = "web:jobs"
 LOGOUT_REDIRECT_URL = "web:login"
-FLOWER_URL = env_str("FLOWER_URL", "http://127.0.0.1:5555/")
 
 # --- Logging: Django owns it; Celery workers use the same configuration -----------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()

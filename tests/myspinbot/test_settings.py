@@ -38,7 +38,7 @@ def load_settings(module: str, env: dict[str, str]) -> subprocess.CompletedProce
 def test_production_starts_with_its_secrets() -> None:
     result = load_settings("myspinbot.settings.production", PRODUCTION_ENV)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "django.db.backends.postgresql"
+    assert result.stdout.strip() == "django_prometheus.db.backends.postgresql"
 
 
 @pytest.mark.parametrize("missing", sorted(PRODUCTION_ENV))
@@ -60,7 +60,7 @@ def test_production_refuses_a_short_secret_key() -> None:
 def test_local_defaults_to_sqlite_under_var() -> None:
     result = load_settings("myspinbot.settings.local", {"DATABASE_URL": ""})
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "django.db.backends.sqlite3"
+    assert result.stdout.strip() == "django_prometheus.db.backends.sqlite3"
 
 
 def test_visibility_timeout_must_exceed_the_task_time_limit() -> None:
