@@ -67,6 +67,8 @@ def animatediff(
     with lora_applied(pipe, request.lora, request.lora_weight, "animate"), torch.no_grad():
         result = pipe(
             video=source,
+            height=keyframe.height,
+            width=keyframe.width,
             prompt=request.full_prompt(),
             num_inference_steps=request.steps,
             guidance_scale=request.guidance,

@@ -152,9 +152,7 @@ def test_a_trained_lora_changes_the_keyframe_and_a_named_profile_is_reused(
 
     plain = make_service_run("image.keyframe", keyframe_params)
     base = keyframe_handler.run(plain.context)
-    with_lora = make_service_run(
-        "image.keyframe", keyframe_params, inputs={"train": trained}
-    )
+    with_lora = make_service_run("image.keyframe", keyframe_params, inputs={"train": trained})
     styled = keyframe_handler.run(with_lora.context)
 
     assert base["prompt"] == "on a beach"
@@ -199,7 +197,9 @@ def test_too_few_photos_are_refused_before_any_model_loads(fresh_cache: ModelCac
 
 
 def test_a_keyframe_cancelled_mid_render_stops_at_that_step(fresh_cache: ModelCache) -> None:
-    run = make_service_run("image.keyframe", {"prompt": "a hill", "steps": 5, "width": 32, "height": 32})
+    run = make_service_run(
+        "image.keyframe", {"prompt": "a hill", "steps": 5, "width": 32, "height": 32}
+    )
     progress = CancelAt(at="denoising step 2/")
     run.context.progress_callback, run.context.cancelled_callback = (
         progress.report,
@@ -214,7 +214,9 @@ def test_a_keyframe_cancelled_mid_render_stops_at_that_step(fresh_cache: ModelCa
 
 
 def test_animate_turns_a_keyframe_into_frames_and_a_clip(fresh_cache: ModelCache) -> None:
-    frame_run = make_service_run("image.keyframe", {"prompt": "a hill", "steps": 2, "width": 32, "height": 32})
+    frame_run = make_service_run(
+        "image.keyframe", {"prompt": "a hill", "steps": 2, "width": 32, "height": 32}
+    )
     keyframe = keyframe_handler.run(frame_run.context)
     run = make_service_run(
         "video.animate",
