@@ -1,7 +1,8 @@
 """Stable Diffusion 1.5-family models with random weights, built from their configs.
 
 ``tiny`` builds the real diffusers/transformers classes at a few thousand parameters per
-block, so tests and CPU benchmarks run the production code on them; ``sd15`` uses the
+block, so tests run the production code on them; ``small`` keeps SD-1.5's shape at a
+quarter of its widths for CPU benchmarks; ``sd15`` uses the
 published SD-1.5 sizes (UNet 860 M, VAE 84 M, CLIP ViT-L/14 text encoder 123 M), so a
 GPU benchmark pays the real compute cost without downloading weights. Either is saved in
 diffusers format and loaded back through :mod:`gpu_tasks.loader`, like a downloaded model.
@@ -56,6 +57,60 @@ PRESETS: dict[str, dict[str, Any]] = {
             "motion_layers_per_block": 1,
             "motion_norm_num_groups": 32,
             "motion_num_attention_heads": 2,
+            "motion_max_seq_length": 32,
+            "use_motion_mid_block": False,
+        },
+    },
+    # SD-1.5's shape (four UNet levels, two layers each, a four-level VAE) at a quarter of
+    # its widths: a CPU benchmark whose parts weigh roughly what they do in the real model.
+    "small": {
+        "unet": {
+            "sample_size": 32,
+            "in_channels": 4,
+            "out_channels": 4,
+            "layers_per_block": 2,
+            "block_out_channels": (64, 128, 256, 256),
+            "down_block_types": (
+                "CrossAttnDownBlock2D",
+                "CrossAttnDownBlock2D",
+                "CrossAttnDownBlock2D",
+                "DownBlock2D",
+            ),
+            "up_block_types": (
+                "UpBlock2D",
+                "CrossAttnUpBlock2D",
+                "CrossAttnUpBlock2D",
+                "CrossAttnUpBlock2D",
+            ),
+            "cross_attention_dim": 192,
+            "attention_head_dim": 8,
+            "norm_num_groups": 32,
+        },
+        "vae": {
+            "in_channels": 3,
+            "out_channels": 3,
+            "block_out_channels": (32, 64, 128, 128),
+            "down_block_types": ("DownEncoderBlock2D",) * 4,
+            "up_block_types": ("UpDecoderBlock2D",) * 4,
+            "latent_channels": 4,
+            "layers_per_block": 2,
+            "norm_num_groups": 32,
+            "sample_size": 256,
+        },
+        "text": {
+            "hidden_size": 192,
+            "intermediate_size": 768,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 12,
+            "max_position_embeddings": 77,
+            "projection_dim": 192,
+            "hidden_act": "quick_gelu",
+        },
+        "motion": {
+            "block_out_channels": (64, 128, 256, 256),
+            "motion_layers_per_block": 2,
+            "motion_norm_num_groups": 32,
+            "motion_num_attention_heads": 8,
             "motion_max_seq_length": 32,
             "use_motion_mid_block": False,
         },
