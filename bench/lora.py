@@ -67,9 +67,7 @@ def ours(pipe: Any, images: list[Any], captions: list[str], config: Any, device:
     return time.perf_counter() - started
 
 
-def reference(
-    pipe: Any, images: list[Any], captions: list[str], config: Any, device: Any
-) -> float:
+def reference(pipe: Any, images: list[Any], captions: list[str], config: Any, device: Any) -> float:
     """Wall seconds of a minimal diffusers + peft loop that encodes on every step."""
     import torch
     import torch.nn.functional as F
