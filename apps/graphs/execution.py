@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -161,6 +162,9 @@ def execute(job_id: str, node_id: str, attempt: int, worker: str) -> None:
         fail(run, attempt, error)
         return
     except Exception as error:
+        if _is_device_out_of_memory(error):
+            fail(run, attempt, _gpu_oom(error))
+            return
         logger.exception("handler of %s failed on %s:%s", capability.id, job_id, node_id)
         fail(run, attempt, ServiceError("internal_error", f"{type(error).__name__}: {error}"))
         return
@@ -168,6 +172,21 @@ def execute(job_id: str, node_id: str, attempt: int, worker: str) -> None:
         heartbeat.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     complete(run, attempt, output)
+
+
+def _is_device_out_of_memory(error: BaseException) -> bool:
+    """torch's out-of-memory error, recognised without importing torch here."""
+    kind = type(error)
+    return kind.__name__ == "OutOfMemoryError" and kind.__module__.startswith("torch")
+
+
+def _gpu_oom(error: BaseException) -> ServiceError:
+    """A handler let the device's out-of-memory error through (GPU handlers normally turn
+    it into ``gpu_oom`` themselves): same code, permanent, and the model cache cleared."""
+    cache = sys.modules.get("gpu_tasks.model_cache")
+    if cache is not None:
+        cache.get_cache().clear()
+    return ServiceError("gpu_oom", f"out of GPU memory: {str(error)[:500]}", retryable=False)
 
 
 def _check_output(output: object) -> None:

@@ -239,6 +239,18 @@ MYSPINBOT_MAX_VOICE_SECONDS = env_float("MYSPINBOT_MAX_VOICE_SECONDS", 300.0, mi
 MYSPINBOT_MIN_IMAGE_SIDE = env_int("MYSPINBOT_MIN_IMAGE_SIDE", 64, min_value=1)
 MYSPINBOT_MAX_IMAGE_SIDE = env_int("MYSPINBOT_MAX_IMAGE_SIDE", 8192, min_value=64)
 
+# --- GPU services (gpu_tasks/) -------------------------------------------------------
+# Models are diffusers folders under the model root (or absolute paths), or hub ids
+# fetched into the model root where the machine has network and HF_HUB_OFFLINE is false.
+MYSPINBOT_MODEL_ROOT = Path(env_str("MYSPINBOT_MODEL_ROOT", str(VAR_DIR / "models"))).resolve()
+HF_HUB_OFFLINE = env_bool("HF_HUB_OFFLINE", False)
+MYSPINBOT_BASE_MODEL = env_str("MYSPINBOT_BASE_MODEL", "stable-diffusion-v1-5")
+# AnimateDiff motion adapter and Stable Video Diffusion model; empty: backend unavailable.
+MYSPINBOT_MOTION_ADAPTER = env_str("MYSPINBOT_MOTION_ADAPTER", "")
+MYSPINBOT_SVD_MODEL = env_str("MYSPINBOT_SVD_MODEL", "")
+# Bytes of loaded models a GPU worker keeps; 0: 80 % of the device's memory.
+MYSPINBOT_MODEL_CACHE_BYTES = env_int("MYSPINBOT_MODEL_CACHE_BYTES", 0, min_value=0)
+
 # --- API limits ---------------------------------------------------------------------
 MYSPINBOT_MAX_JOBS_IN_FLIGHT = env_int("MYSPINBOT_MAX_JOBS_IN_FLIGHT", 20, min_value=1)
 MYSPINBOT_SUBMISSIONS_PER_MINUTE = env_int("MYSPINBOT_SUBMISSIONS_PER_MINUTE", 60, min_value=1)

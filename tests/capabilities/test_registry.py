@@ -22,7 +22,17 @@ from apps.graphs.document import schema_validator
 
 DEBUG_IDS = ["debug.echo", "debug.fail", "debug.noop", "debug.sleep"]
 # The services a production worker offers (no debug.*); a new service is added here.
-SERVICE_IDS = ["llm.generate_script", "tts.speak", "video.compose", "voice.build_profile"]
+SERVICE_IDS = [
+    "image.keyframe",
+    "lipsync.sync",
+    "llm.generate_script",
+    "lora.train",
+    "tts.speak",
+    "video.animate",
+    "video.compose",
+    "video.upscale",
+    "voice.build_profile",
+]
 
 
 def declaration(**overrides: Any) -> dict[str, Any]:
@@ -61,7 +71,7 @@ def registry() -> CapabilityRegistry:
 
 def test_registry_loads_the_debug_services(registry: CapabilityRegistry) -> None:
     assert [capability.id for capability in registry.all()] == sorted(DEBUG_IDS + SERVICE_IDS)
-    assert len(registry) == 8
+    assert len(registry) == 13
     assert "debug.sleep" in registry
 
 

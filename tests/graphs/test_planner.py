@@ -14,13 +14,16 @@ INPUTS = {"photos": ["a1"], "voice_sample": "v1", "transcript": "Hello there."}
 def test_the_three_pipelines_of_the_catalogue_are_templates() -> None:
     assert sorted(load_templates()) == [
         "capabilities",
+        "lora_video",
         "narrated_video",
         "quick",
         "train_and_render",
     ]
 
 
-@pytest.mark.parametrize("name", ["capabilities", "narrated_video", "quick", "train_and_render"])
+@pytest.mark.parametrize(
+    "name", ["capabilities", "lora_video", "narrated_video", "quick", "train_and_render"]
+)
 def test_every_template_plans_into_a_valid_graph(name: str) -> None:
     node_ids = {node["id"] for node in load_templates()[name].graph["nodes"]}
     params = {"script": {"topic": "otters"}} if "script" in node_ids else {}
@@ -61,7 +64,9 @@ def test_bad_params_fail_the_service_schema() -> None:
 
 
 def test_an_unknown_template_lists_the_known_ones() -> None:
-    with pytest.raises(UnknownTemplate, match="templates: capabilities, narrated_video"):
+    with pytest.raises(
+        UnknownTemplate, match="templates: capabilities, lora_video, narrated_video"
+    ):
         plan("nope")
 
 

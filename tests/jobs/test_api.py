@@ -508,7 +508,13 @@ def test_another_users_objects_are_404_everywhere(
 def test_templates_list_nodes_param_schemas_and_availability(as_ada: Client) -> None:
     templates = {t["name"]: t for t in as_ada.get("/api/templates").json()["templates"]}
 
-    assert sorted(templates) == ["capabilities", "narrated_video", "quick", "train_and_render"]
+    assert sorted(templates) == [
+        "capabilities",
+        "lora_video",
+        "narrated_video",
+        "quick",
+        "train_and_render",
+    ]
     video = templates["narrated_video"]
     assert video["requiredInputs"] == ["photos", "transcript", "voice_sample"]
     sleep = next(n for n in video["nodes"] if n["id"] == "train_lora")

@@ -1,0 +1,1 @@
+"""image.keyframe: a stage prompt (and optional identity LoRA) to a PNG (GPU)."""

@@ -1,0 +1,1 @@
+"""lipsync.sync: a face and a narration to a lip-synced MP4 (GPU backends)."""

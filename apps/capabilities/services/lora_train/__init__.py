@@ -1,0 +1,1 @@
+"""lora.train: an identity LoRA from photos of one person (GPU)."""

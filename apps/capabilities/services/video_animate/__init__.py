@@ -1,0 +1,1 @@
+"""video.animate: a keyframe to a short clip of frames (GPU)."""

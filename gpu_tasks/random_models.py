@@ -1,0 +1,254 @@
+"""Stable Diffusion 1.5-family models with random weights, built from their configs.
+
+``tiny`` builds the real diffusers/transformers classes at a few thousand parameters per
+block, so tests run the production code on them; ``small`` keeps SD-1.5's shape at a
+quarter of its widths for CPU benchmarks; ``sd15`` uses the
+published SD-1.5 sizes (UNet 860 M, VAE 84 M, CLIP ViT-L/14 text encoder 123 M), so a
+GPU benchmark pays the real compute cost without downloading weights. Either is saved in
+diffusers format and loaded back through :mod:`gpu_tasks.loader`, like a downloaded model.
+
+The tokenizer is built in memory: one BPE token per printable ASCII character (with and
+without the end-of-word mark) and no merges, which tokenizes any ASCII prompt.
+"""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+from typing import Any
+
+import torch
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "unet": {
+            "sample_size": 16,
+            "in_channels": 4,
+            "out_channels": 4,
+            "layers_per_block": 1,
+            "block_out_channels": (32, 64),
+            "down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
+            "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"),
+            "cross_attention_dim": 32,
+            "attention_head_dim": 8,
+            "norm_num_groups": 32,
+        },
+        "vae": {
+            "in_channels": 3,
+            "out_channels": 3,
+            "block_out_channels": (32, 64),
+            "down_block_types": ("DownEncoderBlock2D", "DownEncoderBlock2D"),
+            "up_block_types": ("UpDecoderBlock2D", "UpDecoderBlock2D"),
+            "latent_channels": 4,
+            "layers_per_block": 1,
+            "norm_num_groups": 32,
+            "sample_size": 32,
+        },
+        "text": {
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "max_position_embeddings": 77,
+            "projection_dim": 32,
+        },
+        "motion": {
+            "block_out_channels": (32, 64),
+            "motion_layers_per_block": 1,
+            "motion_norm_num_groups": 32,
+            "motion_num_attention_heads": 2,
+            "motion_max_seq_length": 32,
+            "use_motion_mid_block": False,
+        },
+    },
+    # SD-1.5's shape (four UNet levels, two layers each, a four-level VAE) at a quarter of
+    # its widths: a CPU benchmark whose parts weigh roughly what they do in the real model.
+    "small": {
+        "unet": {
+            "sample_size": 32,
+            "in_channels": 4,
+            "out_channels": 4,
+            "layers_per_block": 2,
+            "block_out_channels": (64, 128, 256, 256),
+            "down_block_types": (
+                "CrossAttnDownBlock2D",
+                "CrossAttnDownBlock2D",
+                "CrossAttnDownBlock2D",
+                "DownBlock2D",
+            ),
+            "up_block_types": (
+                "UpBlock2D",
+                "CrossAttnUpBlock2D",
+                "CrossAttnUpBlock2D",
+                "CrossAttnUpBlock2D",
+            ),
+            "cross_attention_dim": 192,
+            "attention_head_dim": 8,
+            "norm_num_groups": 32,
+        },
+        "vae": {
+            "in_channels": 3,
+            "out_channels": 3,
+            "block_out_channels": (32, 64, 128, 128),
+            "down_block_types": ("DownEncoderBlock2D",) * 4,
+            "up_block_types": ("UpDecoderBlock2D",) * 4,
+            "latent_channels": 4,
+            "layers_per_block": 2,
+            "norm_num_groups": 32,
+            "sample_size": 256,
+        },
+        "text": {
+            "hidden_size": 192,
+            "intermediate_size": 768,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 12,
+            "max_position_embeddings": 77,
+            "projection_dim": 192,
+            "hidden_act": "quick_gelu",
+        },
+        "motion": {
+            "block_out_channels": (64, 128, 256, 256),
+            "motion_layers_per_block": 2,
+            "motion_norm_num_groups": 32,
+            "motion_num_attention_heads": 8,
+            "motion_max_seq_length": 32,
+            "use_motion_mid_block": False,
+        },
+    },
+    "sd15": {
+        "unet": {
+            "sample_size": 64,
+            "in_channels": 4,
+            "out_channels": 4,
+            "layers_per_block": 2,
+            "block_out_channels": (320, 640, 1280, 1280),
+            "down_block_types": (
+                "CrossAttnDownBlock2D",
+                "CrossAttnDownBlock2D",
+                "CrossAttnDownBlock2D",
+                "DownBlock2D",
+            ),
+            "up_block_types": (
+                "UpBlock2D",
+                "CrossAttnUpBlock2D",
+                "CrossAttnUpBlock2D",
+                "CrossAttnUpBlock2D",
+            ),
+            "cross_attention_dim": 768,
+            "attention_head_dim": 8,
+            "norm_num_groups": 32,
+        },
+        "vae": {
+            "in_channels": 3,
+            "out_channels": 3,
+            "block_out_channels": (128, 256, 512, 512),
+            "down_block_types": ("DownEncoderBlock2D",) * 4,
+            "up_block_types": ("UpDecoderBlock2D",) * 4,
+            "latent_channels": 4,
+            "layers_per_block": 2,
+            "norm_num_groups": 32,
+            "sample_size": 512,
+        },
+        "text": {
+            "hidden_size": 768,
+            "intermediate_size": 3072,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 12,
+            "max_position_embeddings": 77,
+            "projection_dim": 768,
+            "hidden_act": "quick_gelu",
+        },
+        "motion": {
+            "block_out_channels": (320, 640, 1280, 1280),
+            "motion_layers_per_block": 2,
+            "motion_norm_num_groups": 32,
+            "motion_num_attention_heads": 8,
+            "motion_max_seq_length": 32,
+            "use_motion_mid_block": False,
+        },
+    },
+}
+
+BOS, EOS = "<|startoftext|>", "<|endoftext|>"
+
+
+def build_tokenizer() -> Any:
+    """A CLIP tokenizer over printable ASCII characters, built in memory."""
+    from transformers import CLIPTokenizer
+
+    chars = [c for c in string.printable if not c.isspace()]
+    tokens = [*chars, *(c + "</w>" for c in chars), BOS, EOS]
+    vocab = {token: index for index, token in enumerate(tokens)}
+    return CLIPTokenizer(
+        vocab=vocab,
+        merges=[],
+        unk_token=EOS,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=EOS,
+        model_max_length=77,
+    )
+
+
+def build_sd_pipeline(preset: str = "tiny", seed: int = 0) -> Any:
+    """A ``StableDiffusionPipeline`` with random weights at the ``preset`` sizes."""
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    sizes = PRESETS[preset]
+    tokenizer = build_tokenizer()
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**sizes["unet"])
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderKL(**sizes["vae"])
+    torch.manual_seed(seed + 2)
+    text_config = CLIPTextConfig(
+        vocab_size=max(len(tokenizer), 49408 if preset == "sd15" else 0),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **sizes["text"],
+    )
+    text_encoder = CLIPTextModel(text_config)
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        num_train_timesteps=1000,
+    )
+    return StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def build_motion_adapter(preset: str = "tiny", seed: int = 0) -> Any:
+    from diffusers import MotionAdapter
+
+    torch.manual_seed(seed + 3)
+    return MotionAdapter(**PRESETS[preset]["motion"])
+
+
+def save_sd_model(folder: Path, preset: str = "tiny", seed: int = 0) -> Path:
+    """Build and save a random SD pipeline in diffusers format at ``folder``."""
+    build_sd_pipeline(preset, seed).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def save_motion_adapter(folder: Path, preset: str = "tiny", seed: int = 0) -> Path:
+    build_motion_adapter(preset, seed).save_pretrained(folder, safe_serialization=True)
+    return folder

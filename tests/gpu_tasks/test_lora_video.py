@@ -1,0 +1,146 @@
+"""The lora_video template end to end under real worker processes (a cpu worker and a gpu
+worker running on the CPU with the tiny models), and the gpu worker's model cache and
+capability report across jobs."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import av
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import User
+
+from apps.capabilities.media.tts_engines import sample_voice
+from apps.graphs import engine
+from apps.graphs.models import NodeRun
+from apps.jobs import submission
+from apps.jobs.models import Artifact, Profile
+from myspinbot.celery import app
+from myspinbot.storage import get_artifact_store
+from tests.gpu_tasks.test_gpu_services import TRAIN, png
+from tests.support.graphs import graph, node, states, wait_for_job
+from tests.support.services import CeleryWorker
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+StartWorker = Callable[..., CeleryWorker]
+
+
+def upload(owner: User, name: str, data: bytes, content_type: str) -> dict[str, str]:
+    stored = get_artifact_store().save_bytes(f"uploads/{owner.pk}/{name}", data, content_type)
+    artifact = Artifact.objects.create(
+        owner=owner,
+        name=name,
+        bucket=stored.bucket,
+        key=stored.key,
+        size_bytes=stored.size_bytes,
+        sha256=stored.sha256,
+        content_type=content_type,
+    )
+    return {"artifact": str(artifact.pk)}
+
+
+def gpu_report(worker: CeleryWorker) -> dict[str, Any]:
+    replies = app.control.broadcast(
+        "myspinbot_report", reply=True, timeout=5, destination=[worker.hostname]
+    )
+    report: dict[str, Any] = replies[0][worker.hostname]
+    return report
+
+
+def wait_for_gpu_report(worker: CeleryWorker, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        report = gpu_report(worker)
+        if report.get("gpu", {}).get("state") == "ready":
+            return report
+        time.sleep(0.5)
+    raise AssertionError(f"the gpu worker never wrote its report: {report}")
+
+
+def test_a_lora_video_job_makes_an_mp4_and_the_next_keyframe_loads_no_model(
+    start_worker: StartWorker, model_root: Path, tmp_path: Path
+) -> None:
+    env = {
+        "MYSPINBOT_MODEL_ROOT": str(model_root),
+        "MYSPINBOT_BASE_MODEL": "sd-tiny",
+        "MYSPINBOT_MOTION_ADAPTER": "motion-tiny",
+        "HF_HUB_OFFLINE": "true",
+        "MYSPINBOT_DEVICE": "cpu",
+        "OMP_NUM_THREADS": "1",
+    }
+    start_worker("cpu", [settings.CELERY_CPU_QUEUE], concurrency=2, env=env)
+    gpu = start_worker("gpu", [settings.CELERY_GPU_QUEUE], concurrency=1, env=env)
+    owner = User.objects.create_user("ada")
+    voice = sample_voice("Hello, I am Ada and this is how I sound.", tmp_path / "v.wav")
+    inputs = {
+        "photos": [upload(owner, f"p{i}.png", png(i), "image/png") for i in range(5)],
+        "voice_sample": upload(owner, "voice.wav", voice.read_bytes(), "audio/x-wav"),
+        "transcript": "Hello, I am Ada and this is how I sound.",
+    }
+    params = {
+        "script": {"topic": "otters", "max_words": 12},
+        "train_lora": {**TRAIN, "checkpoint_every": 0},
+        "keyframe": {"steps": 2, "width": 64, "height": 64},
+        "animate": {"frames": 3, "steps": 2, "strength": 0.5, "fps": 4},
+        "video": {"width": 128, "height": 128, "fps": 10},
+    }
+
+    job = wait_for_job(
+        submission.submit(owner, template="lora_video", params=params, inputs=inputs),
+        timeout=240,
+    )
+
+    assert job.status == "completed", NodeRun.objects.filter(job=job).values("node_id", "error")
+    assert set(states(job).values()) == {"completed"}
+    runs = {run.node_id: run for run in NodeRun.objects.filter(job=job)}
+    assert {runs[n].worker for n in ("train_lora", "keyframe", "animate")} == {gpu.hostname}
+    assert runs["keyframe"].output["trigger"] == "sks"
+    assert runs["keyframe"].output["prompt"].startswith("photo of sks person, ")
+    assert len(runs["animate"].output["frames"]) == 3
+    assert Profile.objects.filter(owner=owner, kind="lora").count() == 1
+    with get_artifact_store().open(runs["video"].output["video"]["key"]) as handle:
+        mp4 = handle.read()
+    with av.open(io.BytesIO(mp4)) as container:
+        kinds = sorted(stream.type for stream in container.streams)
+        video = container.streams.video[0]
+        assert (video.codec_context.name, video.width, video.height) == ("h264", 128, 128)
+        frames = sum(1 for _ in container.decode(video=0))
+    assert kinds == ["audio", "video"]
+    assert frames == runs["video"].output["frames"]
+
+    before = wait_for_gpu_report(gpu)
+    keys = [model["key"] for model in before["models"]["models"]]
+    assert any(key.startswith("sd:") for key in keys)
+    assert before["device"]["type"] == "cpu"
+    assert before["backends"]["animate"] == ["animatediff"]
+    assert before["backends"]["upscale"] == []
+    assert sorted(s for s in before["services"] if not s.startswith(("debug.", "testing."))) == [
+        "image.keyframe",
+        "lora.train",
+        "video.animate",
+    ]
+
+    second = engine.submit_job(
+        owner,
+        graph(
+            [
+                node(
+                    "k",
+                    "image.keyframe",
+                    params={"prompt": "a lake", "seed": 9, "steps": 2, "width": 32, "height": 32},
+                )
+            ],
+            [],
+        ),
+    )
+    assert wait_for_job(second, timeout=60).status == "completed"
+
+    after = gpu_report(gpu)
+    assert after["models"]["loads"] == before["models"]["loads"]
+    assert after["models"]["hits"] == before["models"]["hits"] + 1
