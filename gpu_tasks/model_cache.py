@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import torch
 
 from gpu_tasks.device import release_memory
+from myspinbot import metrics
 
 T = TypeVar("T")
 
@@ -90,6 +91,8 @@ class ModelCache:
             self._load_seconds[key] = seconds
             self.loads += 1
             self._make_room(0, keep=key)
+            metrics.observe_model_load(key, seconds)
+            metrics.set_models_loaded(len(self._entries))
             return value
 
     def _make_room(self, incoming: int, keep: str | None = None) -> None:
@@ -105,6 +108,7 @@ class ModelCache:
             self.evictions += 1
             dropped = True
         if dropped:
+            metrics.set_models_loaded(len(self._entries))
             release_memory()
 
     def peek(self, key: str) -> Any | None:
@@ -119,6 +123,7 @@ class ModelCache:
     def evict(self, key: str) -> bool:
         with self._lock:
             found = self._entries.pop(key, None) is not None
+            metrics.set_models_loaded(len(self._entries))
         if found:
             release_memory()
         return found
@@ -127,6 +132,7 @@ class ModelCache:
         """Drop every model (after running out of device memory, for one)."""
         with self._lock:
             self._entries.clear()
+            metrics.set_models_loaded(0)
         release_memory()
 
     def loaded(self) -> list[str]:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
+from prometheus_client import REGISTRY
 
 from apps.capabilities.context import NodeContext
 from apps.capabilities.errors import Cancelled, PermanentError
@@ -111,8 +112,10 @@ def test_a_restarted_attempt_resumes_from_the_last_checkpoint(fresh_cache: Model
     assert [a.name for a in checkpoints] == ["checkpoint-000002.pt"]
 
     second = Progress()
+    steps_before = REGISTRY.get_sample_value("myspinbot_lora_training_steps_total") or 0.0
     output = lora_handler.run(next_attempt(run, second))
 
+    assert REGISTRY.get_sample_value("myspinbot_lora_training_steps_total") == steps_before + 3
     assert output["resumed_from_step"] == 2
     assert output["steps"] == 5
     assert steps_reported(second) == ["step 3/5", "step 4/5", "step 5/5"]

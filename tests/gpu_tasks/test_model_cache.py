@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from prometheus_client import REGISTRY
 
 from gpu_tasks.model_cache import ModelCache, module_bytes
 
@@ -70,3 +71,22 @@ def test_module_bytes_counts_shared_tensors_once() -> None:
     both = torch.nn.Sequential(layer, layer)
 
     assert module_bytes(both) == 8 * 8 * 4
+
+
+def test_loads_and_evictions_are_recorded_in_the_worker_metrics() -> None:
+    def load_count(model: str) -> float:
+        value = REGISTRY.get_sample_value("myspinbot_model_load_seconds_count", {"model": model})
+        return value or 0.0
+
+    cache = ModelCache(budget_bytes=4096)  # room for one 32x32 float32 layer
+    before = load_count("metrics-a"), load_count("metrics-b")
+
+    cache.get("metrics-a", lambda: linear(32))
+    cache.get("metrics-a", lambda: linear(32))
+    assert REGISTRY.get_sample_value("myspinbot_models_loaded") == 1.0
+    cache.get("metrics-b", lambda: linear(32), expected_bytes=4096)  # evicts metrics-a
+
+    assert (load_count("metrics-a"), load_count("metrics-b")) == (before[0] + 1, before[1] + 1)
+    assert REGISTRY.get_sample_value("myspinbot_models_loaded") == 1.0
+    cache.clear()
+    assert REGISTRY.get_sample_value("myspinbot_models_loaded") == 0.0

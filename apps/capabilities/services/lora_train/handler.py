@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
 from typing import Any
 
 from apps.capabilities.context import NodeContext
@@ -18,6 +19,7 @@ from apps.capabilities.errors import PermanentError
 from apps.capabilities.services.gpu_common import base_model, job_owner_id, lora_profile
 from apps.jobs.artifacts import artifact_ref
 from apps.jobs.models import Artifact, Profile
+from myspinbot import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +144,13 @@ def train(ctx: NodeContext, photos: list[dict[str, Any]]) -> dict[str, Any]:
     samples: list[dict[str, Any]] = []
     steps = config.steps
 
+    last_step_at = time.perf_counter()
+
     def on_step(step: int, loss: float) -> None:
+        nonlocal last_step_at
+        now = time.perf_counter()
+        metrics.observe_lora_steps(1, now - last_step_at)
+        last_step_at = now
         ctx.progress(0.05 + 0.9 * step / steps, f"step {step}/{steps} loss {loss:.4f}")
 
     def on_sample(step: int) -> None:
