@@ -23,14 +23,14 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.capabilities.context import NodeContext
-from apps.capabilities.errors import Cancelled, ServiceError
+from apps.capabilities.errors import Cancelled, ServiceError, TransientError
 from apps.capabilities.registry import get_registry, load_handler
 from apps.graphs import engine
 from apps.graphs.models import NodeRun
-from apps.jobs.artifacts import NodeArtifacts
+from apps.jobs.artifacts import NodeArtifacts, discard_superseded
 from apps.jobs.events import Event, emit
 from apps.jobs.models import Job
-from myspinbot.storage import get_artifact_store
+from myspinbot.storage import StorageUnavailable, get_artifact_store
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,9 @@ class Heartbeat(threading.Thread):
                     _current(self.run_pk, self.attempt).update(heartbeat_at=timezone.now())
                 except Exception:  # the database may be briefly away: keep beating
                     logger.exception("heartbeat of NodeRun %s failed", self.run_pk)
+                    # A broken connection is not reopened by Django on its own: drop it
+                    # so the next beat connects afresh once the database is back.
+                    connection.close()
         finally:
             connection.close()
 
@@ -158,6 +161,9 @@ def execute(job_id: str, node_id: str, attempt: int, worker: str) -> None:
     except ServiceError as error:
         fail(run, attempt, error)
         return
+    except StorageUnavailable as error:  # the artifact store is away: later may work
+        fail(run, attempt, TransientError("storage_unavailable", str(error)[:500]))
+        return
     except Exception as error:
         logger.exception("handler of %s failed on %s:%s", capability.id, job_id, node_id)
         fail(run, attempt, ServiceError("internal_error", f"{type(error).__name__}: {error}"))
@@ -191,6 +197,7 @@ def complete(run: NodeRun, attempt: int, output: dict[str, Any]) -> None:
         )
         if not updated:
             return
+        discard_superseded(get_artifact_store(), run.job_id, run.node_id, keep=attempt)
         engine.advance_locked(job, [Event("node.completed", run.node_id, {"attempt": attempt})])
 
 
@@ -240,6 +247,7 @@ def fail(run: NodeRun, attempt: int, error: ServiceError) -> None:
         current.status, current.error = Status.FAILED, error.to_json()
         current.progress, current.finished_at = 1.0, timezone.now()
         current.save(update_fields=["status", "error", "progress", "finished_at"])
+        discard_superseded(get_artifact_store(), run.job_id, run.node_id, keep=attempt)
         engine.advance_locked(
             job,
             [Event("node.failed", current.node_id, {"attempt": attempt, "error": error.to_json()})],

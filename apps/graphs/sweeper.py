@@ -22,7 +22,9 @@ from django.utils import timezone
 
 from apps.graphs import engine
 from apps.graphs.models import NodeRun
+from apps.jobs.artifacts import discard_superseded
 from apps.jobs.events import Event, emit
+from myspinbot.storage import get_artifact_store
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +89,7 @@ def _recover(pk: int, job_id: object, attempt: int, cutoff: object, report: Swee
             run.status, run.error, run.progress = Status.FAILED, lost, 1.0
             run.finished_at = timezone.now()
             run.save(update_fields=["status", "error", "progress", "finished_at"])
+            discard_superseded(get_artifact_store(), run.job_id, run.node_id, keep=attempt)
             engine.advance_locked(
                 job, [Event("node.failed", run.node_id, {"attempt": attempt, "error": lost})]
             )
