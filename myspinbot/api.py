@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.db import OperationalError as DatabaseUnavailable
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
@@ -137,6 +138,19 @@ def _storage_down(request: HttpRequest, exc: StorageUnavailable) -> HttpResponse
         503,
         "storage_unavailable",
         "artifact storage is not answering; try again",
+        headers={"Retry-After": "5"},
+    )
+
+
+@api.exception_handler(DatabaseUnavailable)
+def _database_down(request: HttpRequest, exc: Exception) -> HttpResponse:
+    # OperationalError: the server is away or the connection was cut (a restart); a
+    # retry after it is back succeeds, so this is the caller's 503, not a bug's 500.
+    return error_response(
+        request,
+        503,
+        "database_unavailable",
+        "the database is not answering; try again",
         headers={"Retry-After": "5"},
     )
 

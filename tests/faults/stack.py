@@ -25,7 +25,7 @@ from tests.support.services import AsgiServer, CeleryWorker, RedisServer
 class Response:
     status: int
     body: Any
-    headers: dict[str, str]
+    headers: dict[str, str]  # names in lower case
 
 
 class Api:
@@ -62,7 +62,7 @@ class Api:
             parsed = json.loads(raw) if raw else None
         except ValueError:
             parsed = raw.decode(errors="replace")
-        return Response(status, parsed, got)
+        return Response(status, parsed, {name.lower(): value for name, value in got.items()})
 
     def upload(self, name: str, content: bytes, content_type: str) -> Response:
         boundary = uuid.uuid4().hex

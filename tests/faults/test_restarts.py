@@ -98,6 +98,7 @@ def test_a_redis_restart_mid_run_loses_no_job_and_no_event(
     job_ids = [api.submit(sleepy_chain(index)) for index in range(10)]
     subscribers = start_subscribers(api, stack, job_ids, clients=4)
     wait_for_events(job_ids, 40)
+    running = Job.objects.filter(pk__in=job_ids).exclude(status__in=Job.FINISHED).count()
 
     stack.redis.stop()  # keeps nothing on disk: queued messages and unacked ones are gone
     down = api.request("GET", "/readyz", auth=False)
@@ -107,6 +108,7 @@ def test_a_redis_restart_mid_run_loses_no_job_and_no_event(
     statuses = api.wait_finished(job_ids + later, timeout=240)
     finish(subscribers, timeout=90)
 
+    assert running == 10  # the restart hit every job mid-run
     assert down.status == 503
     assert down.body["down"] == ["redis"]
     assert Counter(statuses.values()) == {"completed": 12}

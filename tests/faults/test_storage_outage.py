@@ -68,7 +68,7 @@ def test_an_upload_while_storage_is_down_is_a_503_and_records_nothing(
             "details": {},
         }
     }
-    assert refused.headers["Retry-After"] == "5"
+    assert refused.headers["retry-after"] == "5"
     assert accepted.status == 201, accepted.body
     artifact = Artifact.objects.get(owner=user)
     assert str(artifact.pk) == accepted.body["id"]
