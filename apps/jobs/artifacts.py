@@ -27,7 +27,7 @@ from django.db import transaction
 from apps.capabilities.errors import Cancelled, PermanentError
 from apps.jobs.events import Event, emit
 from apps.jobs.models import Artifact
-from myspinbot.storage import ArtifactNotFound, ArtifactStore, StorageError
+from myspinbot.storage import ArtifactNotFound, ArtifactStore, StorageError, StoredObject
 
 logger = logging.getLogger(__name__)
 
@@ -60,41 +60,48 @@ class NodeArtifacts:
         else:
             stored = self.store.save_file(key, source, content_type)
         with transaction.atomic():
-            if not self._still_running():
-                transaction.on_commit(lambda: _delete_objects(self.store, [key]))
-                raise Cancelled(
-                    f"attempt {self.attempt} of {self.job_id}:{self.node_id} is no longer "
-                    f"the running one; {key} was not recorded"
-                )
-            artifact, _ = Artifact.objects.update_or_create(
-                bucket=stored.bucket,
-                key=stored.key,
-                defaults={
-                    "owner_id": self.owner_id,
-                    "job_id": self.job_id,
-                    "node_id": self.node_id,
-                    "name": name,
-                    "size_bytes": stored.size_bytes,
-                    "sha256": stored.sha256,
-                    "content_type": stored.content_type,
-                },
-            )
-            emit(
-                self.job_id,
-                [
-                    Event(
-                        "artifact.stored",
-                        self.node_id,
-                        {
-                            "artifact": str(artifact.pk),
-                            "name": name,
-                            "content_type": content_type,
-                            "size_bytes": stored.size_bytes,
-                        },
-                    )
-                ],
+            current = self._still_running()
+            if current:
+                artifact = self._record(name, stored, content_type)
+        if not current:
+            _delete_objects(self.store, [key])
+            raise Cancelled(
+                f"attempt {self.attempt} of {self.job_id}:{self.node_id} is no longer "
+                f"the running one; {key} was not recorded"
             )
         return artifact_ref(artifact)
+
+    def _record(self, name: str, stored: StoredObject, content_type: str) -> Artifact:
+        """The row and the ``artifact.stored`` event of a stored object."""
+        artifact, _ = Artifact.objects.update_or_create(
+            bucket=stored.bucket,
+            key=stored.key,
+            defaults={
+                "owner_id": self.owner_id,
+                "job_id": self.job_id,
+                "node_id": self.node_id,
+                "name": name,
+                "size_bytes": stored.size_bytes,
+                "sha256": stored.sha256,
+                "content_type": stored.content_type,
+            },
+        )
+        emit(
+            self.job_id,
+            [
+                Event(
+                    "artifact.stored",
+                    self.node_id,
+                    {
+                        "artifact": str(artifact.pk),
+                        "name": name,
+                        "content_type": content_type,
+                        "size_bytes": stored.size_bytes,
+                    },
+                )
+            ],
+        )
+        return artifact
 
     def _still_running(self) -> bool:
         """Whether this attempt is the node's running one, holding the job's row lock until

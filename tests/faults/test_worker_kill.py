@@ -129,3 +129,26 @@ def test_fifty_jobs_complete_while_a_worker_is_killed_again_and_again(
         )
         assert completed == {"a": 1, "b": 1, "c": 1}
         assert_artifacts_are_exactly_the_outputs(job)
+
+
+def test_an_attempt_superseded_while_it_writes_records_nothing_and_leaves_no_object(
+    test_services: None,
+) -> None:
+    from apps.capabilities.errors import Cancelled
+    from apps.graphs.execution import claim
+    from apps.jobs.artifacts import NodeArtifacts
+
+    user = User.objects.create_user("ada")
+    job = engine.submit_job(user, graph([node("a", "testing.artifacts")], []))
+    assert claim(str(job.pk), "a", 1, "zombie") is not None
+    store = get_artifact_store()
+    late = NodeArtifacts(store, job_id=str(job.pk), node_id="a", attempt=1, owner_id=user.pk)
+    # The sweeper gave up on attempt 1 (its heartbeat stopped) and queued attempt 2.
+    NodeRun.objects.filter(job=job, node_id="a").update(status="queued", attempt=2)
+
+    with pytest.raises(Cancelled):
+        late.save("first.txt", b"written by a worker presumed dead", "text/plain")
+
+    assert Artifact.objects.filter(job=job).count() == 0
+    assert stored_keys(job) == []
+    assert JobEvent.objects.filter(job=job, type="artifact.stored").count() == 0
