@@ -6,6 +6,7 @@ never a 500 and never a partial record.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
@@ -19,6 +20,8 @@ from apps.graphs.validation import GraphValidationError
 from apps.jobs.auth import API_AUTH
 from myspinbot.errors import Rejected
 from myspinbot.storage import StorageUnavailable
+
+logger = logging.getLogger(__name__)
 
 api = NinjaAPI(
     title="MySpinBot API",
@@ -146,6 +149,7 @@ def _storage_down(request: HttpRequest, exc: StorageUnavailable) -> HttpResponse
 def _database_down(request: HttpRequest, exc: Exception) -> HttpResponse:
     # OperationalError: the server is away or the connection was cut (a restart); a
     # retry after it is back succeeds, so this is the caller's 503, not a bug's 500.
+    logger.warning("database unavailable on %s: %s", request.path, exc)
     return error_response(
         request,
         503,
