@@ -9,7 +9,7 @@ FLOWER_PORT ?= 5555
 EMBEDDED_REDIS_PORT ?= 6379
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test test-faults lint bench venv clean openapi
+.PHONY: run test test-faults lint bench soak venv clean openapi
 
 # One stamp per requirements set: re-installs only when a requirements file changes.
 $(VENV)/.local.stamp: requirements/base.txt requirements/local.txt
@@ -62,6 +62,10 @@ bench: $(VENV)/.test.stamp
 	@$(PY) -m myspinbot.devservices ensure-redis redis://127.0.0.1:6379/0
 	$(PY) bench/walker.py
 	$(PY) bench/ws_latency.py
+
+soak: $(VENV)/.test.stamp  ## 1,000 jobs through the API with WebSocket watchers (bench/soak.py); minutes
+	@$(PY) -m myspinbot.devservices postgres
+	$(PY) bench/soak.py $(SOAK_ARGS)
 
 openapi: $(VENV)/.test.stamp  ## regenerate the committed OpenAPI document after changing the API
 	DJANGO_SETTINGS_MODULE=myspinbot.settings.test $(PY) manage.py export_openapi_schema \

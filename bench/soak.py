@@ -77,6 +77,7 @@ SHAPES = ("capabilities", "train_and_render", "narrated_video")
 GPU_STAND_INS = {"lora.train", "image.keyframes", "video.lipsync", "video.render"}
 TERMINAL = {"job.completed", "job.failed", "job.cancelled"}
 
+STOP = threading.Event()  # set on SIGTERM/Ctrl-C: the clients stop submitting
 GOAL_P99_SUBMIT_MS = 100.0
 GOAL_OVERHEAD_RATIO = 2.0
 
@@ -167,7 +168,11 @@ class HttpClient:
 
 
 class WsClient:
-    """Subscribes to jobs as they are handed over; keeps every seq received per job."""
+    """Subscribes to jobs as they are handed over; keeps every seq received per job.
+
+    Like any client of ``/ws/jobs/``, it reconnects when its socket drops (a starved
+    client misses the server's pings and is closed with 4408) and subscribes again with
+    ``since`` = the last seq it holds; reconnects are counted and reported."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -178,7 +183,8 @@ class WsClient:
         self.no_more = False
         self.done = asyncio.Event()
         self.errors: list[str] = []
-        self.closed_early = False
+        self.connections = 0
+        self.drops: Counter[str] = Counter()
 
     def _check_done(self) -> None:
         if self.no_more and self.finished >= set(self.seqs):
@@ -187,24 +193,43 @@ class WsClient:
     async def run(self) -> None:
         import websockets
 
-        try:
-            async with websockets.connect(self.url, open_timeout=60, max_queue=None) as socket:
-                reader = asyncio.create_task(self._read(socket))
-                while True:
-                    job_id = await self.queue.get()
-                    if job_id is None:
-                        self.no_more = True
-                        self._check_done()
-                        break
-                    self.seqs[job_id] = []
-                    message = {"action": "subscribe", "jobId": job_id, "since": 0}
-                    await socket.send(json.dumps(message))
-                await self.done.wait()
-                reader.cancel()
-        except Exception as error:  # reported, and fails the run
-            self.errors.append(f"{type(error).__name__}: {error}")
-            self.closed_early = True
-            self.done.set()
+        while not self.done.is_set():
+            try:
+                async with websockets.connect(self.url, open_timeout=60, max_queue=None) as socket:
+                    self.connections += 1
+                    for job_id, seqs in list(self.seqs.items()):
+                        if job_id not in self.finished:
+                            await self._subscribe(socket, job_id, seqs[-1] if seqs else 0)
+                    tasks = [
+                        asyncio.create_task(self._read(socket)),
+                        asyncio.create_task(self._feed(socket)),
+                        asyncio.create_task(self.done.wait()),
+                    ]
+                    finished, _ = await asyncio.wait(
+                        {tasks[0], tasks[2]}, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    for task in tasks:
+                        task.cancel()
+                    if tasks[0] in finished and tasks[0].exception() is not None:
+                        raise tasks[0].exception()  # type: ignore[misc]
+            except (OSError, TimeoutError, websockets.WebSocketException) as error:
+                reason = getattr(getattr(error, "rcvd", None), "code", None) or type(error).__name__
+                self.drops[str(reason)] += 1
+                await asyncio.sleep(0.5)
+
+    @staticmethod
+    async def _subscribe(socket: Any, job_id: str, since: int) -> None:
+        await socket.send(json.dumps({"action": "subscribe", "jobId": job_id, "since": since}))
+
+    async def _feed(self, socket: Any) -> None:
+        while True:
+            job_id = await self.queue.get()
+            if job_id is None:
+                self.no_more = True
+                self._check_done()
+                return
+            self.seqs[job_id] = []  # a drop before the send: the reconnect subscribes it
+            await self._subscribe(socket, job_id, 0)
 
     async def _read(self, socket: Any) -> None:
         async for raw in socket:
@@ -221,8 +246,6 @@ class WsClient:
                 await socket.send('{"action": "pong"}')
             elif kind == "error":
                 self.errors.append(json.dumps(message))
-        self.closed_early = not self.done.is_set()
-        self.done.set()
 
 
 class WsFleet:
@@ -359,6 +382,8 @@ def submit_all(
     def client_loop(client_index: int) -> None:
         client = HttpClient(port, tokens[client_index])
         for index in range(client_index, args.jobs, args.clients):
+            if STOP.is_set():
+                return
             shape = shapes[SHAPES[index % len(SHAPES)]]
             document = soak_graph(shape, uuid.uuid4().hex, args.sleep)
             started = time.perf_counter()
@@ -404,7 +429,7 @@ def wait_for_jobs(job_ids: list[str], timeout: float, outcome: Outcome) -> None:
     outcome.statuses = Counter(rows)
 
 
-def check_websockets(fleet: WsFleet) -> dict[str, int]:
+def check_websockets(fleet: WsFleet) -> dict[str, Any]:
     """Compare what each client received with the stored events of its jobs."""
     from apps.jobs.models import Job
 
@@ -415,10 +440,13 @@ def check_websockets(fleet: WsFleet) -> dict[str, int]:
     )
     stored = {str(k): int(v) for k, v in stored.items()}
     counts = Counter[str]()
+    drops: Counter[str] = Counter()
     for client in fleet.clients:
         counts["clients"] += 1
         counts["errors"] += len(client.errors)
-        counts["closed early"] += int(client.closed_early)
+        counts["reconnects"] += max(0, client.connections - 1)
+        counts["never connected"] += int(client.connections == 0)
+        drops.update(client.drops)
         for job_id, seqs in client.seqs.items():
             counts["subscriptions"] += 1
             counts["events received"] += len(seqs)
@@ -429,7 +457,7 @@ def check_websockets(fleet: WsFleet) -> dict[str, int]:
             counts["ended without job.completed"] += int(
                 client.last_type.get(job_id) != "job.completed"
             )
-    return dict(counts)
+    return {**counts, "drops": dict(drops)}
 
 
 def measure_overhead(args: argparse.Namespace, user: Any) -> tuple[list[float], list[float]]:
@@ -451,7 +479,13 @@ def measure_overhead(args: argparse.Namespace, user: Any) -> tuple[list[float], 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     command = shlex.join([".venv/bin/python", "bench/soak.py", *(argv or sys.argv[1:])])
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+    def stop(*_: Any) -> None:
+        STOP.set()
+        sys.exit(143)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     work = Path(tempfile.mkdtemp(prefix="myspinbot-soak-"))
     (work / "cpu").mkdir()
     (work / "gpu").mkdir()
@@ -603,7 +637,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{ws_counts.get('missing', 0)}, duplicates {ws_counts.get('duplicates', 0)}, "
         f"out of order {ws_counts.get('out of order', 0)}, ended without job.completed "
         f"{ws_counts.get('ended without job.completed', 0)}, errors "
-        f"{ws_counts.get('errors', 0)}, closed early {ws_counts.get('closed early', 0)}"
+        f"{ws_counts.get('errors', 0)}; {ws_counts.get('reconnects', 0)} reconnects with since "
+        f"(socket closes by cause: {ws_counts['drops']})"
     )
     print("database rows after the run (before the soak's jobs are deleted), before -> after:")
     for table, count in rows_after.items():
@@ -632,7 +667,7 @@ def main(argv: list[str] | None = None) -> int:
                 "out of order",
                 "ended without job.completed",
                 "errors",
-                "closed early",
+                "never connected",
             )
         )
         or any(leftovers.values())

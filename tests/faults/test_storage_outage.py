@@ -4,7 +4,9 @@ completes once the server is back, and only the final attempt's artifacts remain
 
 from __future__ import annotations
 
+import io
 import time
+import wave
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from tests.conftest import make_s3_store, s3_settings
 from tests.faults.conftest import FAST_RECOVERY
 from tests.faults.stack import Api, Stack
 from tests.support.graphs import graph, node, wait_for_job, wait_for_node
-from tests.support.media import png_bytes
+from tests.support.media import png_bytes, wav_bytes
 from tests.support.services import CeleryWorker, S3Server
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -128,3 +130,47 @@ def test_a_node_whose_artifact_write_hits_a_stopped_server_retries_and_completes
     second = Artifact.objects.get(job=job, name="second.bin")
     assert (second.size_bytes, second.sha256) == (size, run.output["sha256"])
     assert store.stat(second.key).sha256 == run.output["sha256"]
+
+
+def long_wav(seconds: int) -> bytes:
+    """One second of tone, repeated: a valid WAV of ``seconds`` seconds, made quickly."""
+    second = wav_bytes(seconds=1.0)
+    frames = second[44:]  # the canonical 44-byte header of a PCM WAV
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16000)
+        out.writeframes(frames * seconds)
+    return buffer.getvalue()
+
+
+@pytest.mark.slow
+def test_an_upload_to_a_server_that_stops_answering_mid_transfer_is_a_503(
+    stack: Stack, api_for: Callable[[User], Api], private_s3: tuple[S3Server, S3ArtifactStore]
+) -> None:
+    server, store = private_s3
+    stack.env.update({k: str(v) for k, v in s3_settings(server, BUCKET).items()})
+    stack.env["S3_TIMEOUT_SECONDS"] = "3"
+    stack.start_web()
+    user = User.objects.create_user("ada")
+    api = api_for(user)
+    clip = long_wav(400)  # 12.8 MB: a multipart upload to the store
+
+    server.freeze()  # the server's sockets accept, then nothing is ever answered
+    try:
+        started = time.monotonic()
+        refused = api.upload("voice.wav", clip, "audio/wav")
+        waited = time.monotonic() - started
+    finally:
+        server.thaw()
+    make_s3_store(server, BUCKET)
+    accepted = api.upload("voice.wav", clip, "audio/wav")
+
+    assert refused.status == 503
+    assert refused.body["error"]["code"] == "storage_unavailable"
+    assert waited < 30
+    assert accepted.status == 201, accepted.body
+    artifact = Artifact.objects.get(owner=user)
+    assert (artifact.size_bytes, str(artifact.pk)) == (len(clip), accepted.body["id"])
+    assert store.keys(f"uploads/{user.pk}/") == [artifact.key]

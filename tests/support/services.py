@@ -78,6 +78,15 @@ class S3Server:
             _stop(self.process)
             self.process = None
 
+    def freeze(self) -> None:
+        """SIGSTOP: connections stay open but nothing answers (a hung server)."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGCONT)
+
 
 @dataclass
 class RedisServer:
