@@ -19,7 +19,7 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 from django.utils import timezone
 
 from apps.capabilities.context import NodeContext
@@ -111,8 +111,20 @@ def claim(job_id: str, node_id: str, attempt: int, worker: str) -> Claimed | Non
     return Claimed(runs.pop(node_id), structure, runs, job.owner_id)
 
 
+def drop_broken_connections() -> None:
+    """Close this thread's database connections that failed and no longer answer.
+
+    Celery's Django fixup keeps a worker process's connections across tasks
+    (``CELERY_DB_REUSE_MAX``) without checking them, so a connection cut by a database
+    restart would fail every later task of the process ("the connection is closed")."""
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is not None and conn.errors_occurred and not conn.is_usable():
+            conn.close()
+
+
 def execute(job_id: str, node_id: str, attempt: int, worker: str) -> None:
     """Run one attempt of a node to its outcome (called by the service's Celery task)."""
+    drop_broken_connections()
     claimed = claim(job_id, node_id, attempt, worker)
     if claimed is None:
         logger.info("skip %s:%s:%s: not queued for this attempt", job_id, node_id, attempt)

@@ -4,16 +4,19 @@ restart or a proxy dropping it): the next beat connects again."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection
 
 from apps.graphs import engine
 from apps.graphs.execution import Heartbeat, claim
 from apps.graphs.models import NodeRun
-from tests.support.graphs import chain
+from tests.support.graphs import chain, wait_for_job
+from tests.support.services import CeleryWorker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -57,3 +60,23 @@ def test_a_heartbeat_reconnects_after_its_connection_is_cut(settings: Any) -> No
         assert beats(claimed.run, cut_at, timeout=5), "the heartbeat stopped for good"
     finally:
         heartbeat.stop()
+
+
+@pytest.mark.slow
+def test_a_worker_runs_nodes_again_after_its_connections_are_cut(
+    start_worker: Callable[..., CeleryWorker],
+) -> None:
+    user = User.objects.create_user("ada")
+    start_worker(
+        "cpu",
+        [settings.CELERY_CPU_QUEUE],
+        concurrency=1,
+        env={"MYSPINBOT_REDISPATCH_AFTER": "5", "MYSPINBOT_SWEEP_INTERVAL": "0.5"},
+    )
+    before = wait_for_job(engine.submit_job(user, chain("debug.echo")), timeout=60)
+    assert before.status == "completed"  # the pool process now holds a connection
+
+    assert cut_other_connections() >= 1  # the worker's connections, as a restart would
+
+    after = wait_for_job(engine.submit_job(user, chain("debug.echo", "debug.echo")), timeout=60)
+    assert after.status == "completed"

@@ -42,6 +42,15 @@ def private_s3(tmp_path: Path) -> Iterator[tuple[S3Server, S3ArtifactStore]]:
     server.stop()
 
 
+def eventually_keys(store: S3ArtifactStore, prefix: str, wanted: list[str]) -> list[str]:
+    """The keys under ``prefix`` once they are ``wanted`` (or after 10 s): superseded
+    objects are deleted just after the node's completion commits."""
+    deadline = time.monotonic() + 10
+    while (keys := store.keys(prefix)) != wanted and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return keys
+
+
 def restart(server: S3Server, store: S3ArtifactStore) -> None:
     server.start()
     make_s3_store(server, BUCKET)  # waits until the server answers S3 requests again
@@ -126,7 +135,7 @@ def test_a_node_whose_artifact_write_hits_a_stopped_server_retries_and_completes
     final = f"jobs/{job.pk}/w/{run.attempt}/"
     keys = sorted(Artifact.objects.filter(job=job).values_list("key", flat=True))
     assert keys == [final + "first.txt", final + "second.bin"]
-    assert store.keys(f"jobs/{job.pk}/") == keys
+    assert eventually_keys(store, f"jobs/{job.pk}/", keys) == keys
     second = Artifact.objects.get(job=job, name="second.bin")
     assert (second.size_bytes, second.sha256) == (size, run.output["sha256"])
     assert store.stat(second.key).sha256 == run.output["sha256"]

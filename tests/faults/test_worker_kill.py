@@ -50,6 +50,10 @@ def assert_artifacts_are_exactly_the_outputs(job: Job) -> None:
                 referenced.add(value["artifact"])
     recorded = dict(Artifact.objects.filter(job=job).values_list("pk", "key"))
     assert {str(pk) for pk in recorded} == referenced
+    # Superseded objects are deleted just after the completion commits: allow a moment.
+    deadline = time.monotonic() + 10
+    while stored_keys(job) != sorted(recorded.values()) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert stored_keys(job) == sorted(recorded.values())
 
 
