@@ -118,7 +118,11 @@ def drop_broken_connections() -> None:
     (``CELERY_DB_REUSE_MAX``) without checking them, so a connection cut by a database
     restart would fail every later task of the process ("the connection is closed")."""
     for conn in connections.all(initialized_only=True):
-        if conn.connection is not None and conn.errors_occurred and not conn.is_usable():
+        if conn.connection is None or not conn.errors_occurred:
+            continue
+        if conn.is_usable():
+            conn.errors_occurred = False  # an error of a query, not of the connection
+        else:
             conn.close()
 
 
