@@ -11,7 +11,7 @@ CPU_METRICS_PORT ?= 9101
 GPU_METRICS_PORT ?= 9102
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test test-faults lint bench venv clean openapi
+.PHONY: run test test-faults lint bench soak venv clean openapi
 
 # One stamp per requirements set: re-installs only when a requirements file changes.
 $(VENV)/.local.stamp: requirements/base.txt requirements/local.txt
@@ -76,6 +76,10 @@ bench: $(VENV)/.test.stamp
 	@$(PY) -m myspinbot.devservices ensure-redis redis://127.0.0.1:6379/0
 	$(PY) bench/walker.py
 	$(PY) bench/ws_latency.py
+
+soak: $(VENV)/.test.stamp  ## 1,000 jobs through the API with WebSocket watchers (bench/soak.py); minutes
+	@$(PY) -m myspinbot.devservices postgres
+	$(PY) bench/soak.py $(SOAK_ARGS)
 
 openapi: $(VENV)/.test.stamp  ## regenerate the committed OpenAPI document after changing the API
 	DJANGO_SETTINGS_MODULE=myspinbot.settings.test $(PY) manage.py export_openapi_schema \

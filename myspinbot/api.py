@@ -7,6 +7,7 @@ never a 500 and never a partial record.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from django.core.exceptions import (
@@ -15,6 +16,7 @@ from django.core.exceptions import (
     RequestDataTooBig,
     SuspiciousOperation,
 )
+from django.db import OperationalError as DatabaseUnavailable
 from django.http import Http404, HttpRequest, HttpResponse
 from django.http.multipartparser import MultiPartParserError
 from ninja import NinjaAPI
@@ -26,6 +28,8 @@ from apps.graphs.validation import GraphValidationError
 from apps.jobs.auth import API_AUTH
 from myspinbot.errors import Rejected
 from myspinbot.storage import StorageUnavailable
+
+logger = logging.getLogger(__name__)
 
 
 def _no_constant(name: str) -> Any:
@@ -176,6 +180,20 @@ def _storage_down(request: HttpRequest, exc: StorageUnavailable) -> HttpResponse
         503,
         "storage_unavailable",
         "artifact storage is not answering; try again",
+        headers={"Retry-After": "5"},
+    )
+
+
+@api.exception_handler(DatabaseUnavailable)
+def _database_down(request: HttpRequest, exc: Exception) -> HttpResponse:
+    # OperationalError: the server is away or the connection was cut (a restart); a
+    # retry after it is back succeeds, so this is the caller's 503, not a bug's 500.
+    logger.warning("database unavailable on %s: %s", request.path, exc)
+    return error_response(
+        request,
+        503,
+        "database_unavailable",
+        "the database is not answering; try again",
         headers={"Retry-After": "5"},
     )
 

@@ -7,6 +7,10 @@ import os
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "myspinbot.settings.local")
+# Django runs each HTTP request on a fresh thread under ASGI; a persistent connection
+# would stay open after its thread is gone, one per request, until PostgreSQL refuses
+# new clients. Close each request's connection at its end instead.
+os.environ["DATABASE_CONN_MAX_AGE"] = "0"
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

@@ -124,6 +124,10 @@ class ArtifactStore(abc.ABC):
         """Remove the object; removing a missing object is not an error."""
 
     @abc.abstractmethod
+    def keys(self, prefix: str) -> list[str]:
+        """The keys of every stored object under the folder ``prefix`` (ends with ``/``)."""
+
+    @abc.abstractmethod
     def download_url(self, key: str, expires_in: int) -> str:
         """A URL that lets anyone holding it read the object for ``expires_in`` seconds."""
 
@@ -202,6 +206,22 @@ class LocalArtifactStore(ArtifactStore):
         path = self._path(key)
         path.unlink(missing_ok=True)
         self._meta_path(path).unlink(missing_ok=True)
+
+    def keys(self, prefix: str) -> list[str]:
+        folder = self._path(prefix.rstrip("/"))
+        if not folder.is_dir():
+            return []
+        found = []
+        for path in folder.rglob("*"):
+            # Metadata twins and temporary files of writes in progress are not objects.
+            name = path.name
+            if (
+                path.is_file()
+                and not name.endswith(".meta.json")
+                and not name.startswith(".upload-")
+            ):
+                found.append(path.relative_to(self.root).as_posix())
+        return sorted(found)
 
     def download_url(self, key: str, expires_in: int) -> str:
         from django.core import signing
@@ -338,6 +358,17 @@ class S3ArtifactStore(ArtifactStore):
         check_key(key)
         with self._errors(key):
             self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    def keys(self, prefix: str) -> list[str]:
+        check_key(prefix.rstrip("/"))
+        found: list[str] = []
+        with self._errors():
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix
+            )
+            for page in pages:
+                found.extend(str(item["Key"]) for item in page.get("Contents", []))
+        return sorted(found)
 
     def download_url(self, key: str, expires_in: int) -> str:
         self.stat(key)

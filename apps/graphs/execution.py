@@ -20,19 +20,19 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 from django.utils import timezone
 
 from apps.capabilities.context import NodeContext
-from apps.capabilities.errors import Cancelled, ServiceError
+from apps.capabilities.errors import Cancelled, ServiceError, TransientError
 from apps.capabilities.registry import get_registry, load_handler
 from apps.graphs import engine
 from apps.graphs.models import NodeRun
-from apps.jobs.artifacts import NodeArtifacts
+from apps.jobs.artifacts import NodeArtifacts, discard_superseded
 from apps.jobs.events import Event, emit
 from apps.jobs.models import Job
 from myspinbot import metrics
-from myspinbot.storage import get_artifact_store
+from myspinbot.storage import StorageUnavailable, get_artifact_store
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,9 @@ class Heartbeat(threading.Thread):
                     _current(self.run_pk, self.attempt).update(heartbeat_at=timezone.now())
                 except Exception:  # the database may be briefly away: keep beating
                     logger.exception("heartbeat of NodeRun %s failed", self.run_pk)
+                    # A broken connection is not reopened by Django on its own: drop it
+                    # so the next beat connects afresh once the database is back.
+                    connection.close()
         finally:
             connection.close()
 
@@ -110,8 +113,24 @@ def claim(job_id: str, node_id: str, attempt: int, worker: str) -> Claimed | Non
     return Claimed(runs.pop(node_id), structure, runs, job.owner_id)
 
 
+def drop_broken_connections() -> None:
+    """Close this thread's database connections that failed and no longer answer.
+
+    Celery's Django fixup keeps a worker process's connections across tasks
+    (``CELERY_DB_REUSE_MAX``) without checking them, so a connection cut by a database
+    restart would fail every later task of the process ("the connection is closed")."""
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is None or not conn.errors_occurred:
+            continue
+        if conn.is_usable():
+            conn.errors_occurred = False  # an error of a query, not of the connection
+        else:
+            conn.close()
+
+
 def execute(job_id: str, node_id: str, attempt: int, worker: str) -> None:
     """Run one attempt of a node to its outcome (called by the service's Celery task)."""
+    drop_broken_connections()
     claimed = claim(job_id, node_id, attempt, worker)
     if claimed is None:
         logger.info("skip %s:%s:%s: not queued for this attempt", job_id, node_id, attempt)
@@ -160,6 +179,9 @@ def execute(job_id: str, node_id: str, attempt: int, worker: str) -> None:
         return
     except ServiceError as error:
         fail(run, attempt, error)
+        return
+    except StorageUnavailable as error:  # the artifact store is away: later may work
+        fail(run, attempt, TransientError("storage_unavailable", str(error)[:500]))
         return
     except Exception as error:
         if _is_device_out_of_memory(error):
@@ -213,6 +235,7 @@ def complete(run: NodeRun, attempt: int, output: dict[str, Any]) -> None:
         if not updated:
             return
         metrics.node_completed(run)
+        discard_superseded(get_artifact_store(), run.job_id, run.node_id, keep=attempt)
         engine.advance_locked(job, [Event("node.completed", run.node_id, {"attempt": attempt})])
 
 
@@ -264,6 +287,7 @@ def fail(run: NodeRun, attempt: int, error: ServiceError) -> None:
         current.progress, current.finished_at = 1.0, timezone.now()
         current.save(update_fields=["status", "error", "progress", "finished_at"])
         metrics.node_failed(current, error.code)
+        discard_superseded(get_artifact_store(), run.job_id, run.node_id, keep=attempt)
         engine.advance_locked(
             job,
             [Event("node.failed", current.node_id, {"attempt": attempt, "error": error.to_json()})],

@@ -22,8 +22,10 @@ from django.utils import timezone
 
 from apps.graphs import engine
 from apps.graphs.models import NodeRun
+from apps.jobs.artifacts import discard_superseded
 from apps.jobs.events import Event, emit
 from myspinbot import metrics
+from myspinbot.storage import get_artifact_store
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +91,7 @@ def _recover(pk: int, job_id: object, attempt: int, cutoff: object, report: Swee
             run.finished_at = timezone.now()
             run.save(update_fields=["status", "error", "progress", "finished_at"])
             metrics.node_failed(run, "worker_lost")
+            discard_superseded(get_artifact_store(), run.job_id, run.node_id, keep=attempt)
             engine.advance_locked(
                 job, [Event("node.failed", run.node_id, {"attempt": attempt, "error": lost})]
             )

@@ -5,23 +5,32 @@ A handler saves through :class:`NodeArtifacts`: the bytes go to the artifact sto
 owner, and an ``artifact.stored`` event announces them. What the handler gets back (and
 puts in its output) is a reference: ``{"artifact": <id>, "key", "sha256", ...}``, the
 same shape job inputs use for uploads.
+
+Only the attempt that is still the node's running one records an artifact: a superseded
+attempt (its worker was presumed dead, the job was cancelled) has its object deleted
+instead. When a node reaches its final state, what earlier attempts of it stored is
+removed (:func:`discard_superseded`), so a killed or retried attempt leaves nothing behind.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
 from pathlib import Path
 from typing import IO, Any, BinaryIO
+from uuid import UUID
 
 from django.db import transaction
 
-from apps.capabilities.errors import PermanentError
+from apps.capabilities.errors import Cancelled, PermanentError
 from apps.jobs.events import Event, emit
 from apps.jobs.models import Artifact
 from myspinbot import metrics
-from myspinbot.storage import ArtifactNotFound, ArtifactStore
+from myspinbot.storage import ArtifactNotFound, ArtifactStore, StorageError, StoredObject
+
+logger = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -46,42 +55,70 @@ class NodeArtifacts:
         """Store ``source`` as this node's artifact ``name``; return its reference."""
         if not _NAME.match(name):
             raise ValueError(f"artifact name {name!r} must be a plain file name")
-        key = f"jobs/{self.job_id}/{self.node_id}/{self.attempt}/{name}"
+        key = f"{attempt_prefix(self.job_id, self.node_id, self.attempt)}{name}"
         if isinstance(source, bytes):
             stored = self.store.save_bytes(key, source, content_type)
         else:
             stored = self.store.save_file(key, source, content_type)
         with transaction.atomic():
-            artifact, _ = Artifact.objects.update_or_create(
-                bucket=stored.bucket,
-                key=stored.key,
-                defaults={
-                    "owner_id": self.owner_id,
-                    "job_id": self.job_id,
-                    "node_id": self.node_id,
-                    "name": name,
-                    "size_bytes": stored.size_bytes,
-                    "sha256": stored.sha256,
-                    "content_type": stored.content_type,
-                },
+            current = self._still_running()
+            if current:
+                artifact = self._record(name, stored, content_type)
+        if not current:
+            _delete_objects(self.store, [key])
+            raise Cancelled(
+                f"attempt {self.attempt} of {self.job_id}:{self.node_id} is no longer "
+                f"the running one; {key} was not recorded"
             )
-            emit(
-                self.job_id,
-                [
-                    Event(
-                        "artifact.stored",
-                        self.node_id,
-                        {
-                            "artifact": str(artifact.pk),
-                            "name": name,
-                            "content_type": content_type,
-                            "size_bytes": stored.size_bytes,
-                        },
-                    )
-                ],
-            )
-            metrics.artifact_stored("node", stored.size_bytes)
+        metrics.artifact_stored("node", stored.size_bytes)
         return artifact_ref(artifact)
+
+    def _record(self, name: str, stored: StoredObject, content_type: str) -> Artifact:
+        """The row and the ``artifact.stored`` event of a stored object."""
+        artifact, _ = Artifact.objects.update_or_create(
+            bucket=stored.bucket,
+            key=stored.key,
+            defaults={
+                "owner_id": self.owner_id,
+                "job_id": self.job_id,
+                "node_id": self.node_id,
+                "name": name,
+                "size_bytes": stored.size_bytes,
+                "sha256": stored.sha256,
+                "content_type": stored.content_type,
+            },
+        )
+        emit(
+            self.job_id,
+            [
+                Event(
+                    "artifact.stored",
+                    self.node_id,
+                    {
+                        "artifact": str(artifact.pk),
+                        "name": name,
+                        "content_type": content_type,
+                        "size_bytes": stored.size_bytes,
+                    },
+                )
+            ],
+        )
+        return artifact
+
+    def _still_running(self) -> bool:
+        """Whether this attempt is the node's running one, holding the job's row lock until
+        the transaction ends (the sweeper and cancel take it before superseding)."""
+        from apps.graphs.models import NodeRun
+        from apps.jobs.models import Job
+
+        if not Job.objects.select_for_update().filter(pk=self.job_id).exists():
+            return False
+        return NodeRun.objects.filter(
+            job_id=self.job_id,
+            node_id=self.node_id,
+            attempt=self.attempt,
+            status=NodeRun.Status.RUNNING,
+        ).exists()
 
     def open(self, ref: dict[str, Any]) -> BinaryIO:
         """Read an artifact this job may use (its owner's), by reference."""
@@ -106,3 +143,45 @@ class NodeArtifacts:
         if artifact is None:
             raise PermanentError("bad_input", f"unknown artifact {ref['artifact']}")
         return artifact
+
+
+def node_prefix(job_id: UUID | str, node_id: str) -> str:
+    return f"jobs/{job_id}/{node_id}/"
+
+
+def attempt_prefix(job_id: UUID | str, node_id: str, attempt: int) -> str:
+    return f"{node_prefix(job_id, node_id)}{attempt}/"
+
+
+def discard_superseded(store: ArtifactStore, job_id: UUID | str, node_id: str, keep: int) -> int:
+    """Remove what attempts of the node other than ``keep`` stored: their rows now (in the
+    caller's transaction), their objects once it commits, together with any object an
+    attempt stored but never recorded (killed in between). Returns the rows removed.
+
+    Attempt 1 has no earlier attempts, so the common case costs nothing."""
+    if keep <= 1:
+        return 0
+    prefix, kept = node_prefix(job_id, node_id), attempt_prefix(job_id, node_id, keep)
+    rows = Artifact.objects.filter(job_id=job_id, node_id=node_id, key__startswith=prefix).exclude(
+        key__startswith=kept
+    )
+    removed, _ = rows.delete()
+
+    def delete_objects() -> None:
+        try:
+            stale = [key for key in store.keys(prefix) if not key.startswith(kept)]
+        except StorageError:
+            logger.exception("could not list %s to remove superseded artifacts", prefix)
+            return
+        _delete_objects(store, stale)
+
+    transaction.on_commit(delete_objects)
+    return removed
+
+
+def _delete_objects(store: ArtifactStore, keys: list[str]) -> None:
+    for key in keys:
+        try:
+            store.delete(key)
+        except StorageError:
+            logger.exception("could not delete superseded artifact %s", key)

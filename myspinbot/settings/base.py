@@ -74,11 +74,15 @@ TEMPLATES = [
 # DATABASE_URL switches between PostgreSQL (tests, production) and the SQLite
 # file under var/ that one machine uses by default.
 DATABASE_CONNECT_TIMEOUT = env_int("DATABASE_CONNECT_TIMEOUT", 3, min_value=1, max_value=60)
+# Seconds a process keeps a database connection open between requests or tasks. The
+# ASGI server forces 0 (myspinbot/asgi.py): it runs every request on a thread of its
+# own, and a connection kept past its request outlives the thread that could reuse it.
+DATABASE_CONN_MAX_AGE = env_int("DATABASE_CONN_MAX_AGE", 60, min_value=0)
 
 
 def database_from_url(url: str) -> dict[str, Any]:
     """Django DATABASES entry for ``url`` with a connect timeout on PostgreSQL."""
-    config: dict[str, Any] = dict(dj_database_url.parse(url, conn_max_age=60))
+    config: dict[str, Any] = dict(dj_database_url.parse(url, conn_max_age=DATABASE_CONN_MAX_AGE))
     if config["ENGINE"] == "django.db.backends.postgresql":
         config["CONN_HEALTH_CHECKS"] = True
         config.setdefault("OPTIONS", {})["connect_timeout"] = DATABASE_CONNECT_TIMEOUT

@@ -13,6 +13,7 @@ from django.contrib.auth.models import User
 
 from apps.capabilities.context import NodeContext
 from apps.graphs import engine
+from apps.graphs.execution import claim
 from apps.jobs.artifacts import NodeArtifacts, artifact_ref
 from apps.jobs.models import Artifact, Job
 from myspinbot.storage import get_artifact_store
@@ -73,6 +74,8 @@ def make_service_run(
     """Needs the database (``@pytest.mark.django_db``)."""
     owner, _ = User.objects.get_or_create(username=username)
     job = engine.submit_job(owner, graph([node("n", service, params=params or {})], []))
+    # Claimed as a worker would: only the running attempt may record artifacts.
+    assert claim(str(job.pk), "n", 1, "service-test") is not None
     progress = Progress()
     store = get_artifact_store()
     context = NodeContext(

@@ -3,6 +3,7 @@ server and Celery workers, each on loopback, each stoppable so a test can do the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -12,6 +13,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from myspinbot.devservices import (
     LOOPBACK,
@@ -76,6 +78,15 @@ class S3Server:
             _stop(self.process)
             self.process = None
 
+    def freeze(self) -> None:
+        """SIGSTOP: connections stay open but nothing answers (a hung server)."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGCONT)
+
 
 @dataclass
 class RedisServer:
@@ -104,6 +115,13 @@ class RedisServer:
             self.process = None
 
 
+def control_app(broker_url: str) -> Any:
+    """A Celery app that only talks to workers over ``broker_url`` (ping, inspect)."""
+    from celery import Celery
+
+    return Celery("myspinbot-control", broker=broker_url, set_as_current=False)
+
+
 @dataclass
 class CeleryWorker:
     """A real ``celery worker`` in its own process group (so SIGKILL can take all of it)."""
@@ -114,6 +132,8 @@ class CeleryWorker:
     concurrency: int = 1
     log_path: Path | None = None
     process: subprocess.Popen[bytes] | None = None
+    # The worker's broker when it is not the test process's own (a private Redis).
+    broker_url: str | None = None
 
     @property
     def hostname(self) -> str:
@@ -121,6 +141,9 @@ class CeleryWorker:
 
     def start(self, ready_timeout: float = 60.0) -> None:
         from myspinbot.celery import app
+
+        if self.broker_url is not None:
+            app = control_app(self.broker_url)
 
         log = open(self.log_path or os.devnull, "ab")  # noqa: SIM115 - owned by the process
         self.process = subprocess.Popen(
@@ -166,3 +189,163 @@ class CeleryWorker:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
             self.process = None
+
+
+def _as_postgres_user(command: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root (CI runs as root): run as ``postgres`` then."""
+    if os.geteuid() == 0:
+        return ["runuser", "-u", "postgres", "--", *command]
+    return command
+
+
+def postgres_bin(name: str) -> str:
+    """A PostgreSQL server binary (``initdb``, ``pg_ctl``) of the newest installed version."""
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))
+    for folder in reversed(versions):
+        if (folder / name).exists():
+            return str(folder / name)
+    raise FileNotFoundError(f"no PostgreSQL {name} under /usr/lib/postgresql/*/bin")
+
+
+@dataclass
+class PostgresCluster:
+    """A private PostgreSQL cluster in a temporary folder, on its own loopback port.
+
+    Never the machine's shared cluster: tests stop and start this one at will.
+    ``fsync=off``: the cluster lives only as long as the test.
+    """
+
+    port: int = field(default_factory=lambda: _port_block(1))
+    data_dir: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"postgres://postgres@{LOOPBACK}:{self.port}/postgres"
+
+    def database_url(self, name: str) -> str:
+        return f"postgres://postgres@{LOOPBACK}:{self.port}/{name}"
+
+    def init(self) -> None:
+        # mkdtemp is 0700 and owned by whoever runs the tests: hand it to the server's user.
+        root = Path(tempfile.mkdtemp(prefix="myspinbot-test-pg-"))
+        if os.geteuid() == 0:
+            import pwd
+
+            entry = pwd.getpwnam("postgres")
+            os.chown(root, entry.pw_uid, entry.pw_gid)
+        self.data_dir = root / "data"
+        subprocess.run(
+            _as_postgres_user(
+                [
+                    postgres_bin("initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--no-sync",
+                    "--encoding=UTF8",
+                ]
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+    def _pg_ctl(self, *args: str) -> None:
+        assert self.data_dir is not None, "init() first"
+        subprocess.run(
+            _as_postgres_user([postgres_bin("pg_ctl"), "-D", str(self.data_dir), *args]),
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=60,
+        )
+
+    def start(self) -> None:
+        if self.data_dir is None:
+            self.init()
+        assert self.data_dir is not None
+        options = (
+            f"-p {self.port} -c listen_addresses={LOOPBACK} "
+            f"-c unix_socket_directories={self.data_dir.parent} -c fsync=off "
+            "-c full_page_writes=off -c synchronous_commit=off -c max_connections=200"
+        )
+        self._pg_ctl("-o", options, "-l", str(self.data_dir.parent / "postgres.log"), "-w", "start")
+        wait_for_port(LOOPBACK, self.port)
+
+    def stop(self, mode: str = "fast") -> None:
+        """``fast`` disconnects clients and shuts down cleanly; ``immediate`` is a crash."""
+        self._pg_ctl("-m", mode, "-w", "stop")
+
+    def create_database(self, name: str) -> str:
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as connection:
+            connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return self.database_url(name)
+
+    def remove(self) -> None:
+        if self.data_dir is None:
+            return
+        with contextlib.suppress(subprocess.CalledProcessError):  # already stopped
+            self.stop("immediate")
+        import shutil
+
+        shutil.rmtree(self.data_dir.parent, ignore_errors=True)
+        self.data_dir = None
+
+
+@dataclass
+class AsgiServer:
+    """The ASGI application under uvicorn, in its own process group; restartable on its port."""
+
+    env: dict[str, str]
+    port: int = field(default_factory=lambda: _port_block(1))
+    log_path: Path | None = None
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def http(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://{LOOPBACK}:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> None:
+        log = open(self.log_path or os.devnull, "ab")  # noqa: SIM115 - owned by the process
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "myspinbot.asgi:application",
+                "--host",
+                LOOPBACK,
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+            ],
+            cwd=REPO,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while not port_open(LOOPBACK, self.port, timeout=0.2):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"uvicorn did not start on port {self.port}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            _stop(self.process, timeout=20)
+            self.process = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None

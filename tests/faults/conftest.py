@@ -1,0 +1,51 @@
+"""Fault tests: the platform runs as real processes (PostgreSQL, a private Redis, the S3
+server, Celery workers, uvicorn) and a test breaks one of them for real."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import User
+
+from apps.jobs.models import ApiToken
+from tests.faults.stack import Api, Stack
+from tests.support.services import RedisServer
+
+# Recovery timings short enough for a test, long enough for a loaded 2-core machine.
+FAST_RECOVERY = {
+    "MYSPINBOT_HEARTBEAT_TIMEOUT": "5",
+    "MYSPINBOT_SWEEP_INTERVAL": "0.5",
+    "MYSPINBOT_REDISPATCH_AFTER": "5",
+    "MYSPINBOT_RETRY_BACKOFF": "0.5",
+    "MYSPINBOT_RETRY_BACKOFF_MAX": "4",
+    "MYSPINBOT_WS_PING_INTERVAL": "2",
+    "MYSPINBOT_MAX_JOBS_IN_FLIGHT": "1000",
+    "MYSPINBOT_SUBMISSIONS_PER_MINUTE": "1000",
+    "MYSPINBOT_CAPABILITY_DIRS": str(
+        Path(__file__).resolve().parent.parent / "support" / "capabilities"
+    ),
+}
+
+
+@pytest.fixture
+def stack(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Stack]:
+    """A private Redis (so it can be restarted) with the test database and the session's
+    S3 server; the test starts the web server and workers it needs."""
+    redis = RedisServer()
+    redis.start()
+    env = {**worker_env, **FAST_RECOVERY, "TEST_REDIS_URL": redis.url}
+    running = Stack(env=env, log_dir=tmp_path, redis=redis)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def api_for(stack: Stack) -> Callable[[User], Api]:
+    def make(user: User) -> Api:
+        assert stack.web is not None, "start the web server first"
+        _, token = ApiToken.issue(user, "fault test")
+        return Api(stack.web.http, token)
+
+    return make
