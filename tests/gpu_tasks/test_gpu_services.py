@@ -19,6 +19,8 @@ from apps.capabilities.errors import Cancelled, PermanentError
 from apps.capabilities.services.image_keyframe import handler as keyframe_handler
 from apps.capabilities.services.lora_train import handler as lora_handler
 from apps.capabilities.services.video_animate import handler as animate_handler
+from apps.graphs.execution import claim
+from apps.graphs.models import NodeRun
 from apps.jobs.artifacts import NodeArtifacts
 from apps.jobs.models import Artifact, Profile
 from gpu_tasks.model_cache import ModelCache
@@ -64,8 +66,12 @@ class CancelAt(Progress):
 
 
 def next_attempt(run: ServiceRun, progress: Progress) -> NodeContext:
-    """The context a restarted attempt of the same node gets."""
+    """The context a restarted attempt of the same node gets, claimed as a worker would
+    claim the re-dispatched node (only the running attempt may record artifacts)."""
     store = get_artifact_store()
+    attempt = run.context.attempt + 1
+    NodeRun.objects.filter(job=run.job, node_id="n").update(status="queued", attempt=attempt)
+    assert claim(str(run.job.pk), "n", attempt, "service-test") is not None
     return replace(
         run.context,
         attempt=run.context.attempt + 1,
