@@ -7,7 +7,9 @@ from __future__ import annotations
 import io
 import json
 import re
+import subprocess
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -360,3 +362,94 @@ def test_new_video_with_a_lora_profile_preselects_it(ada: User, bob: User) -> No
     # Someone else's profile id selects nothing.
     other = page_data(signed_in(ada).get(f"/new/?profile={theirs.pk}").content.decode())
     assert other["profileKind"] == ""
+
+
+REUSE_JS = Path(__file__).resolve().parents[2] / "apps" / "web" / "static" / "web" / "reuse.js"
+
+
+def page_graph(template: dict[str, Any], name: str, *args: Any) -> dict[str, Any]:
+    """What the New video page posts when profiles are reused: reuse.js's own
+    ``withProfiles`` run under Node (the module has no DOM)."""
+    script = (
+        f"import {{ withProfiles }} from {json.dumps(REUSE_JS.as_uri())};"
+        "const [template, name, ...rest] = JSON.parse(process.argv[1]);"
+        "process.stdout.write(JSON.stringify(withProfiles(template, name, ...rest)));"
+    )
+    done = subprocess.run(
+        ["node", "--input-type=module", "-e", script, json.dumps([template, name, *args])],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    body: dict[str, Any] = json.loads(done.stdout)
+    return body
+
+
+def test_a_lora_video_reusing_a_lora_and_a_voice_profile_trains_nothing(ada: User) -> None:
+    """The graph the page builds for lora_video with a LoRA profile and a voice profile
+    chosen: the API accepts it, and its lora.train step hands on the profile's LoRA
+    without training (no photos, no model load)."""
+    lora = lora_profile(ada)
+    voice = voice_profile(ada)
+    client = signed_in(ada)
+    template = page_data(client.get(f"/new/?profile={lora.pk}").content.decode())["graphs"][
+        "lora_video"
+    ]
+    params = {"script": {"topic": "otters"}, "train_lora": {"steps": 9}, "keyframe": {"steps": 3}}
+
+    body = page_graph(template, "lora_video", params, {}, str(voice.pk), str(lora.pk))
+    created = client.post("/api/jobs", body, content_type="application/json")
+
+    assert created.status_code == 201, created.content
+    job = Job.objects.get(pk=created.json()["id"])
+    document = job.graph.document
+    nodes = {n["id"]: n for n in document["nodes"]}
+    assert sorted(nodes) == ["animate", "keyframe", "script", "speech", "train_lora", "video"]
+    assert nodes["train_lora"]["params"] == {"profile_id": str(lora.pk)}
+    assert nodes["train_lora"]["input"] == {}
+    assert nodes["speech"]["input"] == {"profile_id": str(voice.pk)}
+    assert nodes["keyframe"]["params"] == {"steps": 3}
+    assert document["metadata"]["loraProfile"] == str(lora.pk)
+    assert "Identity LoRA video (GPU), adapted" in client.get(f"/jobs/{job.pk}/").content.decode()
+
+    from apps.capabilities.context import NodeContext
+    from apps.capabilities.services.lora_train import handler
+    from myspinbot.storage import get_artifact_store
+    from tests.support.contexts import Progress
+
+    progress = Progress()
+    context = NodeContext(
+        job_id=str(job.pk),
+        node_id="train_lora",
+        attempt=1,
+        params=nodes["train_lora"]["params"],
+        inputs={},
+        store=get_artifact_store(),
+        progress_callback=progress.report,
+        cancelled_callback=progress.cancelled,
+    )
+    output = handler.run(context)
+
+    assert output["reused"] is True
+    assert output["profile_id"] == str(lora.pk)
+    assert output["lora"] == lora.data["lora"]
+    assert output["trigger"] == "adx"
+    assert progress.reports == [(1.0, f"reusing LoRA profile {lora.pk}; nothing to train")]
+
+
+def test_a_lora_video_with_new_photos_keeps_the_template(ada: User) -> None:
+    """Without a LoRA profile the page posts the template itself; with only a voice
+    profile, the graph keeps lora.train with the photos input the page uploads."""
+    voice = voice_profile(ada)
+    client = signed_in(ada)
+    template = page_data(client.get("/new/").content.decode())["graphs"]["lora_video"]
+    photos = [{"artifact": str(uuid.uuid4())} for _ in range(5)]
+
+    body = page_graph(template, "lora_video", {}, {"photos": photos}, str(voice.pk), "")
+
+    nodes = {n["id"]: n for n in body["graph"]["nodes"]}
+    assert nodes["train_lora"]["input"] == {"photos": photos}
+    assert nodes["train_lora"]["params"] == {}
+    assert "voice_profile" not in nodes
+    assert "loraProfile" not in body["graph"]["metadata"]

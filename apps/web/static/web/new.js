@@ -10,12 +10,11 @@
 // trains nothing and hands on that profile's LoRA. Either way the page posts that graph
 // (the template's own document, embedded in the page) instead of the template.
 import { api, element, upload } from "./common.js";
+import { LORA_SERVICE, withProfiles } from "./reuse.js";
 
 const data = JSON.parse(document.getElementById("page-data").textContent);
 const form = document.getElementById("new-video");
 const errorBox = document.getElementById("form-error");
-const PROFILE_SERVICE = "voice.build_profile";
-const LORA_SERVICE = "lora.train";
 const HIDDEN_FIELDS = new Set(["topic", "narration", "profile_id"]); // set by the form itself
 let templates = [];
 const uploaded = new Map(); // File -> upload id
@@ -249,34 +248,6 @@ function chosenProfile(id = "voice-profile") {
   return select ? select.value : "";
 }
 
-function withProfiles(name, params, inputs, voiceId, loraId) {
-  const graph = structuredClone(data.graphs[name]);
-  const dropped = new Set(voiceId ? graph.nodes.filter((n) => n.service === PROFILE_SERVICE).map((n) => n.id) : []);
-  if (voiceId && !dropped.size) throw new Error("This pipeline cannot reuse a voice profile; pick “Build a new one”.");
-  if (loraId && !graph.nodes.some((n) => n.service === LORA_SERVICE)) {
-    throw new Error("This pipeline trains no LoRA; pick “Train a new one”.");
-  }
-  const successors = new Set(graph.edges.filter((e) => dropped.has(e.from)).map((e) => e.to));
-  graph.nodes = graph.nodes.filter((n) => !dropped.has(n.id));
-  graph.edges = graph.edges.filter((e) => !dropped.has(e.from) && !dropped.has(e.to));
-  for (const node of graph.nodes) {
-    node.params = { ...(node.params || {}), ...(params[node.id] || {}) };
-    const wanted = node.input || {};
-    if (loraId && node.service === LORA_SERVICE) {
-      node.params = { profile_id: loraId }; // training settings do not apply to a reused LoRA
-      delete wanted.photos;
-    }
-    for (const [key, value] of Object.entries(wanted)) if (value === null) wanted[key] = inputs[key];
-    if (successors.has(node.id)) wanted.profile_id = voiceId;
-    if (Object.keys(wanted).length) node.input = wanted;
-    else delete node.input;
-  }
-  graph.metadata = { ...(graph.metadata || {}), template: name };
-  if (voiceId) graph.metadata.voiceProfile = voiceId;
-  if (loraId) graph.metadata.loraProfile = loraId;
-  return { graph };
-}
-
 async function submit(event) {
   event.preventDefault();
   errorBox.hidden = true;
@@ -313,7 +284,7 @@ async function submit(event) {
       inputs.transcript = transcript;
     }
     const body = profileId || loraId
-      ? withProfiles(template.name, params, inputs, profileId, loraId)
+      ? withProfiles(data.graphs[template.name], template.name, params, inputs, profileId, loraId)
       : { template: template.name, params, inputs };
     const job = await api("POST", "/api/jobs", body);
     window.location.assign(`/jobs/${job.id}/`);
