@@ -218,10 +218,12 @@ async function showArtifact(artifact) {
     const video = element("video", { controls: true, preload: "metadata", src: url, playsinline: true,
       "aria-label": `Video from ${from}`, "data-artifact-id": artifact.id });
     const figure = element("figure", {}, video, element("figcaption", { text: `${artifact.name} · ${from}` }));
-    // The composed video leads; clips of earlier steps (an animated keyframe) follow it.
+    // The composed video leads; clips of earlier steps (an animated keyframe) follow the
+    // videos already shown, ahead of the audio players.
     const players = document.getElementById("players");
-    if (owner && owner.service !== "video.compose") {
-      players.append(figure);
+    const lastVideo = [...players.children].filter((child) => child.querySelector("video")).pop();
+    if (owner && owner.service !== "video.compose" && lastVideo) {
+      lastVideo.after(figure);
     } else {
       players.prepend(figure);
     }
