@@ -146,6 +146,10 @@ def test_lora_video_from_photos_then_again_with_its_lora(
         ".filter(i => i.naturalWidth === 40).length === 5"
     )
     assert tab.page.locator("#photos").get_attribute("aria-invalid") == "false"
+    kilobytes = round(sum(Path(p).stat().st_size for p in chosen) / 1024)
+    assert tab.page.locator("#photos-status").text_content() == (
+        f"5 photos · {kilobytes} kB, ready to upload"
+    )
     tab.page.set_input_files("#voice", str(voice))
     tab.page.fill("#transcript", transcript)
     tab.page.fill("#topic", "otters")

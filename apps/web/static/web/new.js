@@ -196,8 +196,9 @@ function photosChanged() {
   const problems = photoProblems(files);
   input.setAttribute("aria-invalid", problems.length ? "true" : "false");
   const bytes = files.reduce((sum, file) => sum + file.size, 0);
+  const size = bytes >= 1048576 ? `${(bytes / 1048576).toFixed(1)} MB` : `${Math.max(1, Math.round(bytes / 1024))} kB`;
   status.textContent = problems.length ? problems.join(" ")
-    : files.length ? `${files.length} photos · ${(bytes / 1048576).toFixed(1)} MB, ready to upload` : "";
+    : files.length ? `${files.length} photos · ${size}, ready to upload` : "";
   status.className = problems.length ? "small error-text" : "small";
 }
 
