@@ -165,6 +165,8 @@ def test_lora_video_from_photos_then_again_with_its_lora(
         "document.querySelectorAll(\"#previews [data-node-id='train_lora'] img\").length === 2",
         timeout=LONG,
     )
+    # They came while the job ran (the steps after training take seconds more).
+    assert tab.page.locator("#job-status").text_content() == "running"
     first = wait_completed(tab)
     tab.page.wait_for_function(
         "[...document.querySelectorAll('#players video')].every(v => v.duration > 0)"
