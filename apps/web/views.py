@@ -25,6 +25,8 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from apps.capabilities.manifest import manifest
+from apps.capabilities.services.lora_train.handler import MAX_PHOTOS as LORA_MAX_PHOTOS
+from apps.capabilities.services.lora_train.handler import MIN_PHOTOS as LORA_MIN_PHOTOS
 from apps.graphs.planner import load_templates
 from apps.jobs.models import Job, Profile
 
@@ -118,16 +120,27 @@ def new_video(request: HttpRequest) -> HttpResponse:
     """The submission form. Pipelines and their parameter schemas come from
     ``/api/templates``; the template documents are embedded so that the page can swap a
     pipeline's profile-building step for a profile the user already has."""
-    voice_profiles = Profile.objects.filter(owner=_user(request), kind=Profile.Kind.VOICE)
+    owned = Profile.objects.filter(owner=_user(request))
+    voice_profiles = list(owned.filter(kind=Profile.Kind.VOICE))
+    # Only a LoRA profile with stored weights can stand in for training.
+    lora_profiles = list(owned.filter(kind=Profile.Kind.LORA, data__has_key="lora"))
     chosen = request.GET.get("profile", "")
+    chosen_kind = next(
+        (p.kind for p in [*voice_profiles, *lora_profiles] if str(p.pk) == chosen), ""
+    )
+    for profile in lora_profiles:
+        profile.trigger = str(profile.data.get("trigger", ""))  # type: ignore[attr-defined]
     context = {
         "nav": "new",
         "voice_profiles": voice_profiles,
+        "lora_profiles": lora_profiles,
         "chosen_profile": chosen,
         "page_data": {
             "graphs": {name: t.graph for name, t in load_templates().items()},
             "limits": _upload_limits(),
+            "photos": {"min": LORA_MIN_PHOTOS, "max": LORA_MAX_PHOTOS},
             "profile": chosen,
+            "profileKind": chosen_kind,
         },
     }
     return render(request, "web/new.html", context)
@@ -157,12 +170,22 @@ def media_refs(data: Any) -> list[dict[str, Any]]:
     return found
 
 
+def lora_sample(data: Any) -> list[dict[str, Any]]:
+    """The newest sample image a LoRA profile stored (training keeps one every
+    ``sample_every`` steps, in step order), as a one-item list; empty without one."""
+    samples = data.get("samples") if isinstance(data, dict) else None
+    images = media_refs(samples if isinstance(samples, list) else [])
+    return [m for m in images if m["content_type"].startswith("image/")][-1:]
+
+
 @login_required
 def profiles(request: HttpRequest) -> HttpResponse:
     """The user's trained LoRAs and voice profiles with their samples."""
     rows = list(Profile.objects.filter(owner=_user(request)).select_related("job"))
     for profile in rows:
-        profile.media = media_refs(profile.data)  # type: ignore[attr-defined]
+        lora = profile.kind == Profile.Kind.LORA
+        profile.media = lora_sample(profile.data) if lora else media_refs(profile.data)  # type: ignore[attr-defined]
+        profile.usable = not lora or "lora" in profile.data  # type: ignore[attr-defined]
     return render(request, "web/profiles.html", {"profiles": rows, "nav": "profiles"})
 
 

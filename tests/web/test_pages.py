@@ -4,7 +4,12 @@ and the static files the pages load."""
 
 from __future__ import annotations
 
+import io
+import json
 import re
+import subprocess
+import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +17,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from apps.graphs.models import Graph
+from apps.jobs.artifacts import artifact_ref
 from apps.jobs.models import Artifact, Job, Profile
 
 pytestmark = pytest.mark.django_db
@@ -216,3 +222,234 @@ def test_static_files_are_served(path: str, content_type: str) -> None:
 
     assert response.status_code == 200
     assert response["Content-Type"].split(";")[0] == content_type
+
+
+def stored(owner: User, name: str, data: bytes, content_type: str, **extra: Any) -> Artifact:
+    """An artifact whose bytes are really in the artifact store (the test S3 server)."""
+    from myspinbot.storage import get_artifact_store
+
+    key = f"test/{owner.pk}/{uuid.uuid4().hex}/{name}"
+    saved = get_artifact_store().save_bytes(key, data, content_type)
+    return Artifact.objects.create(
+        owner=owner,
+        name=name,
+        bucket=saved.bucket,
+        key=saved.key,
+        size_bytes=saved.size_bytes,
+        sha256=saved.sha256,
+        content_type=content_type,
+        **extra,
+    )
+
+
+def png_bytes(shade: int) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (shade, 120, 200)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def lora_profile(owner: User, *, weights: bool = True) -> Profile:
+    """A LoRA profile the way lora.train stores one: the weights, lora.json and the
+    sample images it rendered during training, in step order."""
+    job = make_job(owner, status="completed", template="lora_video")
+    node = {"job": job, "node_id": "train_lora"}
+    samples = [
+        artifact_ref(stored(owner, f"sample-{step:06d}.png", png_bytes(step), "image/png", **node))
+        for step in (2, 4)
+    ]
+    data: dict[str, Any] = {
+        "kind": "lora",
+        "name": "studio",
+        "base_model": {"id": "stable-diffusion-v1-5", "sha256": "a" * 64},
+        "trigger": "adx",
+        "steps": 4,
+        "rank": 8,
+        "alpha": 8,
+        "photos": 5,
+        "final_loss": 0.123456,
+        "samples": samples,
+        "metadata": artifact_ref(stored(owner, "lora.json", b"{}", "application/json", **node)),
+    }
+    if weights:
+        weights_file = stored(
+            owner, "pytorch_lora_weights.safetensors", b"w" * 16, "application/octet-stream", **node
+        )
+        data["lora"] = artifact_ref(weights_file)
+    return Profile.objects.create(
+        owner=owner, kind="lora", name="studio", job=job, node_id="train_lora", data=data
+    )
+
+
+def test_a_lora_profile_shows_its_newest_sample_and_offers_a_new_video(
+    ada: User, bob: User
+) -> None:
+    profile = lora_profile(ada)
+    older, newest = (ref["artifact"] for ref in profile.data["samples"])
+    weights = profile.data["lora"]["artifact"]
+    client = signed_in(ada)
+
+    html = client.get("/profiles/").content.decode()
+
+    assert "<h2>Identity LoRA: studio</h2>" in html
+    assert f'<img class="sample" src="/api/artifacts/{newest}/download"' in html
+    assert 'alt="Sample image the LoRA rendered"' in html
+    assert f"/api/artifacts/{older}/download" not in html
+    assert f"/api/artifacts/{weights}/download" not in html
+    assert "<dt>Trigger word</dt><dd><code>adx</code></dd>" in html
+    assert "<dt>Training steps</dt><dd>4</dd>" in html
+    assert "<dt>Final loss</dt><dd>0.1235</dd>" in html
+    assert f'href="/new/?profile={profile.pk}"' in html
+    # The sample the page shows is the stored image itself, and only its owner's.
+    download = client.get(f"/api/artifacts/{newest}/download")
+    assert download.status_code == 200
+    assert download["Content-Type"] == "image/png"
+    assert b"".join(download.streaming_content) == png_bytes(4)  # type: ignore[attr-defined]
+    assert signed_in(bob).get(f"/api/artifacts/{newest}/download").status_code == 404
+    assert "No profiles yet" in signed_in(bob).get("/profiles/").content.decode()
+
+
+def test_a_lora_profile_without_weights_is_not_offered_for_reuse(ada: User) -> None:
+    broken = lora_profile(ada, weights=False)
+
+    listing = signed_in(ada).get("/profiles/").content.decode()
+    form = signed_in(ada).get(f"/new/?profile={broken.pk}").content.decode()
+
+    assert f'href="/new/?profile={broken.pk}"' not in listing
+    assert "No LoRA weights stored; it cannot be reused." in listing
+    assert f'<option value="{broken.pk}"' not in form
+    assert 'id="lora-profile"' not in form
+
+
+def test_a_lora_profile_is_deleted_by_its_owner_only(ada: User, bob: User) -> None:
+    profile = lora_profile(ada)
+
+    assert signed_in(bob).post(f"/profiles/{profile.pk}/delete/").status_code == 404
+    assert Profile.objects.filter(pk=profile.pk).exists()
+    deleted = signed_in(ada).post(f"/profiles/{profile.pk}/delete/")
+    assert deleted.status_code == 302
+    assert deleted["Location"] == "/profiles/"
+    assert not Profile.objects.filter(pk=profile.pk).exists()
+    # The job that trained it and the sample images stay.
+    assert Artifact.objects.filter(job=profile.job, name="sample-000004.png").count() == 1
+
+
+def page_data(html: str) -> dict[str, Any]:
+    found = re.search(r'<script id="page-data" type="application/json">(.*?)</script>', html)
+    assert found is not None
+    data: dict[str, Any] = json.loads(found.group(1))
+    return data
+
+
+def test_new_video_with_a_lora_profile_preselects_it(ada: User, bob: User) -> None:
+    mine = lora_profile(ada)
+    voice = voice_profile(ada)
+    theirs = lora_profile(bob)
+
+    html = signed_in(ada).get(f"/new/?profile={mine.pk}").content.decode()
+
+    assert '<select id="lora-profile" name="lora_profile">' in html
+    assert f'<option value="{mine.pk}" selected>studio (adx) · ' in html
+    assert f'<option value="{voice.pk}" >' in html
+    assert str(theirs.pk) not in html
+    data = page_data(html)
+    assert (data["profile"], data["profileKind"]) == (str(mine.pk), "lora")
+    assert data["photos"] == {"min": 5, "max": 60}
+    lora_nodes = [n for n in data["graphs"]["lora_video"]["nodes"] if n["service"] == "lora.train"]
+    assert [n["id"] for n in lora_nodes] == ["train_lora"]
+    assert 'id="photos" name="photos" type="file" multiple' in html
+    # Someone else's profile id selects nothing.
+    other = page_data(signed_in(ada).get(f"/new/?profile={theirs.pk}").content.decode())
+    assert other["profileKind"] == ""
+
+
+REUSE_JS = Path(__file__).resolve().parents[2] / "apps" / "web" / "static" / "web" / "reuse.js"
+
+
+def page_graph(template: dict[str, Any], name: str, *args: Any) -> dict[str, Any]:
+    """What the New video page posts when profiles are reused: reuse.js's own
+    ``withProfiles`` run under Node (the module has no DOM)."""
+    script = (
+        f"import {{ withProfiles }} from {json.dumps(REUSE_JS.as_uri())};"
+        "const [template, name, ...rest] = JSON.parse(process.argv[1]);"
+        "process.stdout.write(JSON.stringify(withProfiles(template, name, ...rest)));"
+    )
+    done = subprocess.run(
+        ["node", "--input-type=module", "-e", script, json.dumps([template, name, *args])],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    body: dict[str, Any] = json.loads(done.stdout)
+    return body
+
+
+def test_a_lora_video_reusing_a_lora_and_a_voice_profile_trains_nothing(ada: User) -> None:
+    """The graph the page builds for lora_video with a LoRA profile and a voice profile
+    chosen: the API accepts it, and its lora.train step hands on the profile's LoRA
+    without training (no photos, no model load)."""
+    lora = lora_profile(ada)
+    voice = voice_profile(ada)
+    client = signed_in(ada)
+    template = page_data(client.get(f"/new/?profile={lora.pk}").content.decode())["graphs"][
+        "lora_video"
+    ]
+    params = {"script": {"topic": "otters"}, "train_lora": {"steps": 9}, "keyframe": {"steps": 3}}
+
+    body = page_graph(template, "lora_video", params, {}, str(voice.pk), str(lora.pk))
+    created = client.post("/api/jobs", body, content_type="application/json")
+
+    assert created.status_code == 201, created.content
+    job = Job.objects.get(pk=created.json()["id"])
+    document = job.graph.document
+    nodes = {n["id"]: n for n in document["nodes"]}
+    assert sorted(nodes) == ["animate", "keyframe", "script", "speech", "train_lora", "video"]
+    assert nodes["train_lora"]["params"] == {"profile_id": str(lora.pk)}
+    assert nodes["train_lora"]["input"] == {}
+    assert nodes["speech"]["input"] == {"profile_id": str(voice.pk)}
+    assert nodes["keyframe"]["params"] == {"steps": 3}
+    assert document["metadata"]["loraProfile"] == str(lora.pk)
+    assert "Identity LoRA video (GPU), adapted" in client.get(f"/jobs/{job.pk}/").content.decode()
+
+    from apps.capabilities.context import NodeContext
+    from apps.capabilities.services.lora_train import handler
+    from myspinbot.storage import get_artifact_store
+    from tests.support.contexts import Progress
+
+    progress = Progress()
+    context = NodeContext(
+        job_id=str(job.pk),
+        node_id="train_lora",
+        attempt=1,
+        params=nodes["train_lora"]["params"],
+        inputs={},
+        store=get_artifact_store(),
+        progress_callback=progress.report,
+        cancelled_callback=progress.cancelled,
+    )
+    output = handler.run(context)
+
+    assert output["reused"] is True
+    assert output["profile_id"] == str(lora.pk)
+    assert output["lora"] == lora.data["lora"]
+    assert output["trigger"] == "adx"
+    assert progress.reports == [(1.0, f"reusing LoRA profile {lora.pk}; nothing to train")]
+
+
+def test_a_lora_video_with_new_photos_keeps_the_template(ada: User) -> None:
+    """Without a LoRA profile the page posts the template itself; with only a voice
+    profile, the graph keeps lora.train with the photos input the page uploads."""
+    voice = voice_profile(ada)
+    client = signed_in(ada)
+    template = page_data(client.get("/new/").content.decode())["graphs"]["lora_video"]
+    photos = [{"artifact": str(uuid.uuid4())} for _ in range(5)]
+
+    body = page_graph(template, "lora_video", {}, {"photos": photos}, str(voice.pk), "")
+
+    nodes = {n["id"]: n for n in body["graph"]["nodes"]}
+    assert nodes["train_lora"]["input"] == {"photos": photos}
+    assert nodes["train_lora"]["params"] == {}
+    assert "voice_profile" not in nodes
+    assert "loraProfile" not in body["graph"]["metadata"]

@@ -168,6 +168,30 @@ function sizeText(bytes) {
   return `${bytes} B`;
 }
 
+// Services whose images are frames of a clip: they stay in the downloads, the clip plays.
+const FRAME_SERVICES = new Set(["video.animate", "video.upscale"]);
+
+function previewCaption(artifact, owner) {
+  const step = /^sample-0*(\d+)\.png$/.exec(artifact.name || "");
+  if (step && owner && owner.service === "lora.train") return `Sample at step ${step[1]}`;
+  return artifact.name || artifact.key;
+}
+
+// Previews are grouped by the step that made them (LoRA samples, keyframes, ...), each
+// group in the order its images arrived.
+function previewGroup(nodeId, owner, from) {
+  const box = document.getElementById("previews");
+  const key = nodeId || "upload";
+  let group = box.querySelector(`[data-node-id="${CSS.escape(key)}"] .previews`);
+  if (!group) {
+    group = element("div", { class: "previews" });
+    const title = owner && owner.service === "lora.train" ? `${from}: samples` : from;
+    box.append(element("section", { class: "preview-group", "data-node-id": key },
+      element("h3", { text: title }), group));
+  }
+  return group;
+}
+
 async function showArtifact(artifact) {
   if (artifactsShown.has(artifact.id)) return;
   artifactsShown.add(artifact.id);
@@ -180,22 +204,36 @@ async function showArtifact(artifact) {
     element("span", { class: "muted small", text: ` ${from} · ${artifact.content_type} · ${sizeText(artifact.size_bytes)}` })));
   const type = artifact.content_type || "";
   if (!/^(image|audio|video)\//.test(type)) return;
+  let image = null;
+  if (type.startsWith("image/")) {
+    if (owner && FRAME_SERVICES.has(owner.service)) return;
+    // Placed now, so that the images keep their order while their links load.
+    const caption = previewCaption(artifact, owner);
+    image = element("img", { alt: `${caption} from ${from}`, loading: "lazy", "data-artifact-id": artifact.id });
+    previewGroup(artifact.node_id, owner, from).append(element("figure", {}, image,
+      element("figcaption", { text: caption })));
+  }
   const { url } = await api("GET", `/api/artifacts/${artifact.id}`);
   if (type.startsWith("video/")) {
     const video = element("video", { controls: true, preload: "metadata", src: url, playsinline: true,
       "aria-label": `Video from ${from}`, "data-artifact-id": artifact.id });
-    document.getElementById("players").prepend(element("figure", {}, video,
-      element("figcaption", { text: `${artifact.name} · ${from}` })));
+    const figure = element("figure", {}, video, element("figcaption", { text: `${artifact.name} · ${from}` }));
+    // The composed video leads; clips of earlier steps (an animated keyframe) follow the
+    // videos already shown, ahead of the audio players.
+    const players = document.getElementById("players");
+    const lastVideo = [...players.children].filter((child) => child.querySelector("video")).pop();
+    if (owner && owner.service !== "video.compose" && lastVideo) {
+      lastVideo.after(figure);
+    } else {
+      players.prepend(figure);
+    }
   } else if (type.startsWith("audio/")) {
     const audio = element("audio", { controls: true, preload: "metadata", src: url,
       "aria-label": `${artifact.name} from ${from}`, "data-artifact-id": artifact.id });
     document.getElementById("players").append(element("figure", {}, audio,
       element("figcaption", { text: `${artifact.name} · ${from}` })));
   } else {
-    const image = element("img", { src: url, alt: `${artifact.name} from ${from}`, loading: "lazy",
-      "data-artifact-id": artifact.id });
-    document.getElementById("previews").append(element("figure", {}, image,
-      element("figcaption", { text: `${artifact.name} · ${from}` })));
+    image.src = url;
     if (artifact.name === "poster.jpg") {
       document.querySelectorAll("#players video").forEach((video) => { video.poster = url; });
     }

@@ -3,16 +3,19 @@
 // /api/uploads with progress, an "Advanced" section generated from the pipeline's
 // parameter schemas, and the job submitted to /api/jobs.
 //
-// With a voice profile chosen, the pipeline's voice.build_profile step is left out and
-// the steps after it get the profile as their profile_id input: the page posts that
-// graph (the template's own document, embedded in the page) instead of the template.
+// A pipeline with an identity LoRA step (lora.train) takes 5–60 photos instead of one
+// portrait. With a voice profile chosen, the pipeline's voice.build_profile step is left
+// out and the steps after it get the profile as their profile_id input; with a LoRA
+// profile chosen, the lora.train step gets it as params.profile_id and no photos, so it
+// trains nothing and hands on that profile's LoRA. Either way the page posts that graph
+// (the template's own document, embedded in the page) instead of the template.
 import { api, element, upload } from "./common.js";
+import { LORA_SERVICE, withProfiles } from "./reuse.js";
 
 const data = JSON.parse(document.getElementById("page-data").textContent);
 const form = document.getElementById("new-video");
 const errorBox = document.getElementById("form-error");
-const PROFILE_SERVICE = "voice.build_profile";
-const SCRIPT_FIELDS = new Set(["topic", "narration"]);
+const HIDDEN_FIELDS = new Set(["topic", "narration", "profile_id"]); // set by the form itself
 let templates = [];
 const uploaded = new Map(); // File -> upload id
 
@@ -23,10 +26,15 @@ function selectedTemplate() {
   return checked ? templates.find((t) => t.name === checked.value) : null;
 }
 
+function trainsLora(template) {
+  return Boolean(template) && template.nodes.some((n) => n.service === LORA_SERVICE);
+}
+
 function renderPipelines() {
   const box = document.getElementById("pipelines");
   box.replaceChildren();
-  const preferred = templates.find((t) => t.available && t.name === "quick") || templates.find((t) => t.available);
+  const wanted = data.profileKind === "lora" ? (t) => trainsLora(t) : (t) => t.name === "quick";
+  const preferred = templates.find((t) => t.available && wanted(t)) || templates.find((t) => t.available);
   for (const template of templates) {
     const id = `pipeline-${template.name}`;
     const input = element("input", {
@@ -44,6 +52,13 @@ function renderPipelines() {
       text: "No pipeline can run now: no worker is online for its steps. Start the workers and reload." }));
   }
   box.removeAttribute("aria-busy");
+  pipelineChanged();
+}
+
+function pipelineChanged() {
+  const lora = trainsLora(selectedTemplate());
+  document.getElementById("photos-box").hidden = !lora;
+  document.getElementById("portrait-fieldset").hidden = lora;
   renderAdvanced();
 }
 
@@ -95,7 +110,7 @@ function renderAdvanced() {
   for (const node of template.nodes) {
     const properties = (node.paramsSchema && node.paramsSchema.properties) || {};
     const fields = Object.entries(properties)
-      .filter(([key]) => !SCRIPT_FIELDS.has(key))
+      .filter(([key]) => !HIDDEN_FIELDS.has(key))
       .map(([key, schema]) => fieldFor(node, key, schema))
       .filter(Boolean);
     if (!fields.length) continue;
@@ -154,6 +169,64 @@ function watchFile(inputId, kind, previewId, statusId) {
   });
 }
 
+// The photos of a LoRA pipeline: each one checked and previewed, the count checked.
+function photoProblems(files) {
+  const problems = files.map((file) => checkFile(file, "image")).filter(Boolean);
+  const { min, max } = data.photos;
+  if (files.length && (files.length < min || files.length > max)) {
+    problems.unshift(`${files.length} photo${files.length === 1 ? "" : "s"} chosen; ${min} to ${max} are needed.`);
+  }
+  return problems;
+}
+
+function photosChanged() {
+  const input = document.getElementById("photos");
+  const list = document.getElementById("photos-previews");
+  const status = document.getElementById("photos-status");
+  for (const image of list.querySelectorAll("img")) URL.revokeObjectURL(image.src);
+  list.replaceChildren();
+  const files = [...input.files];
+  for (const file of files) {
+    const problem = checkFile(file, "image");
+    const item = element("li", { class: problem ? "bad" : "" });
+    if (!problem) item.append(element("img", { src: URL.createObjectURL(file), alt: `Preview of ${file.name}` }));
+    item.append(element("span", { class: problem ? "small error-text" : "small muted", text: problem || file.name }));
+    list.append(item);
+  }
+  const problems = photoProblems(files);
+  input.setAttribute("aria-invalid", problems.length ? "true" : "false");
+  const bytes = files.reduce((sum, file) => sum + file.size, 0);
+  const size = bytes >= 1048576 ? `${(bytes / 1048576).toFixed(1)} MB` : `${Math.max(1, Math.round(bytes / 1024))} kB`;
+  status.textContent = problems.length ? problems.join(" ")
+    : files.length ? `${files.length} photos · ${size}, ready to upload` : "";
+  status.className = problems.length ? "small error-text" : "small";
+}
+
+async function uploadPhotos() {
+  const files = [...document.getElementById("photos").files];
+  if (!files.length) throw new Error(`Choose ${data.photos.min} to ${data.photos.max} photos, or an identity LoRA.`);
+  const problems = photoProblems(files);
+  if (problems.length) throw new Error(problems[0]);
+  const bar = document.getElementById("photos-progress");
+  const status = document.getElementById("photos-status");
+  const total = files.reduce((sum, file) => sum + file.size, 0);
+  let done = 0;
+  bar.hidden = false;
+  const ids = [];
+  for (const [index, file] of files.entries()) {
+    if (!uploaded.has(file)) {
+      status.textContent = `Uploading photo ${index + 1} of ${files.length}…`;
+      const record = await upload(file, (fraction) => { bar.value = (done + fraction * file.size) / total; });
+      uploaded.set(file, record.id);
+    }
+    done += file.size;
+    bar.value = done / total;
+    ids.push(uploaded.get(file));
+  }
+  status.textContent = `${files.length} photos uploaded.`;
+  return ids.map((id) => ({ artifact: id }));
+}
+
 async function uploadFile(inputId, kind, progressId, statusId) {
   const file = document.getElementById(inputId).files[0];
   const problem = checkFile(file, kind);
@@ -171,27 +244,9 @@ async function uploadFile(inputId, kind, progressId, statusId) {
 
 // --- Submitting ---------------------------------------------------------------------
 
-function chosenProfile() {
-  const select = document.getElementById("voice-profile");
+function chosenProfile(id = "voice-profile") {
+  const select = document.getElementById(id);
   return select ? select.value : "";
-}
-
-function withProfile(name, params, inputs, profileId) {
-  const graph = structuredClone(data.graphs[name]);
-  const dropped = new Set(graph.nodes.filter((n) => n.service === PROFILE_SERVICE).map((n) => n.id));
-  if (!dropped.size) throw new Error("This pipeline cannot reuse a voice profile; pick “Build a new one”.");
-  const successors = new Set(graph.edges.filter((e) => dropped.has(e.from)).map((e) => e.to));
-  graph.nodes = graph.nodes.filter((n) => !dropped.has(n.id));
-  graph.edges = graph.edges.filter((e) => !dropped.has(e.from) && !dropped.has(e.to));
-  for (const node of graph.nodes) {
-    node.params = { ...(node.params || {}), ...(params[node.id] || {}) };
-    const wanted = node.input || {};
-    for (const [key, value] of Object.entries(wanted)) if (value === null) wanted[key] = inputs[key];
-    if (successors.has(node.id)) wanted.profile_id = profileId;
-    if (Object.keys(wanted).length) node.input = wanted;
-  }
-  graph.metadata = { ...(graph.metadata || {}), template: name, voiceProfile: profileId };
-  return { graph };
 }
 
 async function submit(event) {
@@ -205,6 +260,8 @@ async function submit(event) {
     const text = document.getElementById(words).value.trim();
     if (!text) throw new Error(words === "topic" ? "Say what the video is about." : "Write the narration.");
     const profileId = chosenProfile();
+    const lora = trainsLora(template);
+    const loraId = lora ? chosenProfile("lora-profile") : "";
     const needs = new Set(template.requiredInputs);
     const params = advancedParams();
     const scriptNode = template.nodes.find((n) =>
@@ -212,7 +269,9 @@ async function submit(event) {
     if (scriptNode) (params[scriptNode.id] ||= {})[words] = text;
     const inputs = {};
     button.disabled = true;
-    if (needs.has("photos") || needs.has("portrait")) {
+    if (lora) {
+      if (!loraId && needs.has("photos")) inputs.photos = await uploadPhotos();
+    } else if (needs.has("photos") || needs.has("portrait")) {
       if (!document.getElementById("portrait").files[0]) throw new Error("Choose a portrait.");
       const id = await uploadFile("portrait", "image", "portrait-progress", "portrait-status");
       if (needs.has("photos")) inputs.photos = [{ artifact: id }];
@@ -225,8 +284,8 @@ async function submit(event) {
       inputs.voice_sample = { artifact: await uploadFile("voice", "audio", "voice-progress", "voice-status") };
       inputs.transcript = transcript;
     }
-    const body = profileId
-      ? withProfile(template.name, params, inputs, profileId)
+    const body = profileId || loraId
+      ? withProfiles(data.graphs[template.name], template.name, params, inputs, profileId, loraId)
       : { template: template.name, params, inputs };
     const job = await api("POST", "/api/jobs", body);
     window.location.assign(`/jobs/${job.id}/`);
@@ -246,15 +305,17 @@ function wordsChanged() {
 
 function profileChanged() {
   document.getElementById("voice-sample-fields").hidden = Boolean(chosenProfile());
+  document.getElementById("photo-fields").hidden = Boolean(chosenProfile("lora-profile"));
 }
 
 watchFile("portrait", "image", "portrait-preview", "portrait-status");
 watchFile("voice", "audio", "voice-preview", "voice-status");
 form.addEventListener("submit", submit);
 form.addEventListener("change", (event) => {
-  if (event.target.name === "pipeline") renderAdvanced();
+  if (event.target.name === "pipeline") pipelineChanged();
+  if (event.target.id === "photos") photosChanged();
   if (event.target.name === "words") wordsChanged();
-  if (event.target.id === "voice-profile") profileChanged();
+  if (event.target.id === "voice-profile" || event.target.id === "lora-profile") profileChanged();
 });
 profileChanged();
 api("GET", "/api/templates")
