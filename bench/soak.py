@@ -15,11 +15,11 @@ What one run does:
 * ``--clients`` HTTP clients, one user each, submit ``--jobs`` jobs between them with
   ``POST /api/jobs`` as fast as answers come back (keep-alive connections). Jobs cycle
   through the shapes of ``apps/graphs/pipelines/{capabilities,train_and_render,
-  narrated_video}.json`` (2, 3 and 7 nodes) built from ``debug.*`` services: the
-  stand-ins of GPU steps (LoRA training, keyframes, lip-sync, render) run the
-  ``debug.sleep``/``debug.echo`` handlers declared on the ``gpu`` queue
-  (``bench/capabilities``), sleeps last ``--sleep`` seconds, and every node carries a
-  per-job nonce so nothing is answered from the result cache.
+  narrated_video}.json`` (2, 6 and 6 nodes) with every service replaced by a ``debug.*``
+  stand-in on the same queue: LoRA training and keyframes sleep ``--sleep`` seconds and
+  the other GPU steps (animation, lip-sync) echo, with the ``debug.sleep``/``debug.echo``
+  handlers declared on the ``gpu`` queue (``bench/capabilities``); CPU steps echo; and
+  every node carries a per-job nonce so nothing is answered from the result cache.
 * ``--ws-clients`` WebSocket clients (``/ws/jobs/``, token auth) subscribe with
   ``since: 0`` to the jobs as they are created (job *i* goes to client *i* mod N, which
   holds the token of the job's owner) and must receive every event of each job, in
@@ -75,6 +75,9 @@ CPU_QUEUE = os.environ.get("BENCH_CPU_QUEUE", "soak-cpu")
 GPU_QUEUE = os.environ.get("BENCH_GPU_QUEUE", "soak-gpu")
 SHAPES = ("capabilities", "train_and_render", "narrated_video")
 GPU_STAND_INS = {"lora.train", "image.keyframes", "video.lipsync", "video.render"}
+# Real GPU services whose stand-ins sleep (the rest echo): training and keyframes, the
+# steps the original shapes slept for.
+GPU_SLEEPERS = {"lora.train", "image.keyframe"}
 TERMINAL = {"job.completed", "job.failed", "job.cancelled"}
 
 STOP = threading.Event()  # set on SIGTERM/Ctrl-C: the clients stop submitting
@@ -110,13 +113,32 @@ def load_shapes() -> dict[str, dict[str, Any]]:
     return {name: json.loads((folder / f"{name}.json").read_text())["graph"] for name in SHAPES}
 
 
-def soak_graph(template: dict[str, Any], nonce: str, sleep: float) -> dict[str, Any]:
-    """The template's nodes and edges; GPU stand-ins on the gpu queue; a nonce per node."""
+def service_queues() -> dict[str, str]:
+    """Each declared service's queue, read from its ``capability.json`` (no Django here)."""
+    folder = REPO / "apps" / "capabilities" / "services"
+    declared = (json.loads(path.read_text()) for path in folder.glob("*/capability.json"))
+    return {data["id"]: data["queue"] for data in declared}
+
+
+def soak_graph(
+    template: dict[str, Any], nonce: str, sleep: float, queues: dict[str, str]
+) -> dict[str, Any]:
+    """The template's nodes and edges with every service replaced by a debug stand-in on
+    the same queue: the heavy GPU steps (``GPU_SLEEPERS``) sleep ``sleep`` seconds on the
+    gpu queue, other GPU steps echo there, CPU steps echo on the cpu queue; a nonce per
+    node keeps the result cache out of it. Templates that are already built from
+    ``debug.*`` stand-ins say in their tags what the stand-in is for."""
     document = json.loads(json.dumps(template))
     for node in document["nodes"]:
-        stand_in = next((t.split(":", 1)[1] for t in node.get("tags", []) if ":" in t), "")
-        on_gpu = stand_in in GPU_STAND_INS
-        if node["service"] == "debug.sleep":
+        service = node["service"]
+        if service.startswith("debug."):
+            stand_in = next((t.split(":", 1)[1] for t in node.get("tags", []) if ":" in t), "")
+            on_gpu = stand_in in GPU_STAND_INS
+            sleeps = service == "debug.sleep"
+        else:
+            on_gpu = queues[service] == "gpu"
+            sleeps = service in GPU_SLEEPERS
+        if sleeps:
             node["service"] = "bench.gpu_sleep" if on_gpu else "debug.sleep"
             node["params"] = {"seconds": sleep}
         else:
@@ -377,6 +399,7 @@ def submit_all(
     args: argparse.Namespace, port: int, tokens: list[str], fleet: WsFleet, outcome: Outcome
 ) -> None:
     shapes = load_shapes()
+    queues = service_queues()
     lock = threading.Lock()
 
     def client_loop(client_index: int) -> None:
@@ -385,7 +408,7 @@ def submit_all(
             if STOP.is_set():
                 return
             shape = shapes[SHAPES[index % len(SHAPES)]]
-            document = soak_graph(shape, uuid.uuid4().hex, args.sleep)
+            document = soak_graph(shape, uuid.uuid4().hex, args.sleep, queues)
             started = time.perf_counter()
             try:
                 status, body = client.post("/api/jobs", {"graph": document})

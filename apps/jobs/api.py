@@ -23,8 +23,10 @@ from ninja.files import UploadedFile
 from pydantic import Field, model_validator
 
 from apps.capabilities.manifest import live_workers, runnable_services
+from apps.capabilities.services.lora_train.handler import MAX_PHOTOS, MIN_PHOTOS
 from apps.graphs import engine
 from apps.graphs.models import Graph, NodeRun
+from apps.graphs.planner import get_template
 from apps.jobs import submission
 from apps.jobs.models import Artifact, Job, JobEvent
 from apps.jobs.submission import ARTIFACT_REF
@@ -416,8 +418,20 @@ def download_artifact(request: HttpRequest, artifact_id: uuid.UUID) -> HttpRespo
     "/train", response={201: CompatCreated, 401: ErrorOut, 422: ErrorOut, 429: ErrorOut}
 )
 def compat_train(request: HttpRequest, body: CompatTrain) -> Status[dict[str, Any]]:
-    """The original default training workflow (script → LoRA → render)."""
-    topic = body.topic or body.prompt or ""
+    """The original default training workflow, ``train_and_render``: script → identity
+    LoRA from ``photos`` → keyframe → animated clip → speech → MP4.
+
+    Answered at once with 201 and the job once the request is well formed: a ``topic`` (or
+    ``prompt``) and ``photos`` that are the caller's uploads. How many photos there are and
+    whether they are readable pictures of a face is checked when ``lora.train`` runs (it
+    needs 5 to 60): a job with too few fails there, at its ``train_lora`` node, with the
+    node error ``bad_input``, seen in ``GET /api/status/{jobId}`` and the job's events.
+    """
+    topic = (body.topic or body.prompt or "").strip()
+    if not topic:
+        raise Rejected(
+            422, "invalid_request", "topic (or prompt) is required: what the video is about"
+        )
     job = submit(
         caller(request),
         JobCreate(
@@ -478,7 +492,7 @@ def compat_infinitetalk(
             raise Rejected(415, "unsupported_media_type", "image_file must be an image")
         if not audio.content_type.startswith("audio/"):
             raise Rejected(415, "unsupported_media_type", "audio_file must be audio")
-        template, metadata = talking_video_template()
+        template, metadata = talking_video_template(photos=1)
         script = (
             {"topic": fields.prompt} if fields.prompt.strip() else {"narration": fields.refText}
         )
@@ -499,15 +513,20 @@ def compat_infinitetalk(
     return Status(201, {"jobId": job.pk, "status": job.status})
 
 
-LIPSYNC_SERVICE = "video.lipsync"
-
-
-def talking_video_template() -> tuple[str, dict[str, Any]]:
-    """``narrated_video`` when a worker can lip-sync, else ``quick`` — and the job says so."""
-    if LIPSYNC_SERVICE in runnable_services(live_workers()):
+def talking_video_template(photos: int) -> tuple[str, dict[str, Any]]:
+    """``narrated_video`` when the workers up now run every step of it (lip-sync included)
+    and there are enough photos for its identity LoRA; else ``quick``, and the job's
+    metadata says why."""
+    runnable = runnable_services(live_workers())
+    missing = [s for s in get_template("narrated_video").services if s not in runnable]
+    reasons = [f"no worker runs {', '.join(missing)}"] if missing else []
+    if not MIN_PHOTOS <= photos <= MAX_PHOTOS:
+        reasons.append(f"its identity LoRA needs {MIN_PHOTOS} to {MAX_PHOTOS} photos, not {photos}")
+    if not reasons:
         return "narrated_video", {}
     return "quick", {
-        "fallback": f"no worker runs {LIPSYNC_SERVICE}: the quick CPU pipeline was used",
+        "fallback": f"narrated_video cannot run ({'; '.join(reasons)}): "
+        "the quick CPU pipeline was used",
     }
 
 

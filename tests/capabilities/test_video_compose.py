@@ -4,6 +4,7 @@ session's S3 store; every check decodes the MP4 it produced with PyAV."""
 from __future__ import annotations
 
 import io
+import itertools
 import struct
 import time
 import wave
@@ -452,3 +453,68 @@ def test_speed_30_seconds_at_720p(fps: int, capsys: pytest.CaptureFixture[str]) 
             f"\nvideo.compose 30 s 1280x720 @{fps} fps: {elapsed:.2f} s, "
             f"{30 / elapsed:.2f}x real time"
         )
+
+
+# --- An animated clip ------------------------------------------------------------------
+
+
+def clip_frame_png(number: int) -> bytes:
+    """Clip frame ``number``: a bright square whose left edge moves 40 px a frame, on a dark
+    ground, so each frame's picture is told apart by where the square is."""
+    image = Image.new("RGB", (256, 192), (20, 30, 40))
+    ImageDraw.Draw(image).rectangle((number * 40, 60, number * 40 + 39, 131), fill=(170, 170, 170))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def square_column(luma: np.ndarray) -> int:
+    """Which 40-px column (of the 256-px clip frame, scaled to the output) is bright."""
+    columns = luma[luma.shape[0] // 2].astype(np.float32)
+    centre = float(np.flatnonzero(columns > 100).mean())
+    return int(centre * 256 / luma.shape[1] // 40)
+
+
+@pytest.mark.django_db
+def test_an_animated_clip_plays_as_motion_at_its_frame_rate_and_loops() -> None:
+    run = make_service_run(SERVICE, {"width": 256, "height": 192, "fps": 24, "captions": False})
+    clip = [run.upload(f"frame-{n}.png", clip_frame_png(n), "image/png") for n in range(4)]
+    run.context.inputs = {
+        "speak": {"audio": run.upload("n.wav", narration_wav(2.0), "audio/wav"), "cues": []},
+        "animate": {"keyframes": clip, "frames": clip, "fps": 8},
+    }
+
+    output = handler.run(run.context)
+
+    decoded = decode(run.read(output["video"]))
+    assert (output["frames"], output["clip_frames"], len(decoded.frames)) == (48, 4, 48)
+    # At 8 clip frames a second in a 24 fps video, each clip frame lasts 3 video frames,
+    # and the 4-frame clip starts again every 0.5 s.
+    shown = [square_column(luma) for luma in decoded.frames]
+    assert shown == [(index // 3) % 4 for index in range(48)]
+    # The picture really moves over the clip's span: each clip frame differs from the last.
+    starts = [decoded.frames[3 * n].astype(np.float32) for n in range(4)]
+    assert min(float(np.abs(a - b).mean()) for a, b in itertools.pairwise(starts)) > 5.0
+
+
+@pytest.mark.django_db
+def test_keyframes_without_a_frame_rate_stay_stills() -> None:
+    run = make_service_run(SERVICE, {"width": 256, "height": 192, "fps": 24, "captions": False})
+    frames = [run.upload(f"k-{n}.png", clip_frame_png(n), "image/png") for n in range(2)]
+    run.context.inputs = {
+        "speak": {"audio": run.upload("n.wav", narration_wav(1.0), "audio/wav"), "cues": []},
+        "draw": {"keyframes": frames},
+    }
+
+    output = handler.run(run.context)
+
+    # One second of narration holds one still (at least 2 s each): frame 0 throughout.
+    shown = {square_column(luma) for luma in decode(run.read(output["video"])).frames}
+    assert (output["clip_frames"], shown) == (0, {0})
+
+
+def test_clip_frames_follow_the_clip_rate() -> None:
+    # 25 fps video, a 16-frame clip at 8 fps: frame i shows floor(i * 8 / 25) mod 16.
+    shown = [video.clip_frame(i, 25, 16, 8) for i in (0, 3, 4, 10, 49, 50, 54, 90)]
+
+    assert shown == [0, 0, 1, 3, 15, 0, 1, 12]

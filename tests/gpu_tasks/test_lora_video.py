@@ -1,6 +1,8 @@
 """The lora_video template end to end under real worker processes (a cpu worker and a gpu
 worker running on the CPU with the tiny models), and the gpu worker's model cache and
-capability report across jobs."""
+capability report across jobs; then, on the same workers, the original system's
+train_and_render template, whose MP4 plays the animated clip as motion, and the template
+list saying which pipelines these workers can run."""
 
 from __future__ import annotations
 
@@ -11,15 +13,19 @@ from pathlib import Path
 from typing import Any
 
 import av
+import numpy as np
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.test import Client
+from PIL import Image
 
+from apps.capabilities.media import video as composing
 from apps.capabilities.media.tts_engines import sample_voice
 from apps.graphs import engine
 from apps.graphs.models import NodeRun
 from apps.jobs import submission
-from apps.jobs.models import Artifact, Profile
+from apps.jobs.models import ApiToken, Artifact, Profile
 from myspinbot.celery import app
 from myspinbot.storage import get_artifact_store
 from tests.gpu_tasks.test_gpu_services import TRAIN, png
@@ -144,3 +150,71 @@ def test_a_lora_video_job_makes_an_mp4_and_the_next_keyframe_loads_no_model(
     after = gpu_report(gpu)
     assert after["models"]["loads"] == before["models"]["loads"]
     assert after["models"]["hits"] == before["models"]["hits"] + 1
+
+    check_train_and_render(owner, inputs, params)
+
+
+def read(ref: dict[str, Any]) -> bytes:
+    with get_artifact_store().open(ref["key"]) as handle:
+        data: bytes = handle.read()
+    return data
+
+
+def luma(png_data: bytes, size: int) -> np.ndarray:
+    """A clip frame as the composer frames a square one: scaled to the output, BT.709 luma."""
+    image = Image.open(io.BytesIO(png_data)).convert("RGB").resize((size, size))
+    rgb = np.asarray(image).astype(np.float32)
+    return 16 + (0.2126 * rgb[..., 0] + 0.7152 * rgb[..., 1] + 0.0722 * rgb[..., 2]) * 219 / 255
+
+
+def check_train_and_render(
+    owner: User, inputs: dict[str, Any], lora_video_params: dict[str, Any]
+) -> None:
+    """``train_and_render`` (what ``POST /api/train`` submits) on the running workers, with
+    the lora_video job's photos and settings, so its script, LoRA, keyframe and clip come
+    from the result cache and only its speech (default voice) and video are new work."""
+    size = 128
+    params = {
+        **{key: lora_video_params[key] for key in ("script", "train_lora", "keyframe", "animate")},
+        "render_video": {"width": size, "height": size, "fps": 10, "captions": False},
+    }
+
+    job = wait_for_job(
+        submission.submit(
+            owner, template="train_and_render", params=params, inputs={"photos": inputs["photos"]}
+        ),
+        timeout=120,
+    )
+
+    assert job.status == "completed", NodeRun.objects.filter(job=job).values("node_id", "error")
+    runs = {run.node_id: run for run in NodeRun.objects.filter(job=job)}
+    reused = sorted(node for node, run in runs.items() if run.cached_from_id is not None)
+    assert reused == ["animate", "keyframe", "script", "train_lora"]
+    assert (runs["speech"].output["engine"], runs["speech"].output["profile_id"]) == (
+        "espeak",
+        None,
+    )
+    composed = runs["render_video"].output
+    assert composed["clip_frames"] == 3
+    clip = [luma(read(ref), size) for ref in runs["animate"].output["frames"]]
+    with av.open(io.BytesIO(read(composed["video"]))) as container:
+        frames = [f.to_ndarray()[:size].astype(np.float32) for f in container.decode(video=0)]
+    assert len(frames) == composed["frames"] > 12
+    # Each video frame shows the clip frame due at its time (4 clip frames a second in a
+    # 10 fps video, looped): of the clip's frames, that one is the nearest.
+    distances = [[float(np.abs(frame - c).mean()) for c in clip] for frame in frames]
+    nearest = [int(np.argmin(row)) for row in distances]
+    assert nearest == [composing.clip_frame(i, 10, 3, 4) for i in range(len(frames))]
+    assert nearest[:12] == [0, 0, 0, 1, 1, 2, 2, 2, 0, 0, 1, 1]
+    # ... and it is a clear match: the clip's frames differ far more than a frame from its
+    # source after scaling and encoding.
+    assert max(min(row) for row in distances) * 3 < min(
+        float(np.abs(clip[a] - clip[b]).mean()) for a, b in ((0, 1), (1, 2), (0, 2))
+    )
+
+    # These workers run every step of train_and_render but have no lip-sync backend.
+    token = ApiToken.issue(owner)[1]
+    listed = Client(headers={"Authorization": f"Bearer {token}"}).get("/api/templates").json()
+    templates = {t["name"]: (t["available"], t["unavailableReason"]) for t in listed["templates"]}
+    assert templates["train_and_render"] == (True, "")
+    assert templates["narrated_video"] == (False, "no worker runs lipsync.sync")

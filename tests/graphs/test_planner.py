@@ -56,7 +56,11 @@ def test_a_missing_input_and_an_unknown_node_are_named() -> None:
 
 def test_bad_params_fail_the_service_schema() -> None:
     with pytest.raises(GraphValidationError) as error:
-        plan("train_and_render", {"train_lora": {"seconds": -1}}, INPUTS)
+        plan(
+            "train_and_render",
+            {"script": {"topic": "otters"}, "train_lora": {"seconds": -1}},
+            INPUTS,
+        )
 
     assert [(issue.rule, issue.node) for issue in error.value.issues] == [
         ("invalid_params", "train_lora")
@@ -84,5 +88,32 @@ def test_submit_template_stores_a_job_named_after_it() -> None:
         "keyframes": "pending",
         "speech": "pending",
         "lipsync": "pending",
-        "mux": "pending",
     }
+
+
+def test_the_original_templates_use_the_real_services() -> None:
+    templates = load_templates()
+
+    assert templates["train_and_render"].services == [
+        "image.keyframe",
+        "llm.generate_script",
+        "lora.train",
+        "tts.speak",
+        "video.animate",
+        "video.compose",
+    ]
+    assert templates["narrated_video"].services == [
+        "image.keyframe",
+        "lipsync.sync",
+        "llm.generate_script",
+        "lora.train",
+        "tts.speak",
+        "voice.build_profile",
+    ]
+    # The original capabilities workflow has no real service: GET /api/capabilities is it.
+    assert templates["capabilities"].services == ["debug.echo"]
+    assert not any(
+        service.startswith("debug.")
+        for name in ("train_and_render", "narrated_video", "lora_video", "quick")
+        for service in templates[name].services
+    )

@@ -517,10 +517,14 @@ def test_templates_list_nodes_param_schemas_and_availability(as_ada: Client) -> 
     ]
     video = templates["narrated_video"]
     assert video["requiredInputs"] == ["photos", "transcript", "voice_sample"]
-    sleep = next(n for n in video["nodes"] if n["id"] == "train_lora")
-    assert sleep["paramsSchema"]["properties"]["seconds"]["minimum"] == 0
+    train = next(n for n in video["nodes"] if n["id"] == "train_lora")
+    assert (train["service"], train["queue"]) == ("lora.train", "gpu")
+    assert train["paramsSchema"]["properties"]["steps"]["minimum"] == 1
     assert video["available"] is False
-    assert video["unavailableReason"].startswith("no worker runs debug.echo")
+    assert video["unavailableReason"] == (
+        "no worker runs image.keyframe, lipsync.sync, llm.generate_script, lora.train, "
+        "tts.speak, voice.build_profile"
+    )
 
 
 def test_capabilities_answers_quickly_when_no_worker_is_up(as_ada: Client) -> None:
@@ -550,6 +554,46 @@ def test_compat_train_and_status(as_ada: Client) -> None:
     assert status.json() == {"jobId": job_id, "status": "queued", "progress": 0.0}
     assert {"jobId", "status", "progress", "graph", "createdAt", "updatedAt"} <= set(detail)
     assert detail["template"] == "train_and_render"
+    nodes = {node["id"]: node for node in detail["graph"]["nodes"]}
+    assert nodes["script"]["params"]["topic"] == "otters"
+    assert nodes["train_lora"]["input"] == {"photos": []}
+
+
+def test_compat_train_takes_the_photos_and_leaves_their_count_to_lora_train(
+    as_ada: Client,
+) -> None:
+    photos = [
+        as_ada.post("/api/uploads", {"file": _file(f"{n}.png", png_bytes())}).json()
+        for n in range(2)
+    ]
+
+    created = post_json(
+        as_ada,
+        "/api/train",
+        {"topic": "otters", "photos": [{"artifact": photo["id"]} for photo in photos]},
+    )
+
+    # Two photos are too few for the LoRA (5 to 60), but that is lora.train's check when it
+    # runs: the job is accepted, and fails at train_lora with bad_input.
+    assert created.status_code == 201
+    job = Job.objects.get(pk=created.json()["jobId"])
+    nodes = {node["id"]: node for node in job.graph.document["nodes"]}
+    assert [p["sha256"] for p in nodes["train_lora"]["input"]["photos"]] == [
+        photo["sha256"] for photo in photos
+    ]
+
+
+@pytest.mark.parametrize("body", [{}, {"topic": "  "}, {"prompt": ""}, {"photos": []}])
+def test_compat_train_without_a_topic_is_422(as_ada: Client, body: dict[str, Any]) -> None:
+    response = post_json(as_ada, "/api/train", body)
+
+    assert response.status_code == 422
+    assert error_of(response) == {
+        "code": "invalid_request",
+        "message": "topic (or prompt) is required: what the video is about",
+        "details": {},
+    }
+    assert Job.objects.count() == 0
 
 
 def test_compat_infinitetalk_uploads_both_files_and_starts_a_video_job(as_ada: Client) -> None:
@@ -566,7 +610,9 @@ def test_compat_infinitetalk_uploads_both_files_and_starts_a_video_job(as_ada: C
     job = Job.objects.get(pk=response.json()["jobId"])
     assert job.template == "quick"
     assert job.graph.document["metadata"]["fallback"] == (
-        "no worker runs video.lipsync: the quick CPU pipeline was used"
+        "narrated_video cannot run (no worker runs image.keyframe, lipsync.sync, "
+        "llm.generate_script, lora.train, tts.speak, voice.build_profile; its identity LoRA "
+        "needs 5 to 60 photos, not 1): the quick CPU pipeline was used"
     )
     nodes = {n["id"]: n for n in job.graph.document["nodes"]}
     assert nodes["voice_profile"]["input"]["transcript"] == "Hello there."

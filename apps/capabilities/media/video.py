@@ -21,7 +21,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
@@ -539,6 +539,16 @@ def images_to_use(available: int, duration: float) -> int:
     return max(1, min(available, int(duration // MIN_SECONDS_PER_IMAGE)))
 
 
+# A clip's frames are shown as they are: no pan or zoom over them.
+STILL = Motion(1.0, 1.0, FOCUS, FOCUS)
+
+
+def clip_frame(index: int, fps: int, clip_frames: int, clip_fps: float) -> int:
+    """The clip frame shown at output frame ``index``: the clip plays at its own rate
+    and loops until the narration ends."""
+    return math.floor(index * clip_fps / fps + 1e-9) % clip_frames
+
+
 def compose(
     images: Sequence[Path],
     audio: Audio,
@@ -546,21 +556,30 @@ def compose(
     video: VideoSettings,
     output: Path,
     progress: ProgressFn,
+    *,
+    clip_fps: float | None = None,
 ) -> Composition:
     """Write the MP4 at ``output``: the images panned and zoomed (cross-faded when there
     are several) for exactly the narration's length, captions from ``cues`` when
     ``video.captions``, H.264 yuv420p + AAC, ``+faststart``.
 
+    With ``clip_fps``, ``images`` are the frames of one animated clip instead: each is
+    shown whole (scaled to cover the frame, no pan or zoom) at the clip's own frame rate,
+    and the clip loops to cover the narration (:func:`clip_frame`).
+
     ``images`` should already have passed :func:`check_image`; the ones
-    :func:`images_to_use` leaves out are ignored. ``progress(fraction, message)`` is
-    called about once per second of video; whatever it raises (``Cancelled``) stops the
-    encoding and propagates.
+    :func:`images_to_use` leaves out are ignored (all of them are used for a clip).
+    ``progress(fraction, message)`` is called about once per second of video; whatever it
+    raises (``Cancelled``) stops the encoding and propagates.
     """
     duration = audio.duration
     frames = max(1, round(duration * video.fps))
-    count = images_to_use(len(images), duration)
+    count = len(images) if clip_fps else images_to_use(len(images), duration)
     shown = caption_frames(cues, frames, video.fps) if video.captions else np.full(frames, -1)
-    first = Plate(images[0], video, Motion.for_image(0, video.zoom), poster=True)
+    motion = (lambda index: STILL) if clip_fps else (lambda i: Motion.for_image(i, video.zoom))
+    # A clip's plates need no margin for a zoom: they are smaller and quicker to prepare.
+    framing = replace(video, zoom=1.0) if clip_fps else video
+    first = Plate(images[0], framing, motion(0), poster=True)
     assert first.poster_jpeg is not None
     poster = first.poster_jpeg
     plates: dict[int, Plate] = {0: first}
@@ -568,7 +587,7 @@ def compose(
 
     def plate(index: int) -> Plate:
         if index not in plates:
-            plates[index] = Plate(images[index], video, Motion.for_image(index, video.zoom))
+            plates[index] = Plate(images[index], framing, motion(index))
         return plates[index]
 
     with av.open(str(output), "w", format="mp4", options={"movflags": "+faststart"}) as out:
@@ -620,9 +639,13 @@ def compose(
 
         try:
             for index in range(frames):
-                visible = timeline(count, duration, index / video.fps)
-                for stale in [key for key in plates if key < visible[0].image]:
-                    del plates[stale]  # rendering jobs keep their own reference
+                if clip_fps:
+                    # Every clip frame comes back when it loops: its plate is kept.
+                    visible = [Layer(clip_frame(index, video.fps, count, clip_fps), 0.0, 1.0)]
+                else:
+                    visible = timeline(count, duration, index / video.fps)
+                    for stale in [key for key in plates if key < visible[0].image]:
+                        del plates[stale]  # rendering jobs keep their own reference
                 layers = [(plate(layer.image), layer.progress, layer.weight) for layer in visible]
                 cue = int(shown[index])
                 if cue < 0:

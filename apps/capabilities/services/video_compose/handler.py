@@ -1,4 +1,5 @@
-"""video.compose: images + narration → an H.264/AAC MP4 with pan/zoom and captions."""
+"""video.compose: images (stills, or an animated clip's frames) + narration → an H.264/AAC
+MP4 with captions; stills get a pan/zoom, a clip plays at its own frame rate, looped."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from typing import Any
 from apps.capabilities.context import NodeContext
 from apps.capabilities.errors import PermanentError
 from apps.capabilities.media import video
+
+# The most clip frames composed (video.animate makes up to 32).
+MAX_CLIP_FRAMES = 240
 
 DEFAULTS: dict[str, Any] = {
     "width": 1280,
@@ -41,20 +45,31 @@ def run(ctx: NodeContext) -> dict[str, Any]:
         preset=params["preset"],
     )
     image_refs = find_images(ctx.inputs)
+    clip_fps = find_clip_fps(ctx.inputs)
     audio_ref, cues = find_narration(ctx.inputs)
     assert ctx.workdir is not None  # the worker always gives handlers a scratch folder
     workdir = ctx.workdir
 
     ctx.progress(0.0, "reading the narration")
     narration = video.read_audio(ctx.artifacts.fetch(audio_ref, workdir, "narration"))
-    used = video.images_to_use(len(image_refs), narration.duration)
+    if clip_fps is not None and len(image_refs) > MAX_CLIP_FRAMES:
+        raise PermanentError(
+            "bad_input",
+            f"the clip has {len(image_refs)} frames; at most {MAX_CLIP_FRAMES} are composed",
+            details={"frames": len(image_refs), "max": MAX_CLIP_FRAMES},
+        )
+    if clip_fps is None:
+        used = video.images_to_use(len(image_refs), narration.duration)
+    else:
+        used = len(image_refs)
     images: list[Path] = []
     for number, ref in enumerate(image_refs[:used]):
         path = ctx.artifacts.fetch(ref, workdir, f"image-{number}")
         video.check_image(path)
         images.append(path)
 
-    ctx.progress(0.02, f"composing {math.ceil(narration.duration)} s of video")
+    what = "video" if clip_fps is None else f"video from a {len(images)}-frame clip"
+    ctx.progress(0.02, f"composing {math.ceil(narration.duration)} s of {what}")
     output = workdir / "video.mp4"
     result = video.compose(
         images,
@@ -63,6 +78,7 @@ def run(ctx: NodeContext) -> dict[str, Any]:
         settings,
         output,
         lambda fraction, message: ctx.progress(0.02 + 0.93 * fraction, message),
+        clip_fps=clip_fps,
     )
 
     ctx.progress(0.96, "storing the video")
@@ -78,6 +94,7 @@ def run(ctx: NodeContext) -> dict[str, Any]:
         "fps": settings.fps,
         "frames": result.frames,
         "captions": result.captions,
+        "clip_frames": len(images) if clip_fps is not None else 0,
     }
 
 
@@ -99,6 +116,24 @@ def find_images(inputs: Mapping[str, Any]) -> list[dict[str, Any]]:
     raise PermanentError(
         "missing_input", "no image: give keyframes (from a predecessor), photos or a portrait"
     )
+
+
+def find_clip_fps(inputs: Mapping[str, Any]) -> float | None:
+    """The frame rate of an animated clip (a predecessor's ``keyframes`` of at least two
+    frames with its ``fps``, as ``video.animate`` gives), or ``None`` for stills."""
+    for value in inputs.values():
+        if (
+            isinstance(value, dict)
+            and isinstance(value.get("keyframes"), list)
+            and value["keyframes"]
+        ):
+            fps = value.get("fps")
+            if len(value["keyframes"]) < 2 or fps is None:
+                return None
+            if isinstance(fps, bool) or not isinstance(fps, int | float) or not 0 < fps <= 120:
+                raise PermanentError("bad_input", f"the clip's fps must be 0-120, not {fps!r}")
+            return float(fps)
+    return None
 
 
 def find_narration(inputs: Mapping[str, Any]) -> tuple[dict[str, Any], list[video.Cue]]:
