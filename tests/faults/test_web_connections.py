@@ -18,11 +18,17 @@ from tests.support.services import AsgiServer
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def other_backends() -> int:
+# The web server under test names its connections, so that connections of other
+# processes of the test session (workers of earlier tests ending) are not counted.
+APPLICATION_NAME = "myspinbot-web-under-test"
+
+
+def web_backends() -> int:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(*) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            "WHERE datname = current_database() AND application_name = %s",
+            [APPLICATION_NAME],
         )
         return int(cursor.fetchone()[0])
 
@@ -34,7 +40,7 @@ def test_the_web_process_holds_no_connection_after_its_requests_end(
     env = {
         **worker_env,
         "DJANGO_SETTINGS_MODULE": "myspinbot.settings.local",
-        "DATABASE_URL": worker_env["TEST_DATABASE_URL"],
+        "DATABASE_URL": f"{worker_env['TEST_DATABASE_URL']}?application_name={APPLICATION_NAME}",
         "REDIS_URL": worker_env["TEST_REDIS_URL"],
         "DEBUG": "false",
     }
@@ -45,7 +51,7 @@ def test_the_web_process_holds_no_connection_after_its_requests_end(
         api = Api(web.http, token)
         with ThreadPoolExecutor(max_workers=10) as pool:
             answers = list(pool.map(lambda _: api.request("GET", "/api/jobs").status, range(60)))
-        left = other_backends()
+        left = web_backends()
     finally:
         web.stop()
 
