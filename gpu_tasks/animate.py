@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from gpu_tasks.lora import lora_applied
+from gpu_tasks.lora import lead_with_trigger, lora_applied
 
 StepCallback = Callable[[int, int], None]
 
@@ -42,9 +42,7 @@ class AnimateRequest:
     trigger: str = ""
 
     def full_prompt(self) -> str:
-        if self.lora is not None and self.trigger and self.trigger not in self.prompt:
-            return f"photo of {self.trigger} person, {self.prompt}"
-        return self.prompt
+        return lead_with_trigger(self.prompt, self.lora, self.trigger)
 
 
 def _step_callback(on_step: StepCallback | None, total: int) -> Any:

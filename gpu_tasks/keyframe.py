@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from gpu_tasks.device import Device
-from gpu_tasks.lora import lora_applied
+from gpu_tasks.lora import lead_with_trigger, lora_applied
 
 
 @dataclass(frozen=True)
@@ -32,10 +32,7 @@ class KeyframeRequest:
     trigger: str = ""
 
     def full_prompt(self) -> str:
-        """The prompt, led by the LoRA's trigger phrase when it does not hold it yet."""
-        if self.lora is not None and self.trigger and self.trigger not in self.prompt:
-            return f"photo of {self.trigger} person, {self.prompt}"
-        return self.prompt
+        return lead_with_trigger(self.prompt, self.lora, self.trigger)
 
 
 def render(

@@ -395,6 +395,14 @@ def save_lora(folder: Path, lora: dict[str, torch.Tensor], config: TrainConfig) 
     return folder / LORA_FILE
 
 
+def lead_with_trigger(prompt: str, lora: Path | None, trigger: str) -> str:
+    """The prompt, led by the LoRA's trigger phrase when a LoRA is applied and the prompt
+    does not hold the trigger yet."""
+    if lora is not None and trigger and trigger not in prompt:
+        return f"photo of {trigger} person, {prompt}"
+    return prompt
+
+
 @contextlib.contextmanager
 def lora_applied(pipe: Any, path: Path | None, weight: float, name: str) -> Iterator[None]:
     """``pipe`` with the LoRA at ``path`` loaded at ``weight`` for the block; removed after
