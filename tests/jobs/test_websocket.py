@@ -6,9 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -34,7 +31,7 @@ from apps.jobs.events import Event, emit
 from apps.jobs.models import ApiToken, Job, JobEvent
 from myspinbot.asgi import application
 from tests.support.graphs import chain
-from tests.support.services import REPO, CeleryWorker, _stop
+from tests.support.services import AsgiServer, CeleryWorker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -535,40 +532,16 @@ def test_legacy_protocol_responds_and_pushes_updates(ada: User, bob: User) -> No
 # --- Through a real server ------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def server(worker_env: dict[str, str], tmp_path: Any) -> Iterator[str]:
     """A uvicorn server of the ASGI app on this test database; yields its ws:// base."""
-    port = free_port()
-    log = open(tmp_path / "uvicorn.log", "wb")  # noqa: SIM115 - closed below
-    command = [sys.executable, "-m", "uvicorn", "myspinbot.asgi:application"]
-    process = subprocess.Popen(
-        [*command, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        cwd=REPO,
-        env={**worker_env, "DJANGO_SETTINGS_MODULE": os.environ["DJANGO_SETTINGS_MODULE"]},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    env = {**worker_env, "DJANGO_SETTINGS_MODULE": os.environ["DJANGO_SETTINGS_MODULE"]}
+    web = AsgiServer(env=env, log_path=tmp_path / "uvicorn.log")
+    web.start(timeout=30)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError((tmp_path / "uvicorn.log").read_text()) from None
-                time.sleep(0.1)
-        yield f"ws://127.0.0.1:{port}"
+        yield web.ws
     finally:
-        _stop(process)
-        log.close()
+        web.stop()
 
 
 def test_over_the_wire_credentials_and_origins_are_checked(ada: User, server: str) -> None:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -28,7 +26,7 @@ from websockets.sync.client import connect as ws_connect
 from apps.jobs.auth import user_for_token
 from apps.jobs.models import ApiToken
 from myspinbot import log_filters
-from tests.support.services import REPO, _stop
+from tests.support.services import AsgiServer
 
 pytestmark = pytest.mark.django_db
 
@@ -261,28 +259,18 @@ def server_with_access_log(
 ) -> Iterator[tuple[str, Path]]:
     """uvicorn as the container runs it (access log on) at INFO; yields its base URL
     and the file its output goes to."""
-    port = free_port()
     path = tmp_path / "uvicorn.log"
-    log = open(path, "wb")  # noqa: SIM115 - closed below
-    command = [sys.executable, "-m", "uvicorn", "myspinbot.asgi:application"]
-    process = subprocess.Popen(
-        [*command, "--host", "127.0.0.1", "--port", str(port), "--log-level", "info"],
-        cwd=REPO,
-        env={**worker_env, "DJANGO_SETTINGS_MODULE": os.environ["DJANGO_SETTINGS_MODULE"]},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    env = {**worker_env, "DJANGO_SETTINGS_MODULE": os.environ["DJANGO_SETTINGS_MODULE"]}
+    web = AsgiServer(env=env, log_path=path, log_level="info")
+    web.start(timeout=30)
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 10
         while b"Uvicorn running" not in path.read_bytes():
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(path.read_text())
+            assert time.monotonic() < deadline, path.read_text()
             time.sleep(0.1)
-        yield f"127.0.0.1:{port}", path
+        yield f"127.0.0.1:{web.port}", path
     finally:
-        _stop(process)
-        log.close()
+        web.stop()
 
 
 def _get(url: str, headers: dict[str, str] | None = None) -> int:

@@ -304,6 +304,7 @@ class AsgiServer:
     env: dict[str, str]
     port: int = field(default_factory=lambda: _port_block(1))
     log_path: Path | None = None
+    log_level: str = "warning"
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -327,7 +328,9 @@ class AsgiServer:
                 "--port",
                 str(self.port),
                 "--log-level",
-                "warning",
+                self.log_level,
+                "--lifespan",
+                "off",
             ],
             cwd=REPO,
             env=self.env,
@@ -338,7 +341,8 @@ class AsgiServer:
         deadline = time.monotonic() + timeout
         while not port_open(LOOPBACK, self.port, timeout=0.2):
             if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"uvicorn did not start on port {self.port}")
+                output = self.log_path.read_text() if self.log_path else ""
+                raise RuntimeError(f"uvicorn did not start on port {self.port}\n{output}")
             time.sleep(0.1)
 
     def stop(self) -> None:

@@ -4,10 +4,6 @@ WebSocket) on the test database, and Debian's Chromium driven by Playwright."""
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +12,7 @@ from typing import Any
 import pytest
 from django.db import connections
 
-from tests.support.services import REPO, _stop
+from tests.support.services import REPO, AsgiServer
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -33,49 +29,20 @@ LAPTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def live_url(worker_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
     """A uvicorn server of the ASGI app on this test database; yields its http:// base."""
     if not (REPO / "node_modules" / "htmx.org" / "dist" / "htmx.min.js").is_file():
         raise AssertionError("node_modules is missing: run `npm ci` (make test does)")
-    port = free_port()
-    log_path = tmp_path / "uvicorn.log"
-    log = log_path.open("wb")
-    process = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "uvicorn", "myspinbot.asgi:application"),
-            *("--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"),
-            *("--lifespan", "off"),
-        ],
-        cwd=REPO,
-        env={
-            **{k: v for k, v in worker_env.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"},
-            "DJANGO_SETTINGS_MODULE": os.environ["DJANGO_SETTINGS_MODULE"],
-        },
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    # Without the test process's async-unsafe flag (see ``chromium``).
+    env = {k: v for k, v in worker_env.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"}
+    env["DJANGO_SETTINGS_MODULE"] = os.environ["DJANGO_SETTINGS_MODULE"]
+    web = AsgiServer(env=env, log_path=tmp_path / "uvicorn.log")
+    web.start(timeout=30)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(log_path.read_text()) from None
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
+        yield web.http
     finally:
-        _stop(process)
-        log.close()
+        web.stop()
 
 
 @pytest.fixture
