@@ -80,10 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     from django.contrib.auth.models import User
     from django.core.management import call_command
 
-    from apps.graphs.models import NodeRun
     from apps.jobs import submission
     from apps.jobs.management.commands.spin import make_sample
-    from apps.jobs.models import Job
+    from apps.jobs.models import Job, NodeRun
     from apps.jobs.uploads import accept_upload
 
     call_command("migrate", interactive=False, verbosity=0)

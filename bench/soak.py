@@ -587,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
             if not fleet.finished.wait(120):
                 print("WebSocket clients still waiting after 120 s", file=sys.stderr)
             ws_counts = check_websockets(fleet)
-            from apps.graphs.models import NodeRun
+            from apps.jobs.models import NodeRun
 
             outcome.nodes = NodeRun.objects.filter(job_id__in=job_ids).count()
             leftover_runs = NodeRun.objects.filter(job_id__in=job_ids).exclude(

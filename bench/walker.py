@@ -141,9 +141,8 @@ class Breakdown:
 
 
 def run_engine(user: Any, document: dict[str, Any], timeout: float) -> tuple[float, Breakdown]:
-    from apps.graphs.engine import submit_job
-    from apps.graphs.models import NodeRun
-    from apps.jobs.models import Job
+    from apps.jobs.engine import submit_job
+    from apps.jobs.models import Job, NodeRun
 
     start = time.perf_counter()
     job = submit_job(user, document, template="bench")

@@ -4,7 +4,9 @@ that the worker's main process answers capability queries with.
 
 The main process of a Celery worker never touches CUDA (its pool children could not use
 the device after a fork), so the child that runs the tasks writes its device, memory,
-loaded models and backends to a small JSON file named after the main process's pid.
+loaded models and backends to a small JSON file named after the main process's pid; the
+main process puts that file's path in ``MYSPINBOT_GPU_REPORT`` before its children fork
+(``apps.capabilities.worker_report``).
 """
 
 from __future__ import annotations
@@ -15,13 +17,13 @@ import logging
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-from apps.capabilities.errors import PermanentError
-from apps.capabilities.tasks import gpu_report_path
 from gpu_tasks import backends
 from gpu_tasks.device import get_device, is_out_of_memory
 from gpu_tasks.model_cache import get_cache
+from myspinbot.errors import PermanentError
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +42,12 @@ def report() -> dict[str, Any]:
 
 
 def write_report() -> None:
-    """Write :func:`report` where the worker's main process reads it (atomically)."""
-    path = gpu_report_path(os.getppid())
+    """Write :func:`report` where the worker's main process reads it (atomically); a
+    process outside a gpu worker (no ``MYSPINBOT_GPU_REPORT``) writes nothing."""
+    where = os.environ.get("MYSPINBOT_GPU_REPORT", "")
+    if not where:
+        return
+    path = Path(where)
     temporary = path.with_suffix(f".{os.getpid()}.tmp")
     try:
         temporary.write_text(json.dumps(report()))

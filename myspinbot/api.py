@@ -200,11 +200,13 @@ def _database_down(request: HttpRequest, exc: Exception) -> HttpResponse:
 
 def _register_routers() -> None:
     from apps.capabilities.api import router as capabilities_router
+    from apps.graphs.api import router as templates_router
     from apps.jobs.api import compat_router
     from apps.jobs.api import router as jobs_router
 
     api.add_router("/", jobs_router)
     api.add_router("/", capabilities_router)
+    api.add_router("/", templates_router)
     api.add_router("/", compat_router)
 
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from django.conf import settings
-
 from apps.capabilities.registry import get_registry
+from myspinbot.queues import broker_queues
 
 _cache: dict[str, Any] = {"at": 0.0, "workers": None}
 CACHE_SECONDS = 2.0
@@ -51,6 +50,6 @@ def manifest(timeout: float = 1.0) -> dict[str, Any]:
         {**capability.to_json(), "available": capability.id in runnable}
         for capability in registry.all()
     ]
-    queues = {"cpu": settings.CELERY_CPU_QUEUE, "gpu": settings.CELERY_GPU_QUEUE}
+    queues = broker_queues()
     note = "" if workers else f"no worker answered within {timeout:g}s"
     return {"services": services, "workers": workers, "queues": queues, "note": note}

@@ -14,16 +14,16 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from jsonschema import Draft202012Validator, FormatChecker, SchemaError, ValidationError
 
-from apps.graphs.document import schema_validator
+from myspinbot.queues import Queue
+from myspinbot.schemas import schema_validator
 
 if TYPE_CHECKING:
     from apps.capabilities.context import NodeContext
 
-Queue = Literal["cpu", "gpu"]
 Handler = Callable[["NodeContext"], dict[str, Any]]
 
 SERVICES_DIR = Path(__file__).resolve().parent / "services"
@@ -165,6 +165,11 @@ class Capability:
             "handler": self.handler,
         }
 
+    def with_defaults(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """``params`` with the ``default`` of every parameter it leaves out, from the
+        parameter schema (nested objects too): the one place a default is written."""
+        return _fill_defaults(self.params_schema, params)
+
     def params_errors(self, params: object) -> list[ValidationError]:
         """Return the jsonschema errors of ``params``, ordered by path then message."""
         return sorted(
@@ -175,6 +180,18 @@ class Capability:
     def validate_params(self, params: object) -> list[str]:
         """Return one ``"$.path: message"`` line per problem in ``params``; [] when valid."""
         return [f"{error.json_path}: {error.message}" for error in self.params_errors(params)]
+
+
+def _fill_defaults(schema: Mapping[str, Any], value: Mapping[str, Any]) -> dict[str, Any]:
+    filled = copy.deepcopy(dict(value))
+    for name, subschema in schema.get("properties", {}).items():
+        if not isinstance(subschema, Mapping):
+            continue
+        if name not in filled and "default" in subschema:
+            filled[name] = copy.deepcopy(subschema["default"])
+        if isinstance(filled.get(name), Mapping) and subschema.get("type") == "object":
+            filled[name] = _fill_defaults(subschema, filled[name])
+    return filled
 
 
 def _port(item: Mapping[str, str]) -> Port:

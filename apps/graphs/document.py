@@ -1,4 +1,4 @@
-"""The ``langgraph.v1`` graph document as typed models, and the schema loader.
+"""The ``langgraph.v1`` graph document as typed models.
 
 ``schemas/graph.schema.json`` is the contract; the models here mirror it field for field
 (``tests/graphs/test_document.py`` fails when the two drift). JSON names are kept as
@@ -12,12 +12,8 @@ attribute names, for building documents in code.
 
 from __future__ import annotations
 
-import functools
-import json
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from jsonschema import Draft202012Validator, FormatChecker
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -27,8 +23,6 @@ from pydantic import (
     field_validator,
 )
 
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
-
 GRAPH_SCHEMA_ID = "langgraph.v1"
 
 Plane = Literal["node", "python", "cpu", "gpu"]
@@ -36,29 +30,6 @@ NodeStatus = Literal["pending", "ready", "running", "completed", "failed", "skip
 EdgeKind = Literal["normal", "on_success", "on_failure"]
 
 NODE_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
-
-
-@functools.cache
-def load_schema(name: str) -> dict[str, Any]:
-    """Return the parsed ``schemas/<name>.schema.json`` (e.g. ``load_schema("graph")``).
-
-    The result is cached and shared between callers: treat it as read-only.
-    Raises ``FileNotFoundError`` for an unknown name.
-    """
-    path = SCHEMA_DIR / f"{name}.schema.json"
-    with path.open(encoding="utf-8") as handle:
-        schema: dict[str, Any] = json.load(handle)
-    return schema
-
-
-@functools.cache
-def schema_validator(name: str) -> Draft202012Validator:
-    """Return a cached draft 2020-12 validator for ``schemas/<name>.schema.json``.
-
-    Format keywords (``uuid``, ``date-time``, ...) are asserted where a checker for them
-    is available.
-    """
-    return Draft202012Validator(load_schema(name), format_checker=FormatChecker())
 
 
 def _json_integer(value: object) -> object:

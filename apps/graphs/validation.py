@@ -24,7 +24,8 @@ from pydantic import ValidationError as PydanticValidationError
 from pydantic_core import ErrorDetails
 
 from apps.capabilities.registry import CapabilityRegistry, json_path
-from apps.graphs.document import GraphDocument, GraphEdge, schema_validator
+from apps.graphs.document import GraphDocument, GraphEdge
+from myspinbot.schemas import schema_validator
 
 DEFAULT_MAX_NODES = 500
 EDGES_PER_NODE = 4

@@ -11,9 +11,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from apps.graphs import engine
-from apps.graphs.models import NodeRun
-from apps.jobs.models import ApiToken, Artifact, Job, JobEvent, Profile
+from apps.jobs import engine
+from apps.jobs.models import ApiToken, Artifact, Job, JobEvent, NodeRun, Profile
 
 
 class NodeRunInline(admin.TabularInline):
@@ -173,3 +172,22 @@ class ProfileAdmin(admin.ModelAdmin):
     list_filter = ("kind",)
     search_fields = ("id", "name", "owner__username")
     readonly_fields = ("id", "owner", "kind", "job", "node_id", "data", "created_at", "updated_at")
+
+
+@admin.register(NodeRun)
+class NodeRunAdmin(admin.ModelAdmin):
+    list_display = (
+        "job",
+        "node_id",
+        "service",
+        "queue",
+        "status",
+        "attempt",
+        "worker",
+        "heartbeat_at",
+        "started_at",
+        "finished_at",
+    )
+    list_filter = ("status", "queue", "service")
+    search_fields = ("job__id", "node_id", "task_id", "worker")
+    readonly_fields = [field.name for field in NodeRun._meta.fields]

@@ -24,11 +24,10 @@ from pydantic import Field, model_validator
 
 from apps.capabilities.manifest import live_workers, runnable_services
 from apps.capabilities.services.lora_train.handler import MAX_PHOTOS, MIN_PHOTOS
-from apps.graphs import engine
-from apps.graphs.models import Graph, NodeRun
+from apps.graphs.models import Graph
 from apps.graphs.planner import get_template
-from apps.jobs import submission
-from apps.jobs.models import Artifact, Job, JobEvent
+from apps.jobs import engine, submission
+from apps.jobs.models import Artifact, Job, JobEvent, NodeRun
 from apps.jobs.submission import ARTIFACT_REF
 from apps.jobs.uploads import accept_upload
 from myspinbot.errors import Rejected

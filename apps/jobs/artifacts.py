@@ -24,10 +24,10 @@ from uuid import UUID
 
 from django.db import transaction
 
-from apps.capabilities.errors import Cancelled, PermanentError
 from apps.jobs.events import Event, emit
 from apps.jobs.models import Artifact
 from myspinbot import metrics
+from myspinbot.errors import Cancelled, PermanentError
 from myspinbot.storage import ArtifactNotFound, ArtifactStore, StorageError, StoredObject
 
 logger = logging.getLogger(__name__)
@@ -38,6 +38,18 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 def artifact_ref(artifact: Artifact) -> dict[str, Any]:
     """The reference a node output or job input carries for an artifact."""
     return {"artifact": str(artifact.pk), **artifact.to_json()}
+
+
+def attempt_is_running(job_id: str, node_id: str, attempt: int) -> bool:
+    """Whether ``attempt`` is the node's running one, holding the job's row lock until the
+    transaction ends (the sweeper and cancel take it before superseding)."""
+    from apps.jobs.models import Job, NodeRun
+
+    if not Job.objects.select_for_update().filter(pk=job_id).exists():
+        return False
+    return NodeRun.objects.filter(
+        job_id=job_id, node_id=node_id, attempt=attempt, status=NodeRun.Status.RUNNING
+    ).exists()
 
 
 class NodeArtifacts:
@@ -106,19 +118,17 @@ class NodeArtifacts:
         return artifact
 
     def _still_running(self) -> bool:
-        """Whether this attempt is the node's running one, holding the job's row lock until
-        the transaction ends (the sweeper and cancel take it before superseding)."""
-        from apps.graphs.models import NodeRun
-        from apps.jobs.models import Job
+        return attempt_is_running(self.job_id, self.node_id, self.attempt)
 
-        if not Job.objects.select_for_update().filter(pk=self.job_id).exists():
-            return False
-        return NodeRun.objects.filter(
-            job_id=self.job_id,
-            node_id=self.node_id,
-            attempt=self.attempt,
-            status=NodeRun.Status.RUNNING,
-        ).exists()
+    def saved(self, prefix: str) -> list[dict[str, Any]]:
+        """References of this node's artifacts whose name starts with ``prefix``, newest
+        name first (any attempt: a retry finds its predecessors' checkpoints)."""
+        from apps.jobs.models import Artifact
+
+        stored = Artifact.objects.filter(
+            job_id=self.job_id, node_id=self.node_id, name__startswith=prefix
+        ).order_by("-name", "-created_at")
+        return [artifact_ref(artifact) for artifact in stored]
 
     def open(self, ref: dict[str, Any]) -> BinaryIO:
         """Read an artifact this job may use (its owner's), by reference."""

@@ -17,8 +17,8 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
-from apps.graphs import engine
 from apps.graphs.validation import GraphValidationError, ValidationIssue
+from apps.jobs import engine
 from apps.jobs.models import Artifact, Job
 from myspinbot.errors import Rejected
 

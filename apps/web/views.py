@@ -29,6 +29,7 @@ from apps.capabilities.services.lora_train.handler import MAX_PHOTOS as LORA_MAX
 from apps.capabilities.services.lora_train.handler import MIN_PHOTOS as LORA_MIN_PHOTOS
 from apps.graphs.planner import load_templates
 from apps.jobs.models import Job, Profile
+from myspinbot.queues import broker_queues
 
 PAGE_SIZE = 20
 
@@ -204,7 +205,7 @@ def queue_lengths() -> dict[str, int] | None:
     """Messages waiting in each queue, or None when the broker does not answer."""
     from myspinbot.celery import app
 
-    names = [settings.CELERY_CPU_QUEUE, settings.CELERY_GPU_QUEUE]
+    names = list(broker_queues().values())
     try:
         with app.connection_for_read() as connection:
             channel: Any = connection.default_channel

@@ -170,6 +170,9 @@ CELERY_TASK_QUEUES = (
     Queue(CELERY_GPU_QUEUE, _exchange, routing_key=CELERY_GPU_QUEUE),
 )
 CELERY_TASK_DEFAULT_QUEUE = CELERY_CPU_QUEUE
+# Imported by every worker at start: its answer to capability queries (a remote-control
+# command) and the GPU report hooks.
+CELERY_IMPORTS = ["apps.capabilities.worker_report"]
 CELERY_TASK_DEFAULT_EXCHANGE = _exchange.name
 CELERY_TASK_DEFAULT_EXCHANGE_TYPE = "direct"
 CELERY_TASK_DEFAULT_ROUTING_KEY = CELERY_CPU_QUEUE

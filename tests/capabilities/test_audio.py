@@ -10,7 +10,6 @@ import av
 import numpy as np
 import pytest
 
-from apps.capabilities.errors import PermanentError
 from apps.capabilities.media import audio
 from apps.capabilities.media.tts_engines import (
     EngineUnavailable,
@@ -20,6 +19,7 @@ from apps.capabilities.media.tts_engines import (
     get_engine,
     sample_voice,
 )
+from myspinbot.errors import PermanentError
 
 RATE = 22050
 

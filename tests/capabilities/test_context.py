@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from apps.capabilities.errors import Cancelled
+from myspinbot.errors import Cancelled
 from tests.capabilities.conftest import ContextFactory
 
 

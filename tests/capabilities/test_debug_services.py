@@ -4,11 +4,11 @@ import time
 
 import pytest
 
-from apps.capabilities.errors import Cancelled, PermanentError, TransientError
 from apps.capabilities.services.debug_echo import handler as echo
 from apps.capabilities.services.debug_fail import handler as fail
 from apps.capabilities.services.debug_noop import handler as noop
 from apps.capabilities.services.debug_sleep import handler as sleep
+from myspinbot.errors import Cancelled, PermanentError, TransientError
 from tests.capabilities.conftest import ContextFactory
 
 

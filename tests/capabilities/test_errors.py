@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from apps.capabilities.errors import PermanentError, ServiceError, TransientError
+from myspinbot.errors import PermanentError, ServiceError, TransientError
 
 
 def test_transient_error_defaults() -> None:

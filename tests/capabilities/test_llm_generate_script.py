@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 
-from apps.capabilities.errors import Cancelled, PermanentError, TransientError
 from apps.capabilities.registry import get_registry
 from apps.capabilities.services.llm_generate_script import handler, template_writer
 from apps.capabilities.services.llm_generate_script.ollama import reask_message
@@ -15,6 +14,7 @@ from apps.capabilities.services.llm_generate_script.script import (
     count_words,
     truncate_words,
 )
+from myspinbot.errors import Cancelled, PermanentError, TransientError
 from tests.support.contexts import ServiceRun, make_service_run
 from tests.support.ollama import Answer, FakeOllama, chat_reply, closed_port_url, error_reply
 

@@ -18,7 +18,7 @@ from apps.capabilities.registry import (
     load_handler,
 )
 from apps.capabilities.services.debug_sleep import handler as sleep_handler
-from apps.graphs.document import schema_validator
+from myspinbot.schemas import schema_validator
 
 DEBUG_IDS = ["debug.echo", "debug.fail", "debug.noop", "debug.sleep"]
 # The services a production worker offers (no debug.*); a new service is added here.

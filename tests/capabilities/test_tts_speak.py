@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from django.contrib.auth.models import User
 
-from apps.capabilities.errors import PermanentError
 from apps.capabilities.media import audio
 from apps.capabilities.media.tts_engines import Voice, sample_voice
 from apps.capabilities.registry import get_registry
 from apps.capabilities.services.tts_speak import handler
 from apps.capabilities.services.voice_build_profile import handler as build_profile
 from apps.jobs.models import Artifact, Profile
+from myspinbot.errors import PermanentError
 from tests.support.contexts import ServiceRun, make_service_run
 
 SERVICE = "tts.speak"

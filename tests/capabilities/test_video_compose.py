@@ -18,10 +18,10 @@ import pytest
 from django.test import override_settings
 from PIL import Image, ImageDraw
 
-from apps.capabilities.errors import Cancelled, PermanentError
 from apps.capabilities.media import video
 from apps.capabilities.services.video_compose import handler
 from apps.jobs.models import Artifact
+from myspinbot.errors import Cancelled, PermanentError
 from tests.support.contexts import ServiceRun, make_service_run
 from tests.support.media import png_bytes
 

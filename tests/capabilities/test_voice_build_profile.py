@@ -13,12 +13,12 @@ import av
 import numpy as np
 import pytest
 
-from apps.capabilities.errors import PermanentError
 from apps.capabilities.media import audio
 from apps.capabilities.media.tts_engines import Voice, sample_voice
 from apps.capabilities.registry import get_registry
 from apps.capabilities.services.voice_build_profile import handler
 from apps.jobs.models import Artifact, Profile
+from myspinbot.errors import PermanentError
 from tests.support.contexts import ServiceRun, make_service_run
 
 SERVICE = "voice.build_profile"

@@ -12,9 +12,9 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection
 
-from apps.graphs import engine
-from apps.graphs.execution import Heartbeat, claim
-from apps.graphs.models import NodeRun
+from apps.jobs import engine
+from apps.jobs.execution import Heartbeat, claim
+from apps.jobs.models import NodeRun
 from tests.support.graphs import chain, wait_for_job
 from tests.support.services import CeleryWorker
 

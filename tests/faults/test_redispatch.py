@@ -10,9 +10,9 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
 
-from apps.graphs import engine
-from apps.graphs.models import NodeRun
-from apps.graphs.sweeper import sweep
+from apps.jobs import engine
+from apps.jobs.models import NodeRun
+from apps.jobs.sweeper import sweep
 from myspinbot.celery import app
 from tests.support.graphs import chain, event_types, wait_for_job
 from tests.support.services import CeleryWorker

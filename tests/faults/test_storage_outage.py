@@ -16,9 +16,8 @@ from django.conf import settings
 from django.contrib.auth.models import User
 
 from apps.capabilities.registry import get_registry
-from apps.graphs import engine
-from apps.graphs.models import NodeRun
-from apps.jobs.models import Artifact, JobEvent
+from apps.jobs import engine
+from apps.jobs.models import Artifact, JobEvent, NodeRun
 from myspinbot.storage import S3ArtifactStore
 from tests.conftest import make_s3_store, s3_settings
 from tests.faults.conftest import FAST_RECOVERY

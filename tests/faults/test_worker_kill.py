@@ -14,9 +14,8 @@ from django.conf import settings
 from django.contrib.auth.models import User
 
 from apps.capabilities.registry import get_registry
-from apps.graphs import engine
-from apps.graphs.models import NodeRun
-from apps.jobs.models import Artifact, Job, JobEvent
+from apps.jobs import engine
+from apps.jobs.models import Artifact, Job, JobEvent, NodeRun
 from myspinbot.storage import get_artifact_store
 from tests.faults.conftest import FAST_RECOVERY
 from tests.faults.stack import Stack
@@ -138,9 +137,9 @@ def test_fifty_jobs_complete_while_a_worker_is_killed_again_and_again(
 def test_an_attempt_superseded_while_it_writes_records_nothing_and_leaves_no_object(
     test_services: None,
 ) -> None:
-    from apps.capabilities.errors import Cancelled
-    from apps.graphs.execution import claim
     from apps.jobs.artifacts import NodeArtifacts
+    from apps.jobs.execution import claim
+    from myspinbot.errors import Cancelled
 
     user = User.objects.create_user("ada")
     job = engine.submit_job(user, graph([node("a", "testing.artifacts")], []))

@@ -15,15 +15,14 @@ from PIL import Image
 from prometheus_client import REGISTRY
 
 from apps.capabilities.context import NodeContext
-from apps.capabilities.errors import Cancelled, PermanentError
 from apps.capabilities.services.image_keyframe import handler as keyframe_handler
 from apps.capabilities.services.lora_train import handler as lora_handler
 from apps.capabilities.services.video_animate import handler as animate_handler
-from apps.graphs.execution import claim
-from apps.graphs.models import NodeRun
 from apps.jobs.artifacts import NodeArtifacts
-from apps.jobs.models import Artifact, Profile
+from apps.jobs.execution import claim
+from apps.jobs.models import Artifact, NodeRun, Profile
 from gpu_tasks.model_cache import ModelCache
+from myspinbot.errors import Cancelled, PermanentError
 from myspinbot.storage import get_artifact_store
 from tests.support.contexts import Progress, ServiceRun, make_service_run
 

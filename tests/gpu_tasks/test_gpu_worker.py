@@ -13,11 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-from apps.capabilities.errors import PermanentError
 from apps.capabilities.services.video_upscale import handler as upscale_handler
-from apps.graphs.execution import _gpu_oom, _is_device_out_of_memory
+from apps.jobs.execution import _gpu_oom, _is_device_out_of_memory
 from gpu_tasks import backends, upscale, worker
 from gpu_tasks.model_cache import ModelCache
+from myspinbot.errors import PermanentError
 from tests.support.contexts import make_service_run
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -134,12 +134,12 @@ def test_lipsync_without_a_backend_fails_clearly() -> None:
 def test_the_web_process_and_the_cpu_worker_code_never_import_torch() -> None:
     script = (
         "import sys, django; django.setup();"
-        "import myspinbot.urls, myspinbot.asgi, myspinbot.celery, apps.graphs.tasks,"
-        " apps.capabilities.tasks, apps.capabilities.manifest;"
+        "import myspinbot.urls, myspinbot.asgi, myspinbot.celery, apps.jobs.tasks,"
+        " apps.capabilities.worker_report, apps.capabilities.manifest;"
         "from apps.capabilities.registry import get_registry;"
         "from apps.graphs.planner import plan, load_templates;"
         "assert 'lora.train' in get_registry(); load_templates();"
-        "from apps.capabilities.tasks import worker_report; worker_report(['cpu']);"
+        "from apps.capabilities.worker_report import worker_report; worker_report(['cpu']);"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in"
         " ('torch', 'diffusers', 'transformers', 'peft', 'gpu_tasks'));"
         "print(bad); sys.exit(1 if bad else 0)"

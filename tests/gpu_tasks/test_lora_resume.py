@@ -11,9 +11,8 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
 
-from apps.graphs.models import NodeRun
 from apps.jobs import submission
-from apps.jobs.models import Artifact
+from apps.jobs.models import Artifact, NodeRun
 from tests.gpu_tasks.test_gpu_services import TRAIN, png
 from tests.gpu_tasks.test_lora_video import upload
 from tests.support.graphs import graph, node, wait_for_job, wait_for_node

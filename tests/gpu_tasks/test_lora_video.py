@@ -22,10 +22,8 @@ from PIL import Image
 
 from apps.capabilities.media import video as composing
 from apps.capabilities.media.tts_engines import sample_voice
-from apps.graphs import engine
-from apps.graphs.models import NodeRun
-from apps.jobs import submission
-from apps.jobs.models import ApiToken, Artifact, Profile
+from apps.jobs import engine, submission
+from apps.jobs.models import ApiToken, Artifact, NodeRun, Profile
 from myspinbot.celery import app
 from myspinbot.storage import get_artifact_store
 from tests.gpu_tasks.test_gpu_services import TRAIN, png

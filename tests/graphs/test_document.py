@@ -11,15 +11,13 @@ from jsonschema import Draft202012Validator
 from pydantic import BaseModel, ValidationError
 
 from apps.graphs.document import (
-    SCHEMA_DIR,
     GraphDocument,
     GraphEdge,
     GraphNode,
     NodeError,
     NodeRetries,
-    load_schema,
-    schema_validator,
 )
+from myspinbot.schemas import SCHEMA_DIR, load_schema, schema_validator
 
 GRAPH_SCHEMA = load_schema("graph")
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth.models import User
 
-from apps.graphs import engine
 from apps.graphs.planner import UnknownTemplate, load_templates, plan
 from apps.graphs.validation import GraphValidationError
+from apps.jobs import engine
 from tests.support.graphs import states
 
 INPUTS = {"photos": ["a1"], "voice_sample": "v1", "transcript": "Hello there."}

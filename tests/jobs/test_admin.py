@@ -6,9 +6,8 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
-from apps.graphs import engine
-from apps.graphs.models import NodeRun
-from apps.jobs.models import Job
+from apps.jobs import engine
+from apps.jobs.models import Job, NodeRun
 from tests.support.graphs import chain
 
 pytestmark = pytest.mark.django_db

@@ -10,9 +10,9 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
-from apps.graphs import engine
-from apps.graphs.models import Graph, NodeRun
-from apps.jobs.models import ApiToken, Artifact, Job, JobEvent
+from apps.graphs.models import Graph
+from apps.jobs import engine
+from apps.jobs.models import ApiToken, Artifact, Job, JobEvent, NodeRun
 from myspinbot.storage import get_artifact_store
 from tests.support.graphs import chain, edge, graph, node, run_to_end
 from tests.support.media import jpeg_bytes, png_bytes, wav_bytes

@@ -13,8 +13,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 
-from apps.graphs.models import NodeRun
-from apps.jobs.models import Artifact, Job, Profile
+from apps.jobs.models import Artifact, Job, NodeRun, Profile
 from tests.support.services import CeleryWorker
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -24,9 +24,8 @@ from django.utils import timezone
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
-from apps.graphs import engine
 from apps.graphs.models import Graph
-from apps.jobs import live
+from apps.jobs import engine, live
 from apps.jobs.events import Event, emit
 from apps.jobs.models import ApiToken, Job, JobEvent
 from myspinbot.asgi import application

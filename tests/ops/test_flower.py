@@ -22,7 +22,7 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
 
-from apps.graphs import engine
+from apps.jobs import engine
 from tests.ops.scrape import free_port
 from tests.support.graphs import graph, node, wait_for_job
 from tests.support.services import REPO, CeleryWorker

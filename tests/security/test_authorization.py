@@ -21,8 +21,8 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.test import Client
 
-from apps.graphs import engine
 from apps.graphs.models import Graph
+from apps.jobs import engine
 from apps.jobs.models import ApiToken, Artifact, Job, Profile
 from apps.jobs.uploads import accept_upload
 from myspinbot.asgi import application

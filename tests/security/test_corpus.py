@@ -16,8 +16,8 @@ from django.apps import apps
 from django.contrib.auth.models import User
 from django.test import Client
 
-from apps.graphs import engine
 from apps.graphs.models import Graph
+from apps.jobs import engine
 from apps.jobs.models import ApiToken, Artifact, Job
 from myspinbot.storage import S3ArtifactStore, StoredObject, get_artifact_store
 from tests.security.corpus import load_corpus, send

@@ -12,10 +12,12 @@ from typing import Any
 from django.contrib.auth.models import User
 
 from apps.capabilities.context import NodeContext
-from apps.graphs import engine
-from apps.graphs.execution import claim
+from apps.capabilities.registry import get_registry
+from apps.jobs import engine
 from apps.jobs.artifacts import NodeArtifacts, artifact_ref
+from apps.jobs.execution import claim
 from apps.jobs.models import Artifact, Job
+from apps.jobs.profiles import NodeProfiles
 from myspinbot.storage import get_artifact_store
 from tests.support.graphs import graph, node
 
@@ -82,7 +84,7 @@ def make_service_run(
         job_id=str(job.pk),
         node_id="n",
         attempt=1,
-        params=params or {},
+        params=get_registry().get(service).with_defaults(params or {}),
         inputs=inputs or {},
         store=store,
         progress_callback=progress.report,
@@ -91,5 +93,7 @@ def make_service_run(
             store, job_id=str(job.pk), node_id="n", attempt=1, owner_id=owner.pk
         ),
         workdir=Path(tempfile.mkdtemp(prefix="service-test-")),
+        owner_id=owner.pk,
+        profiles=NodeProfiles(job_id=str(job.pk), node_id="n", attempt=1, owner_id=owner.pk),
     )
     return ServiceRun(context, progress, job, owner)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from apps.graphs.models import NodeRun
-from apps.jobs.models import Job, JobEvent
+from apps.jobs.models import Job, JobEvent, NodeRun
 
 
 def node(node_id: str, service: str = "debug.noop", **fields: Any) -> dict[str, Any]:
@@ -72,8 +71,8 @@ def assert_gap_free(job: Job) -> None:
 def run_to_end(job: Job, outcomes: dict[str, str] | None = None) -> None:
     """Play the worker's part in-process: claim each queued node and complete it with
     ``{"node": <id>}``, or fail it permanently where ``outcomes[node] == "fail"``."""
-    from apps.capabilities.errors import PermanentError
-    from apps.graphs.execution import claim, complete, fail
+    from apps.jobs.execution import claim, complete, fail
+    from myspinbot.errors import PermanentError
 
     outcomes = outcomes or {}
     for _ in range(100):

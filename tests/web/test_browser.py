@@ -15,10 +15,9 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
 
-from apps.graphs.models import NodeRun
 from apps.jobs import submission
 from apps.jobs.management.commands.spin import make_sample
-from apps.jobs.models import Job, Profile
+from apps.jobs.models import Job, NodeRun, Profile
 from myspinbot.celery import app
 from tests.support.graphs import graph, node, wait_for_job
 from tests.support.services import CeleryWorker

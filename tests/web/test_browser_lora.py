@@ -20,8 +20,8 @@ from django.contrib.auth.models import User
 from PIL import Image
 
 from apps.capabilities.services.gpu_frames import write_clip
-from apps.graphs import engine
 from apps.graphs.planner import load_templates
+from apps.jobs import engine
 from apps.jobs.models import Job, Profile
 from tests.web.conftest import LAPTOP, PHONE, Tab, sign_in
 from tests.web.test_pages import lora_profile, png_bytes, stored

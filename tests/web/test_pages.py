@@ -415,6 +415,7 @@ def test_a_lora_video_reusing_a_lora_and_a_voice_profile_trains_nothing(ada: Use
 
     from apps.capabilities.context import NodeContext
     from apps.capabilities.services.lora_train import handler
+    from apps.jobs.profiles import NodeProfiles
     from myspinbot.storage import get_artifact_store
     from tests.support.contexts import Progress
 
@@ -428,6 +429,10 @@ def test_a_lora_video_reusing_a_lora_and_a_voice_profile_trains_nothing(ada: Use
         store=get_artifact_store(),
         progress_callback=progress.report,
         cancelled_callback=progress.cancelled,
+        owner_id=job.owner_id,
+        profiles=NodeProfiles(
+            job_id=str(job.pk), node_id="train_lora", attempt=1, owner_id=job.owner_id
+        ),
     )
     output = handler.run(context)
 

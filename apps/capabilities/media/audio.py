@@ -4,7 +4,7 @@ Decoding goes through PyAV (its bundled ffmpeg reads wav, mp3, flac, ogg, m4a...
 is measured with Praat (parselmouth) and changed with the WORLD vocoder (pyworld). All
 samples are float32 mono in [-1, 1]; all rates are in Hz.
 
-Helpers raise :class:`~apps.capabilities.errors.PermanentError` for input that is not
+Helpers raise :class:`~myspinbot.errors.PermanentError` for input that is not
 usable audio (``bad_audio``, ``too_long``), so a service can let them through.
 """
 
@@ -23,7 +23,7 @@ import av
 import numpy as np
 import numpy.typing as npt
 
-from apps.capabilities.errors import PermanentError
+from myspinbot.errors import PermanentError
 
 Samples = npt.NDArray[np.float32]
 

@@ -2,7 +2,7 @@
 the narration, encoded to an H.264/AAC MP4 with PyAV's bundled ffmpeg.
 
 The pipeline is ``check_image`` / ``read_audio`` (validate inputs, raising
-:class:`~apps.capabilities.errors.PermanentError`) → :func:`compose` (prepare each image
+:class:`~myspinbot.errors.PermanentError`) → :func:`compose` (prepare each image
 once → render every frame → encode). It is built for speed on a few CPU cores:
 
 - each image is cropped, scaled and converted to BT.709 YUV planes once, at the size the
@@ -31,7 +31,7 @@ import numpy as np
 from django.conf import settings
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
-from apps.capabilities.errors import PermanentError
+from myspinbot.errors import PermanentError
 
 AAC_FRAME_SAMPLES = 1024
 AAC_RATES = frozenset(av.codec.Codec("aac", "w").audio_rates or ())

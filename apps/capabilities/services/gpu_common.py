@@ -1,34 +1,23 @@
-"""What the GPU services share: photos and LoRA profiles from the database and artifact
-store. No torch here; the handlers import ``gpu_tasks`` inside their ``run``."""
+"""What the GPU services share: photos and LoRA profiles from the node's context. No
+torch here; the handlers import ``gpu_tasks`` inside their ``run``."""
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 
-from apps.capabilities.context import NodeContext
-from apps.capabilities.errors import PermanentError
-from apps.jobs.models import Job, Profile
+from apps.capabilities.context import NodeContext, StoredProfile
+from myspinbot.errors import PermanentError
 
 
-def job_owner_id(ctx: NodeContext) -> int:
-    return int(Job.objects.values_list("owner_id", flat=True).get(pk=ctx.job_id))
-
-
-def lora_profile(ctx: NodeContext, profile_id: object) -> Profile:
+def lora_profile(ctx: NodeContext, profile_id: object) -> StoredProfile:
     """The owner's LoRA profile ``profile_id``, or ``PermanentError("bad_input")``."""
-    try:
-        wanted = uuid.UUID(str(profile_id))
-    except ValueError:
-        raise PermanentError("bad_input", f"{profile_id!r} is not a profile id") from None
-    profile = Profile.objects.filter(
-        pk=wanted, owner_id=job_owner_id(ctx), kind=Profile.Kind.LORA
-    ).first()
+    assert ctx.profiles is not None
+    profile = ctx.profiles.find("lora", str(profile_id))
     if profile is None or "lora" not in profile.data:
-        raise PermanentError("bad_input", f"no LoRA profile {wanted} of this user")
+        raise PermanentError("bad_input", f"no LoRA profile {profile_id} of this user")
     return profile
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from apps.capabilities.context import NodeContext
-from apps.capabilities.errors import PermanentError, TransientError
+from myspinbot.errors import PermanentError, TransientError
 
 
 def run(ctx: NodeContext) -> dict[str, Any]:

@@ -7,8 +7,8 @@ import io
 from typing import Any
 
 from apps.capabilities.context import NodeContext
-from apps.capabilities.errors import PermanentError
 from apps.capabilities.services.gpu_common import base_model, fetch_lora, find_lora, find_prompt
+from myspinbot.errors import PermanentError
 
 
 def run(ctx: NodeContext) -> dict[str, Any]:

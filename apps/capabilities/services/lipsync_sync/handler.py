@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from apps.capabilities.context import NodeContext
-from apps.capabilities.errors import PermanentError
+from myspinbot.errors import PermanentError
 
 
 def find_inputs(ctx: NodeContext) -> tuple[dict[str, Any], dict[str, Any]]:

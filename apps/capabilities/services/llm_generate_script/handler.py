@@ -18,7 +18,6 @@ from typing import Any
 from django.conf import settings
 
 from apps.capabilities.context import NodeContext
-from apps.capabilities.errors import PermanentError
 from apps.capabilities.services.llm_generate_script import ollama, template_writer
 from apps.capabilities.services.llm_generate_script.script import (
     SCRIPT_SCHEMA,
@@ -27,6 +26,7 @@ from apps.capabilities.services.llm_generate_script.script import (
     script_problem,
     truncate_words,
 )
+from myspinbot.errors import PermanentError
 
 # The params' defaults, from the declaration so they are written down once.
 DEFAULTS: dict[str, Any] = {

@@ -27,7 +27,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from apps.capabilities.errors import PermanentError, ServiceError, TransientError
+from myspinbot.errors import PermanentError, ServiceError, TransientError
 
 Message = dict[str, str]
 # Extra checks on a schema-valid reply: a message for the model, or None when it is fine.

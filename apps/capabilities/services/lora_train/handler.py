@@ -15,11 +15,9 @@ import time
 from typing import Any
 
 from apps.capabilities.context import NodeContext
-from apps.capabilities.errors import PermanentError
-from apps.capabilities.services.gpu_common import base_model, job_owner_id, lora_profile
-from apps.jobs.artifacts import artifact_ref
-from apps.jobs.models import Artifact, Profile
+from apps.capabilities.services.gpu_common import base_model, lora_profile
 from myspinbot import metrics
+from myspinbot.errors import PermanentError
 
 logger = logging.getLogger(__name__)
 
@@ -54,9 +52,9 @@ def run(ctx: NodeContext) -> dict[str, Any]:
 def reuse(ctx: NodeContext, profile_id: str) -> dict[str, Any]:
     """A named profile: its LoRA, without training (and without loading a model)."""
     profile = lora_profile(ctx, profile_id)
-    ctx.progress(1.0, f"reusing LoRA profile {profile.pk}; nothing to train")
+    ctx.progress(1.0, f"reusing LoRA profile {profile.id}; nothing to train")
     output = {key: profile.data[key] for key in OUTPUT_KEYS if key in profile.data}
-    return {"profile_id": str(profile.pk), **output, "reused": True}
+    return {"profile_id": profile.id, **output, "reused": True}
 
 
 def sizes(params: dict[str, Any], photos: int) -> dict[str, Any]:
@@ -217,34 +215,23 @@ def train(ctx: NodeContext, photos: list[dict[str, Any]]) -> dict[str, Any]:
         "steps_per_second": round(result.steps_per_second, 4),
         "samples": samples,
     }
-    profile, _ = Profile.objects.update_or_create(
-        job_id=ctx.job_id,
-        node_id=ctx.node_id,
-        defaults={
-            "owner_id": job_owner_id(ctx),
-            "kind": Profile.Kind.LORA,
-            "name": document["name"],
-            "data": {**document, **output},
-        },
-    )
+    assert ctx.profiles is not None
+    profile_id = ctx.profiles.save("lora", document["name"], {**document, **output})
     ctx.progress(1.0, f"LoRA ready after {result.steps} steps")
-    return {"profile_id": str(profile.pk), **output}
+    return {"profile_id": profile_id, **output}
 
 
 def latest_checkpoint(ctx: NodeContext, config: Any) -> Any:
     """The newest checkpoint this node stored for the same configuration, or None."""
     from gpu_tasks.lora import Checkpoint
 
-    stored = Artifact.objects.filter(
-        job_id=ctx.job_id, node_id=ctx.node_id, name__startswith=CHECKPOINT_PREFIX
-    ).order_by("-name", "-created_at")
-    for artifact in stored:
-        with ctx.artifacts.open(artifact_ref(artifact)) as handle:
+    for ref in ctx.artifacts.saved(CHECKPOINT_PREFIX):
+        with ctx.artifacts.open(ref) as handle:
             checkpoint = Checkpoint.from_bytes(handle.read())
         if checkpoint.config == config.fingerprint() and checkpoint.step < config.steps:
             ctx.progress(0.04, f"resuming from the checkpoint at step {checkpoint.step}")
             return checkpoint
-        logger.info("checkpoint %s is of another configuration; not resumed", artifact.name)
+        logger.info("checkpoint %s is of another configuration; not resumed", ref.get("name"))
     return None
 
 

@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 
 from apps.capabilities.context import NodeContext
-from apps.capabilities.errors import PermanentError
 from apps.capabilities.media import audio
 from apps.capabilities.media.tts_engines import (
     EngineUnavailable,
@@ -29,7 +28,7 @@ from apps.capabilities.media.tts_engines import (
     Voice,
     get_engine,
 )
-from apps.jobs.models import Job, Profile
+from myspinbot.errors import PermanentError
 
 MAX_NARRATION_WORDS = 5000
 DEFAULT_RATE_WPM = 175
@@ -140,13 +139,11 @@ def find_profile(ctx: NodeContext) -> VoiceProfile | None:
         profile_uuid = uuid.UUID(str(wanted))
     except ValueError:
         raise PermanentError("bad_input", f"profile_id {wanted!r} is not a profile id") from None
-    owner_id = Job.objects.values_list("owner_id", flat=True).get(pk=ctx.job_id)
-    profile = Profile.objects.filter(
-        pk=profile_uuid, owner_id=owner_id, kind=Profile.Kind.VOICE
-    ).first()
+    assert ctx.profiles is not None
+    profile = ctx.profiles.find("voice", str(profile_uuid))
     if profile is None:
         raise PermanentError("bad_input", f"no voice profile {profile_uuid} of this user")
-    return _profile_from(str(profile.pk), profile.data)
+    return _profile_from(profile.id, profile.data)
 
 
 def _profile_from(profile_id: str, data: dict[str, Any]) -> VoiceProfile:

@@ -10,9 +10,9 @@ from django.conf import settings
 from PIL import Image
 
 from apps.capabilities.context import NodeContext
-from apps.capabilities.errors import PermanentError
 from apps.capabilities.services.gpu_common import base_model, fetch_lora, find_lora
 from apps.capabilities.services.gpu_frames import save_frames, write_clip
+from myspinbot.errors import PermanentError
 
 
 def find_keyframe(ctx: NodeContext) -> tuple[dict[str, Any], str]:

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from apps.capabilities.context import NodeContext
-from apps.capabilities.errors import PermanentError
 from apps.capabilities.media import video
+from myspinbot.errors import PermanentError
 
 # The most clip frames composed (video.animate makes up to 32).
 MAX_CLIP_FRAMES = 240

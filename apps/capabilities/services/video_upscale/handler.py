@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from apps.capabilities.context import NodeContext
-from apps.capabilities.errors import PermanentError
 from apps.capabilities.services.gpu_frames import load_frames, save_frames
+from myspinbot.errors import PermanentError
 
 
 def find_frames(ctx: NodeContext) -> list[dict[str, Any]]:

@@ -15,9 +15,8 @@ from typing import Any
 from django.conf import settings
 
 from apps.capabilities.context import NodeContext
-from apps.capabilities.errors import PermanentError
 from apps.capabilities.media import audio
-from apps.jobs.models import Job, Profile
+from myspinbot.errors import PermanentError
 
 DEFAULT_SAMPLE_RATE = 22050
 
@@ -84,20 +83,11 @@ def run(ctx: NodeContext) -> dict[str, Any]:
     profile_ref = ctx.artifacts.save(
         "profile.json", json.dumps(document, indent=2).encode(), "application/json"
     )
-    owner_id = Job.objects.values_list("owner_id", flat=True).get(pk=ctx.job_id)
-    profile, _ = Profile.objects.update_or_create(
-        job_id=ctx.job_id,
-        node_id=ctx.node_id,
-        defaults={
-            "owner_id": owner_id,
-            "kind": Profile.Kind.VOICE,
-            "name": name,
-            "data": {**document, "profile": profile_ref},
-        },
-    )
+    assert ctx.profiles is not None
+    profile_id = ctx.profiles.save("voice", name, {**document, "profile": profile_ref})
     ctx.progress(1.0, "voice profile ready")
     return {
-        "profile_id": str(profile.pk),
+        "profile_id": profile_id,
         "reference": reference,
         "profile": profile_ref,
         **measurements,

@@ -19,11 +19,10 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from apps.graphs.models import NodeRun
 from apps.graphs.planner import UnknownTemplate
 from apps.graphs.validation import GraphValidationError
 from apps.jobs import submission
-from apps.jobs.models import Artifact, Job
+from apps.jobs.models import Artifact, Job, NodeRun
 from apps.jobs.submission import ARTIFACT_REF
 from apps.jobs.uploads import accept_upload
 from myspinbot.errors import Rejected

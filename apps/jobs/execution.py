@@ -24,14 +24,14 @@ from django.db import connection, connections, transaction
 from django.utils import timezone
 
 from apps.capabilities.context import NodeContext
-from apps.capabilities.errors import Cancelled, ServiceError, TransientError
 from apps.capabilities.registry import get_registry, load_handler
-from apps.graphs import engine
-from apps.graphs.models import NodeRun
+from apps.jobs import engine
 from apps.jobs.artifacts import NodeArtifacts, discard_superseded
 from apps.jobs.events import Event, emit
-from apps.jobs.models import Job
+from apps.jobs.models import Job, NodeRun
+from apps.jobs.profiles import NodeProfiles
 from myspinbot import metrics
+from myspinbot.errors import Cancelled, ServiceError, TransientError
 from myspinbot.storage import StorageUnavailable, get_artifact_store
 
 logger = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ def execute(job_id: str, node_id: str, attempt: int, worker: str) -> None:
         job_id=str(job_id),
         node_id=node_id,
         attempt=attempt,
-        params=structure.params[node_id],
+        params=capability.with_defaults(structure.params[node_id]),
         inputs=inputs,
         store=store,
         progress_callback=reporter.report,
@@ -159,6 +159,10 @@ def execute(job_id: str, node_id: str, attempt: int, worker: str) -> None:
             owner_id=claimed.owner_id,
         ),
         workdir=workdir,
+        owner_id=claimed.owner_id,
+        profiles=NodeProfiles(
+            job_id=str(job_id), node_id=node_id, attempt=attempt, owner_id=claimed.owner_id
+        ),
     )
     heartbeat = Heartbeat(run.pk, attempt)
     heartbeat.start()

@@ -12,8 +12,8 @@ from typing import Any
 from celery import Task, signals
 
 from apps.capabilities.registry import Capability, get_registry
-from apps.graphs import execution
-from apps.graphs.sweeper import Sweeper
+from apps.jobs import execution
+from apps.jobs.sweeper import Sweeper
 from myspinbot.celery import app
 
 

@@ -20,10 +20,10 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from apps.graphs import engine
-from apps.graphs.models import NodeRun
+from apps.jobs import engine
 from apps.jobs.artifacts import discard_superseded
 from apps.jobs.events import Event, emit
+from apps.jobs.models import NodeRun
 from myspinbot import metrics
 from myspinbot.storage import get_artifact_store
 

@@ -25,11 +25,12 @@ from apps.capabilities.registry import Capability, get_registry
 from apps.graphs import walker
 from apps.graphs.caching import cache_key
 from apps.graphs.document import GraphDocument
-from apps.graphs.models import Graph, NodeRun
+from apps.graphs.models import Graph
 from apps.graphs.validation import validate_graph
 from apps.jobs.events import Event, emit
-from apps.jobs.models import Job
+from apps.jobs.models import Job, NodeRun
 from myspinbot import metrics
+from myspinbot.queues import broker_queue
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +84,7 @@ def graph_structure(graph_id: UUID) -> GraphStructure:
 
 def queue_name(capability: Capability) -> str:
     """The broker queue of a capability's logical queue (``cpu``/``gpu``)."""
-    names = {"cpu": settings.CELERY_CPU_QUEUE, "gpu": settings.CELERY_GPU_QUEUE}
-    return names[capability.queue]
+    return broker_queue(capability.queue)
 
 
 def task_id(job_id: UUID | str, node_id: str, attempt: int) -> str:

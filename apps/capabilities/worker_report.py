@@ -19,14 +19,13 @@ from celery.worker.control import inspect_command
 
 from apps.capabilities.media.tts_engines import available_engines
 from apps.capabilities.registry import get_registry
+from myspinbot.queues import broker_queue, logical_queue
 
 
 def worker_report(queues: list[str]) -> dict[str, Any]:
     memory = psutil.virtual_memory()
-    from django.conf import settings
 
-    logical = {settings.CELERY_CPU_QUEUE: "cpu", settings.CELERY_GPU_QUEUE: "gpu"}
-    served = sorted({logical[q] for q in queues if q in logical})
+    served = sorted({queue for name in queues if (queue := logical_queue(name))})
     report: dict[str, Any] = {
         "host": socket.gethostname(),
         "pid": os.getpid(),
@@ -43,7 +42,8 @@ def worker_report(queues: list[str]) -> dict[str, Any]:
 
 def gpu_report_path(main_pid: int) -> Path:
     """Where the pool child of the worker whose main process is ``main_pid`` writes its
-    GPU report (``gpu_tasks.worker.write_report``)."""
+    GPU report (``gpu_tasks.worker.write_report``, which finds the path in the
+    ``MYSPINBOT_GPU_REPORT`` environment variable set here before the children fork)."""
     return Path(tempfile.gettempdir()) / f"myspinbot-gpu-report-{main_pid}.json"
 
 
@@ -70,17 +70,18 @@ def gpu_report(services: list[str]) -> dict[str, Any]:
 
 @signals.celeryd_after_setup.connect
 def _note_gpu_queue(sender: Any, instance: Any, conf: Any, **_: Any) -> None:
-    """Tell the pool children (forked after this) whether they serve the gpu queue."""
-    from django.conf import settings
+    """Tell the pool children (forked after this) whether they serve the gpu queue, and
+    where to write their report: the path is empty on a worker without the gpu queue."""
 
     queues = {queue.name for queue in instance.app.amqp.queues.consume_from.values()}
-    os.environ["MYSPINBOT_GPU_WORKER"] = "1" if settings.CELERY_GPU_QUEUE in queues else ""
+    gpu = broker_queue("gpu") in queues
+    os.environ["MYSPINBOT_GPU_REPORT"] = str(gpu_report_path(os.getpid())) if gpu else ""
 
 
 @signals.worker_process_init.connect
 def _gpu_child_start(**_: Any) -> None:
     """A pool child of a gpu worker picks its device and writes its first report."""
-    if os.environ.get("MYSPINBOT_GPU_WORKER") == "1":
+    if os.environ.get("MYSPINBOT_GPU_REPORT"):
         from gpu_tasks.worker import write_report
 
         write_report()

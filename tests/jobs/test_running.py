@@ -12,9 +12,8 @@ from django.conf import settings
 from django.contrib.auth.models import User
 
 from apps.capabilities.registry import get_registry
-from apps.graphs import engine
-from apps.graphs.models import NodeRun
-from apps.jobs.models import Job, JobEvent
+from apps.jobs import engine
+from apps.jobs.models import Job, JobEvent, NodeRun
 from myspinbot.celery import app
 from tests.support.graphs import (
     assert_gap_free,

@@ -7,12 +7,12 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth.models import User
 
-from apps.capabilities.errors import TransientError
-from apps.graphs import engine
-from apps.graphs.execution import claim, complete, fail
-from apps.graphs.models import Graph, NodeRun
+from apps.graphs.models import Graph
 from apps.graphs.validation import GraphValidationError
-from apps.jobs.models import Job, JobEvent
+from apps.jobs import engine
+from apps.jobs.execution import claim, complete, fail
+from apps.jobs.models import Job, JobEvent, NodeRun
+from myspinbot.errors import TransientError
 from tests.support.graphs import (
     assert_gap_free,
     chain,
@@ -185,7 +185,7 @@ def test_progress_is_the_weighted_mean_of_node_progress(user: User) -> None:
 
 
 def test_every_event_the_engine_writes_matches_the_event_schema(user: User) -> None:
-    from apps.graphs.document import schema_validator
+    from myspinbot.schemas import schema_validator
 
     job = engine.submit_job(user, chain("debug.noop", "debug.noop"))
     run_to_end(job)

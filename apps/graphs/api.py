@@ -1,0 +1,69 @@
+"""``GET /api/templates``: the pipelines a user can start, and whether the workers that
+are up now can run every step of each."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest
+from ninja import Router, Schema
+
+from apps.capabilities.manifest import live_workers, runnable_services
+from apps.capabilities.registry import get_registry
+from apps.graphs.planner import load_templates
+
+router = Router(tags=["capabilities"])
+
+
+class TemplateOut(Schema):
+    name: str
+    label: str
+    description: str
+    nodes: list[dict[str, Any]]
+    edges: list[dict[str, Any]]
+    requiredInputs: list[str]
+    available: bool
+    unavailableReason: str
+
+
+class TemplateList(Schema):
+    templates: list[TemplateOut]
+
+
+@router.get("/templates", response=TemplateList)
+def templates(request: HttpRequest) -> dict[str, Any]:
+    """Pipelines with their nodes and parameter schemas, and whether the workers that are
+    up now can run every step."""
+    registry = get_registry()
+    runnable = runnable_services(live_workers())
+    result = []
+    for template in load_templates().values():
+        nodes = []
+        for node in template.graph["nodes"]:
+            capability = registry.get(node["service"]) if node["service"] in registry else None
+            nodes.append(
+                {
+                    "id": node["id"],
+                    "name": node.get("name", node["id"]),
+                    "service": node["service"],
+                    "queue": capability.queue if capability else None,
+                    "params": node.get("params", {}),
+                    "paramsSchema": capability.params_schema if capability else None,
+                    "tags": node.get("tags", []),
+                }
+            )
+        missing = sorted(s for s in template.services if s not in runnable)
+        reason = f"no worker runs {', '.join(missing)}" if missing else ""
+        result.append(
+            {
+                "name": template.name,
+                "label": template.label,
+                "description": template.description,
+                "nodes": nodes,
+                "edges": template.graph["edges"],
+                "requiredInputs": template.required_inputs(),
+                "available": not missing,
+                "unavailableReason": reason,
+            }
+        )
+    return {"templates": result}
