@@ -69,10 +69,16 @@ class Port:
     name: str
     kind: str
     description: str = ""
+    # For a list input: the fewest and most items it takes (``count`` in the declaration).
+    count: tuple[int, int] | None = None
 
-    def to_json(self) -> dict[str, str]:
-        """Return the declaration form: ``{name, description, kind}``."""
-        return {"name": self.name, "description": self.description, "kind": self.kind}
+    def to_json(self) -> dict[str, Any]:
+        """Return the declaration form: ``{name, description, kind[, count]}``."""
+        port: dict[str, Any] = {"name": self.name, "description": self.description}
+        port["kind"] = self.kind
+        if self.count is not None:
+            port["count"] = {"min": self.count[0], "max": self.count[1]}
+        return port
 
 
 @dataclass(frozen=True)
@@ -165,6 +171,13 @@ class Capability:
             "handler": self.handler,
         }
 
+    def input(self, name: str) -> Port:
+        """The declared input ``name`` (KeyError when there is none)."""
+        for port in self.inputs:
+            if port.name == name:
+                return port
+        raise KeyError(f"{self.id} declares no input {name!r}")
+
     def with_defaults(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """``params`` with the ``default`` of every parameter it leaves out, from the
         parameter schema (nested objects too): the one place a default is written."""
@@ -194,8 +207,14 @@ def _fill_defaults(schema: Mapping[str, Any], value: Mapping[str, Any]) -> dict[
     return filled
 
 
-def _port(item: Mapping[str, str]) -> Port:
-    return Port(name=item["name"], kind=item["kind"], description=item.get("description", ""))
+def _port(item: Mapping[str, Any]) -> Port:
+    count = item.get("count")
+    return Port(
+        name=item["name"],
+        kind=item["kind"],
+        description=item.get("description", ""),
+        count=(int(count["min"]), int(count["max"])) if count else None,
+    )
 
 
 class CapabilityRegistry:

@@ -17,6 +17,7 @@ from typing import Any
 
 from django.conf import settings
 
+from apps.capabilities.manifest import live_workers, runnable_services
 from apps.capabilities.registry import CapabilityRegistry, get_registry
 from apps.graphs.document import GraphDocument
 from apps.graphs.validation import GraphValidationError, ValidationIssue, validate_graph
@@ -136,3 +137,22 @@ def plan(
         registry=registry or get_registry(),
         max_nodes=settings.MYSPINBOT_MAX_GRAPH_NODES,
     )
+
+
+def talking_video_template(photos: int) -> tuple[str, dict[str, Any]]:
+    """``narrated_video`` when the workers up now run every step of it (lip-sync included)
+    and there are enough photos for its identity LoRA; else ``quick``, and the job's
+    metadata says why."""
+    runnable = runnable_services(live_workers())
+    missing = [s for s in get_template("narrated_video").services if s not in runnable]
+    reasons = [f"no worker runs {', '.join(missing)}"] if missing else []
+    count = get_registry().get("lora.train").input("photos").count
+    assert count is not None
+    if not count[0] <= photos <= count[1]:
+        reasons.append(f"its identity LoRA needs {count[0]} to {count[1]} photos, not {photos}")
+    if not reasons:
+        return "narrated_video", {}
+    return "quick", {
+        "fallback": f"narrated_video cannot run ({'; '.join(reasons)}): "
+        "the quick CPU pipeline was used",
+    }

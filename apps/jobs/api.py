@@ -22,10 +22,8 @@ from ninja import File, Form, Query, Router, Schema, Status
 from ninja.files import UploadedFile
 from pydantic import Field, model_validator
 
-from apps.capabilities.manifest import live_workers, runnable_services
-from apps.capabilities.services.lora_train.handler import MAX_PHOTOS, MIN_PHOTOS
 from apps.graphs.models import Graph
-from apps.graphs.planner import get_template
+from apps.graphs.planner import talking_video_template
 from apps.jobs import engine, submission
 from apps.jobs.models import Artifact, Job, JobEvent, NodeRun
 from apps.jobs.submission import ARTIFACT_REF
@@ -510,23 +508,6 @@ def compat_infinitetalk(
         _discard(uploaded)
         raise
     return Status(201, {"jobId": job.pk, "status": job.status})
-
-
-def talking_video_template(photos: int) -> tuple[str, dict[str, Any]]:
-    """``narrated_video`` when the workers up now run every step of it (lip-sync included)
-    and there are enough photos for its identity LoRA; else ``quick``, and the job's
-    metadata says why."""
-    runnable = runnable_services(live_workers())
-    missing = [s for s in get_template("narrated_video").services if s not in runnable]
-    reasons = [f"no worker runs {', '.join(missing)}"] if missing else []
-    if not MIN_PHOTOS <= photos <= MAX_PHOTOS:
-        reasons.append(f"its identity LoRA needs {MIN_PHOTOS} to {MAX_PHOTOS} photos, not {photos}")
-    if not reasons:
-        return "narrated_video", {}
-    return "quick", {
-        "fallback": f"narrated_video cannot run ({'; '.join(reasons)}): "
-        "the quick CPU pipeline was used",
-    }
 
 
 def _discard(artifacts: list[Artifact]) -> None:

@@ -25,8 +25,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from apps.capabilities.manifest import manifest
-from apps.capabilities.services.lora_train.handler import MAX_PHOTOS as LORA_MAX_PHOTOS
-from apps.capabilities.services.lora_train.handler import MIN_PHOTOS as LORA_MIN_PHOTOS
+from apps.capabilities.registry import get_registry
 from apps.graphs.planner import load_templates
 from apps.jobs.models import Job, Profile
 from myspinbot.queues import broker_queues
@@ -139,7 +138,7 @@ def new_video(request: HttpRequest) -> HttpResponse:
         "page_data": {
             "graphs": {name: t.graph for name, t in load_templates().items()},
             "limits": _upload_limits(),
-            "photos": {"min": LORA_MIN_PHOTOS, "max": LORA_MAX_PHOTOS},
+            "photos": get_registry().get("lora.train").input("photos").to_json()["count"],
             "profile": chosen,
             "profileKind": chosen_kind,
         },

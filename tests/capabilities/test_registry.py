@@ -297,3 +297,17 @@ def test_get_registry_follows_the_settings(tmp_path: Path) -> None:
 
     assert production == sorted([*SERVICE_IDS, "media.resize"])
     assert debug == sorted(DEBUG_IDS + SERVICE_IDS)
+
+
+def test_a_list_input_declares_how_many_items_it_takes() -> None:
+    """Photo limits are written once, in lora.train's capability.json, and read from the
+    registry by the API, the web page and the service alike."""
+    lora = CapabilityRegistry.from_directories([SERVICES_DIR], include_debug=False).get(
+        "lora.train"
+    )
+
+    assert lora.input("photos").count == (5, 60)
+    assert lora.to_json()["inputs"][0]["count"] == {"min": 5, "max": 60}
+    assert Capability.from_declaration(lora.to_json()).input("photos").count == (5, 60)
+    with pytest.raises(KeyError):
+        lora.input("voice")

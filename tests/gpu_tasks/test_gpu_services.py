@@ -21,6 +21,7 @@ from apps.capabilities.services.video_animate import handler as animate_handler
 from apps.jobs.artifacts import NodeArtifacts
 from apps.jobs.execution import claim
 from apps.jobs.models import Artifact, NodeRun, Profile
+from apps.jobs.profiles import NodeProfiles
 from gpu_tasks.model_cache import ModelCache
 from myspinbot.errors import Cancelled, PermanentError
 from myspinbot.storage import get_artifact_store
@@ -82,6 +83,9 @@ def next_attempt(run: ServiceRun, progress: Progress) -> NodeContext:
             node_id="n",
             attempt=run.context.attempt + 1,
             owner_id=run.owner.pk,
+        ),
+        profiles=NodeProfiles(
+            job_id=str(run.job.pk), node_id="n", attempt=attempt, owner_id=run.owner.pk
         ),
         workdir=Path(tempfile.mkdtemp(prefix="service-test-")),
     )

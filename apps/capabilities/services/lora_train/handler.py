@@ -15,13 +15,13 @@ import time
 from typing import Any
 
 from apps.capabilities.context import NodeContext
+from apps.capabilities.registry import get_registry
 from apps.capabilities.services.gpu_common import base_model, lora_profile
 from myspinbot import metrics
 from myspinbot.errors import PermanentError
 
 logger = logging.getLogger(__name__)
 
-MIN_PHOTOS, MAX_PHOTOS = 5, 60
 CHECKPOINT_PREFIX = "checkpoint-"
 LOSS_CURVE_POINTS = 500
 # What the output of a LoRA profile holds (reused as is when a job names the profile).
@@ -67,16 +67,24 @@ def sizes(params: dict[str, Any], photos: int) -> dict[str, Any]:
     }
 
 
+def photo_limits() -> tuple[int, int]:
+    """The fewest and most photos an identity LoRA takes (``capability.json``)."""
+    count = get_registry().get("lora.train").input("photos").count
+    assert count is not None
+    return count
+
+
 def check_photos(photos: object) -> list[dict[str, Any]]:
     if not isinstance(photos, list) or not all(
         isinstance(p, dict) and "artifact" in p for p in photos
     ):
         raise PermanentError("missing_input", "the photos input (a list of uploads) is missing")
-    if not MIN_PHOTOS <= len(photos) <= MAX_PHOTOS:
+    fewest, most = photo_limits()
+    if not fewest <= len(photos) <= most:
         raise PermanentError(
             "bad_input",
-            f"{len(photos)} photos given; {MIN_PHOTOS} to {MAX_PHOTOS} are needed",
-            details={"photos": len(photos), "min": MIN_PHOTOS, "max": MAX_PHOTOS},
+            f"{len(photos)} photos given; {fewest} to {most} are needed",
+            details={"photos": len(photos), "min": fewest, "max": most},
         )
     return photos
 
