@@ -69,7 +69,8 @@ test-faults: $(VENV)/.test.stamp
 lint: $(VENV)/.test.stamp
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy apps myspinbot gpu_tasks
+	$(BIN)/mypy apps myspinbot gpu_tasks testkit
+	$(BIN)/lint-imports --no-cache
 
 bench: $(VENV)/.test.stamp
 	@$(PY) -m myspinbot.devservices postgres

@@ -57,7 +57,7 @@ def running_workers(
     count: int, concurrency: int, queues: list[str], log_dir: Path
 ) -> Iterator[list[Any]]:
     """``count`` real ``celery worker`` processes on ``queues``; stopped on exit."""
-    from tests.support.services import CeleryWorker
+    from testkit.services import CeleryWorker
 
     workers = []
     try:

@@ -31,7 +31,8 @@ from django.conf import settings
 root = Path(sys.argv[1])
 settings.configure(MYSPINBOT_MODEL_ROOT=root, HF_HUB_OFFLINE=True, MYSPINBOT_MODEL_CACHE_BYTES=0)
 
-from gpu_tasks import keyframe, loader, lora, model_cache, random_models
+from gpu_tasks import keyframe, loader, lora, model_cache
+from testkit import random_models
 from gpu_tasks.device import get_device
 
 device = get_device()

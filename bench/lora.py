@@ -151,8 +151,9 @@ def main() -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from gpu_tasks import loader, lora, random_models
+    from gpu_tasks import loader, lora
     from gpu_tasks.device import choose_device
+    from testkit import random_models
 
     device = choose_device(args.device or None)
     with tempfile.TemporaryDirectory(prefix="bench-lora-") as folder:

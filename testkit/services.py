@@ -24,7 +24,7 @@ from myspinbot.devservices import (
     wait_for_port,
 )
 
-REPO = Path(__file__).resolve().parent.parent.parent
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _port_block(size: int) -> int:

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.test import override_settings
 
 from myspinbot.storage import S3ArtifactStore, get_artifact_store
-from tests.support.services import CeleryWorker, S3Server
+from testkit.services import CeleryWorker, S3Server
 
 
 @pytest.fixture(scope="session")

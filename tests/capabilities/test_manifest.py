@@ -11,7 +11,7 @@ from django.test import Client
 
 from apps.capabilities import manifest
 from apps.jobs.models import ApiToken
-from tests.support.services import CeleryWorker
+from testkit.services import CeleryWorker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -10,8 +10,8 @@ import pytest
 from django.contrib.auth.models import User
 
 from apps.jobs.models import ApiToken
+from testkit.services import RedisServer
 from tests.faults.stack import Api, Stack
-from tests.support.services import RedisServer
 
 # Recovery timings short enough for a test, long enough for a loaded 2-core machine.
 FAST_RECOVERY = {

@@ -18,7 +18,7 @@ from typing import Any
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.sync.client import connect as ws_connect
 
-from tests.support.services import AsgiServer, CeleryWorker, RedisServer
+from testkit.services import AsgiServer, CeleryWorker, RedisServer
 
 
 @dataclass

@@ -16,9 +16,9 @@ import psycopg
 import pytest
 from django.conf import settings
 
+from testkit.services import REPO, PostgresCluster
 from tests.faults.stack import Api, Stack
 from tests.faults.test_restarts import sleepy_chain
-from tests.support.services import REPO, PostgresCluster
 
 
 @pytest.fixture

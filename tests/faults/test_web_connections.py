@@ -12,8 +12,8 @@ from django.contrib.auth.models import User
 from django.db import connection
 
 from apps.jobs.models import ApiToken
+from testkit.services import AsgiServer
 from tests.faults.stack import Api
-from tests.support.services import AsgiServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

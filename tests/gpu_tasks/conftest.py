@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 import torch
 
-from gpu_tasks import model_cache, random_models
+from gpu_tasks import model_cache
+from testkit import random_models
 
 # Two cores shared with PostgreSQL, Redis and the workers: one torch thread is much
 # faster than torch's default here.

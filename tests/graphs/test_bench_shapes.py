@@ -10,7 +10,7 @@ import pytest
 from apps.capabilities.registry import SERVICES_DIR, CapabilityRegistry
 from apps.graphs.planner import load_templates
 from apps.graphs.validation import validate_graph
-from bench import soak
+from testkit import soak_graphs as soak
 
 BENCH_CAPABILITIES = Path(soak.REPO) / "bench" / "capabilities"
 

@@ -15,6 +15,7 @@ from apps.capabilities.registry import get_registry
 from apps.jobs import engine
 from apps.jobs.models import Job, JobEvent, NodeRun
 from myspinbot.celery import app
+from testkit.services import CeleryWorker
 from tests.support.graphs import (
     assert_gap_free,
     chain,
@@ -26,7 +27,6 @@ from tests.support.graphs import (
     wait_for_job,
     wait_for_node,
 )
-from tests.support.services import CeleryWorker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -14,7 +14,7 @@ from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 
 from apps.jobs.models import Artifact, Job, NodeRun, Profile
-from tests.support.services import CeleryWorker
+from testkit.services import CeleryWorker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -10,7 +10,7 @@ from celery.exceptions import TimeoutError as ResultTimeout
 from django.conf import settings
 
 from myspinbot.celery import app, whoami
-from tests.support.services import CeleryWorker
+from testkit.services import CeleryWorker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

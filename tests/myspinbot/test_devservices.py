@@ -6,7 +6,7 @@ import os
 import signal
 
 from myspinbot.devservices import LOOPBACK, ensure_redis, port_open, redis_answers
-from tests.support.services import _port_block
+from testkit.services import _port_block
 
 
 def test_ensure_redis_starts_the_embedded_server_only_when_none_answers() -> None:

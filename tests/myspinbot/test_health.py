@@ -8,8 +8,8 @@ import pytest
 from django.test import Client, override_settings
 
 from myspinbot.storage import get_artifact_store
+from testkit.services import RedisServer, S3Server
 from tests.conftest import make_s3_store, s3_settings
-from tests.support.services import RedisServer, S3Server
 
 pytestmark = pytest.mark.django_db
 

@@ -18,7 +18,7 @@ from ninja.responses import NinjaJSONEncoder
 from apps.jobs.models import ApiToken
 from myspinbot.api import api
 from myspinbot.wsgi import application
-from tests.support.services import REPO
+from testkit.services import REPO
 
 COMMITTED = REPO / "schemas" / "openapi.json"
 

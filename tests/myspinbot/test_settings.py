@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.support.services import REPO
+from testkit.services import REPO
 
 PRODUCTION_ENV = {
     "SECRET_KEY": "x" * 50,

@@ -20,8 +20,8 @@ from myspinbot.storage import (
     StorageUnavailable,
     get_artifact_store,
 )
+from testkit.services import S3Server
 from tests.conftest import make_s3_store
-from tests.support.services import S3Server
 
 
 @pytest.fixture(params=["local", "s3"])

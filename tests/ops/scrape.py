@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.services import REPO
+from testkit.services import REPO
 
 Key = tuple[str, tuple[tuple[str, str], ...]]
 

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
+from testkit.services import REPO
 from tests.ops.scrape import promql_series
-from tests.support.services import REPO
 
 COMPOSE = REPO / "docker-compose.yml"
 DEPLOY = REPO / "deploy"

@@ -13,8 +13,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from myspinbot import metrics
+from testkit.services import REPO
 from tests.ops.scrape import free_port, parse, scrape
-from tests.support.services import REPO
 
 CHILD = """
 from myspinbot import metrics

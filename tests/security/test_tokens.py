@@ -26,7 +26,7 @@ from websockets.sync.client import connect as ws_connect
 from apps.jobs.auth import user_for_token
 from apps.jobs.models import ApiToken
 from myspinbot import log_filters
-from tests.support.services import AsgiServer
+from testkit.services import AsgiServer
 
 pytestmark = pytest.mark.django_db
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from django.db import connections
 
-from tests.support.services import REPO, AsgiServer
+from testkit.services import REPO, AsgiServer
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -25,14 +25,14 @@ from PIL import Image
 from apps.jobs.management.commands.spin import make_sample
 from apps.jobs.models import Job, NodeRun, Profile
 from myspinbot.celery import app
-from tests.support.services import CeleryWorker
+from testkit.services import CeleryWorker
 from tests.web.conftest import LAPTOP, PHONE, Tab, sign_in
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 BUILD_MODELS = (
     "import sys, torch; torch.set_num_threads(1);"
-    "from pathlib import Path; from gpu_tasks import random_models;"
+    "from pathlib import Path; from testkit import random_models;"
     "root = Path(sys.argv[1]);"
     "random_models.save_sd_model(root / 'sd-tiny', 'tiny', seed=0);"
     "random_models.save_motion_adapter(root / 'motion-tiny', 'tiny', seed=0)"
