@@ -59,7 +59,7 @@ test: $(VENV)/.test.stamp node_modules/.package-lock.json /usr/bin/chromium
 	@$(PY) -m myspinbot.devservices postgres --database myspinbot
 	@$(PY) -m myspinbot.devservices ensure-redis redis://127.0.0.1:6379/0
 	DJANGO_SETTINGS_MODULE=myspinbot.settings.test $(PY) manage.py makemigrations --check --dry-run
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow" --durations=10 $(PYTEST_ARGS)
 
 test-faults: $(VENV)/.test.stamp
 	@$(PY) -m myspinbot.devservices postgres
