@@ -29,7 +29,7 @@ def staff() -> Client:
         "jobs/apitoken",
         "jobs/profile",
         "graphs/graph",
-        "graphs/noderun",
+        "jobs/noderun",
     ],
 )
 def test_every_changelist_renders(staff: Client, path: str) -> None:
