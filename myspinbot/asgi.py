@@ -20,7 +20,7 @@ from apps.jobs.ws_auth import (  # noqa: E402 - needs Django set up
     JobsAuthMiddlewareStack,
 )
 from myspinbot import log_filters  # noqa: E402
-from myspinbot.metrics import WebSocketMetrics  # noqa: E402
+from myspinbot.metrics.websocket import WebSocketMetrics  # noqa: E402
 from myspinbot.routing import websocket_urlpatterns  # noqa: E402
 
 # Tokens in WebSocket query strings and signed links must not reach the server's logs.

@@ -29,7 +29,7 @@ app = Celery("myspinbot")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
-import myspinbot.metrics  # noqa: E402, F401 - connects the worker metrics signals
+import myspinbot.metrics.worker  # noqa: E402, F401 - connects the worker metrics signals
 
 
 @signals.setup_logging.connect

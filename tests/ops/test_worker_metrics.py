@@ -13,6 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from myspinbot import metrics
+from myspinbot.metrics import gpu, worker
 from testkit.services import REPO
 from tests.ops.scrape import free_port, parse, scrape
 
@@ -47,12 +48,12 @@ def test_gpu_worker_metrics_of_a_child_add_up_and_its_gauges_go_when_it_dies(
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "recorded"
         alive = parse(
-            generate_latest(metrics.worker_registry(gpu=False, path=str(tmp_path))).decode()
+            generate_latest(worker.worker_registry(gpu=False, path=str(tmp_path))).decode()
         )
     finally:
         child.kill()
         child.wait(10)
-    gone = parse(generate_latest(metrics.worker_registry(gpu=False, path=str(tmp_path))).decode())
+    gone = parse(generate_latest(worker.worker_registry(gpu=False, path=str(tmp_path))).decode())
 
     assert alive.value("myspinbot_model_load_seconds_count", model="tiny-sd") == 2
     assert alive.value("myspinbot_model_load_seconds_sum", model="tiny-sd") == 2.0
@@ -90,18 +91,18 @@ def test_a_bad_lora_report_is_refused() -> None:
 def test_visible_devices_follows_cuda_visible_devices(
     value: str | None, count: int, expected: list[str]
 ) -> None:
-    assert metrics.visible_devices(value, count) == expected
+    assert gpu.visible_devices(value, count) == expected
 
 
 def test_gpu_families_are_exported_with_one_sample_per_visible_device() -> None:
-    collector = metrics.GpuCollector()
+    collector = gpu.GpuCollector()
     registry = CollectorRegistry()
     registry.register(collector)
 
     scraped = parse(generate_latest(registry).decode())
     readings = collector.readings()  # none on a machine without an NVIDIA driver
 
-    assert set(scraped.families) == set(metrics.GPU_FAMILIES)
+    assert set(scraped.families) == set(gpu.GPU_FAMILIES)
     for device, uuid, used, total, _ in readings:
         labels = {"device": device, "uuid": uuid}
         assert scraped.value("myspinbot_gpu_memory_total_bytes", **labels) == total
@@ -116,7 +117,7 @@ def test_reaping_leaves_the_files_of_live_processes(tmp_path: Path) -> None:
     dead.wait()
     (tmp_path / f"gauge_livesum_{dead.pid}.db").write_bytes(b"")
 
-    assert metrics.reap_dead_processes(str(tmp_path)) == [dead.pid]
+    assert worker.reap_dead_processes(str(tmp_path)) == [dead.pid]
     assert sorted(path.name for path in tmp_path.iterdir()) == [f"gauge_livesum_{os.getpid()}.db"]
 
 
@@ -126,15 +127,15 @@ def test_the_exporter_serves_the_worker_registry_and_refuses_a_taken_port(
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     settings.MYSPINBOT_WORKER_METRICS_ADDR = "127.0.0.1"
     settings.MYSPINBOT_WORKER_METRICS_PORT = free_port()
-    exporter = metrics.start_worker_exporter([settings.CELERY_GPU_QUEUE])
+    exporter = worker.start_worker_exporter([settings.CELERY_GPU_QUEUE])
     assert exporter is not None
     try:
         served = parse(scrape(f"http://127.0.0.1:{exporter.port}/metrics"))
         with pytest.raises(SystemExit, match="MYSPINBOT_WORKER_METRICS_PORT"):
-            metrics.start_worker_exporter([settings.CELERY_CPU_QUEUE])
+            worker.start_worker_exporter([settings.CELERY_CPU_QUEUE])
     finally:
         exporter.stop()
     settings.MYSPINBOT_WORKER_METRICS_PORT = 0
 
-    assert set(metrics.GPU_FAMILIES) <= set(served.families)
-    assert metrics.start_worker_exporter([settings.CELERY_CPU_QUEUE]) is None
+    assert set(gpu.GPU_FAMILIES) <= set(served.families)
+    assert worker.start_worker_exporter([settings.CELERY_CPU_QUEUE]) is None
