@@ -12,7 +12,8 @@ attribute names, for building documents in code.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
     BaseModel,
@@ -27,6 +28,19 @@ GRAPH_SCHEMA_ID = "langgraph.v1"
 
 Plane = Literal["node", "python", "cpu", "gpu"]
 NodeStatus = Literal["pending", "ready", "running", "completed", "failed", "skipped"]
+
+# How each state of a running node reads in a ``langgraph.v1`` document, whose status
+# vocabulary (from the original system) has ``ready`` for queued and no ``cancelled``.
+# Keyed by every ``walker.NodeState`` (the database column is a plain string).
+DOCUMENT_STATUS: Final[Mapping[str, NodeStatus]] = {
+    "pending": "pending",
+    "queued": "ready",
+    "running": "running",
+    "completed": "completed",
+    "failed": "failed",
+    "skipped": "skipped",
+    "cancelled": "skipped",
+}
 EdgeKind = Literal["normal", "on_success", "on_failure"]
 
 NODE_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"

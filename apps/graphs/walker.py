@@ -10,9 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
+# The one list of the states a node of a running job can be in. ``NodeRun.Status``
+# (the database choices), the graph document's ``status`` (through
+# ``document.DOCUMENT_STATUS``) and the WebSocket's ``nodeStatus`` are checked against it
+# by tests/graphs/test_node_states.py.
 NodeState = Literal["pending", "queued", "running", "completed", "failed", "skipped", "cancelled"]
+NODE_STATES: Final[tuple[NodeState, ...]] = get_args(NodeState)
 EdgeKind = Literal["normal", "on_success", "on_failure"]
 JobStatus = Literal["completed", "failed"]
 

@@ -22,6 +22,7 @@ from ninja import File, Form, Query, Router, Schema, Status
 from ninja.files import UploadedFile
 from pydantic import Field, model_validator
 
+from apps.graphs.document import DOCUMENT_STATUS
 from apps.graphs.models import Graph
 from apps.graphs.planner import talking_video_template
 from apps.jobs import engine, submission
@@ -195,16 +196,13 @@ def job_summary(job: Job) -> dict[str, Any]:
     }
 
 
-_GRAPH_STATUS = {"queued": "ready", "cancelled": "skipped"}
-
-
 def live_graph(job: Job) -> dict[str, Any]:
     """The job's document with each node's live status, output, error and telemetry."""
     document = json.loads(json.dumps(job.graph.document))
     runs = {run.node_id: run for run in NodeRun.objects.filter(job=job)}
     for node in document["nodes"]:
         run = runs[node["id"]]
-        node["status"] = _GRAPH_STATUS.get(run.status, run.status)
+        node["status"] = DOCUMENT_STATUS[run.status]
         node["output"] = run.output
         node["error"] = run.error
         node["retries"] = {"attempt": run.attempt, "maxAttempts": run.max_attempts}

@@ -68,6 +68,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
+from apps.graphs.walker import NodeState
 from apps.jobs.live import group_name
 from apps.jobs.models import Job, JobEvent
 
@@ -76,7 +77,8 @@ PING_TIMEOUT = 4408
 CATCH_UP_PAGE = 500
 MAX_SUBSCRIPTIONS = 100
 
-NODE_STATUS = {
+# Which node state each node event leaves its node in (``walker.NodeState``).
+NODE_STATUS: dict[str, NodeState] = {
     "node.queued": "queued",
     "node.started": "running",
     "node.progress": "running",

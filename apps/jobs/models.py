@@ -10,6 +10,8 @@ from typing import Any
 from django.conf import settings
 from django.db import models
 
+from apps.graphs.walker import TERMINAL_STATES
+
 
 class Job(models.Model):
     """One run of a graph for one user. State lives here, not in the broker."""
@@ -54,6 +56,8 @@ class Job(models.Model):
 class NodeRun(models.Model):
     """The state of one node of one job. Changed only by conditional updates."""
 
+    # The choices spell out ``walker.NodeState`` (Django needs the members written here);
+    # tests/graphs/test_node_states.py fails when the two differ.
     class Status(models.TextChoices):
         PENDING = "pending"
         QUEUED = "queued"
@@ -63,7 +67,7 @@ class NodeRun(models.Model):
         SKIPPED = "skipped"
         CANCELLED = "cancelled"
 
-    TERMINAL = (Status.COMPLETED, Status.FAILED, Status.SKIPPED, Status.CANCELLED)
+    TERMINAL = tuple(sorted(TERMINAL_STATES))
 
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="node_runs")
     node_id = models.CharField(max_length=64)
