@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 from uuid import UUID
@@ -221,7 +222,7 @@ def artifact_ids(value: Any) -> set[str]:
     return found
 
 
-def share_reused(job_id: UUID | str, reused: dict[str, tuple[UUID | str, str]]) -> None:
+def share_reused(job_id: UUID | str, reused: Mapping[str, tuple[UUID | str, str]]) -> None:
     """List for the job's cached nodes (``{node: (source job, source node)}``) what the
     runs they reused hold: what those nodes stored and what they themselves reused."""
     if not reused:
