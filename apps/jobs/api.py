@@ -26,6 +26,7 @@ from apps.graphs.document import DOCUMENT_STATUS
 from apps.graphs.models import Graph
 from apps.graphs.planner import talking_video_template
 from apps.jobs import engine, submission
+from apps.jobs.artifacts import job_artifacts, unreferenced_after
 from apps.jobs.models import Artifact, Job, JobEvent, NodeRun
 from apps.jobs.submission import ARTIFACT_REF
 from apps.jobs.uploads import accept_upload
@@ -247,7 +248,7 @@ def create_job(request: HttpRequest, body: JobCreate) -> Status[dict[str, Any]]:
 
 def job_detail(job: Job) -> dict[str, Any]:
     job.refresh_from_db()
-    artifacts = [artifact_json(a) for a in Artifact.objects.filter(job=job).order_by("created_at")]
+    artifacts = [artifact_json(a) for a in job_artifacts(job.pk)]
     return {**job_summary(job), "graph": live_graph(job), "artifacts": artifacts}
 
 
@@ -320,16 +321,8 @@ def delete_job(request: HttpRequest, job_id: uuid.UUID) -> Status[None]:
     if not job.is_finished:
         raise Rejected(409, "job_running", f"job {job.pk} is {job.status}; cancel it first")
     store = get_artifact_store()
-    doomed: list[Artifact] = []
-    for artifact in Artifact.objects.filter(job=job):
-        needle = str(artifact.pk)
-        used = (
-            NodeRun.objects.exclude(job=job).filter(output__icontains=needle).exists()
-            or Graph.objects.exclude(job=job).filter(document__icontains=needle).exists()
-        )
-        if not used:
-            doomed.append(artifact)
     with transaction.atomic():
+        doomed = unreferenced_after(job)
         graph_id = job.graph_id
         Artifact.objects.filter(pk__in=[a.pk for a in doomed]).delete()
         job.delete()

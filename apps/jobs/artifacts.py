@@ -10,6 +10,10 @@ Only the attempt that is still the node's running one records an artifact: a sup
 attempt (its worker was presumed dead, the job was cancelled) has its object deleted
 instead. When a node reaches its final state, what earlier attempts of it stored is
 removed (:func:`discard_superseded`), so a killed or retried attempt leaves nothing behind.
+
+A node answered from the cache stores nothing: :func:`share_reused` lists the artifacts
+of the run it reused as the job's own (a ``ReusedArtifact`` row each, no bytes copied),
+and :func:`unreferenced_after` says which artifacts a deleted job may take with it.
 """
 
 from __future__ import annotations
@@ -18,14 +22,16 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 from uuid import UUID
 
 from django.db import transaction
+from django.db.models import Q
 
 from apps.jobs.events import Event, emit
-from apps.jobs.models import Artifact
+from apps.jobs.models import Artifact, ReusedArtifact
 from myspinbot import metrics
 from myspinbot.errors import Cancelled, PermanentError
 from myspinbot.storage import ArtifactNotFound, ArtifactStore, StorageError, StoredObject
@@ -195,3 +201,91 @@ def _delete_objects(store: ArtifactStore, keys: list[str]) -> None:
             store.delete(key)
         except StorageError:
             logger.exception("could not delete superseded artifact %s", key)
+
+
+# --- Reuse and references -----------------------------------------------------------------
+
+
+def artifact_ids(value: Any) -> set[str]:
+    """The ids of every artifact reference (``{"artifact": id, ...}``) anywhere in a JSON
+    value."""
+    found: set[str] = set()
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if isinstance(item.get("artifact"), str):
+                found.add(item["artifact"])
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
+
+
+def share_reused(job_id: UUID | str, reused: Mapping[str, tuple[UUID | str, str]]) -> None:
+    """List for the job's cached nodes (``{node: (source job, source node)}``) what the
+    runs they reused hold: what those nodes stored and what they themselves reused."""
+    if not reused:
+        return
+    wanted = {(str(job), node): target for target, (job, node) in reused.items()}
+    made = Q()
+    for job, node in wanted:
+        made |= Q(job_id=job, node_id=node)
+    links = [
+        ReusedArtifact(job_id=job_id, node_id=wanted[(str(job), node)], artifact_id=pk)
+        for pk, job, node in Artifact.objects.filter(made).values_list("pk", "job_id", "node_id")
+    ]
+    links += [
+        ReusedArtifact(job_id=job_id, node_id=wanted[(str(job), node)], artifact_id=pk)
+        for pk, job, node in ReusedArtifact.objects.filter(made).values_list(
+            "artifact_id", "job_id", "node_id"
+        )
+    ]
+    ReusedArtifact.objects.bulk_create(links, ignore_conflicts=True)
+
+
+def job_artifacts(job_id: UUID | str) -> list[Artifact]:
+    """A job's results, oldest first: what its nodes stored and what its cached nodes
+    reused. A reused artifact is shown as a fresh run would show it, with this job's id
+    and the reusing node's id."""
+    artifacts = list(Artifact.objects.filter(job_id=job_id))
+    for link in ReusedArtifact.objects.filter(job_id=job_id).select_related("artifact"):
+        artifact = link.artifact
+        artifact.job_id, artifact.node_id = job_id, link.node_id
+        artifacts.append(artifact)
+    return sorted(artifacts, key=lambda artifact: artifact.created_at)
+
+
+def unreferenced_after(job: Any) -> list[Artifact]:
+    """The artifacts that nothing refers to once ``job`` is deleted: those it stored, and
+    those it reused whose maker is already gone, unless another job reuses them, names
+    them in its graph, or a profile of the owner holds them.
+
+    Call it in the transaction that deletes the job: it locks the job's runs, so a job
+    being planned now either reuses them before (and its references are seen here) or
+    finds them gone (and runs its node itself)."""
+    from apps.graphs.models import Graph
+    from apps.jobs.models import NodeRun, Profile
+
+    list(NodeRun.objects.select_for_update().filter(job=job).values_list("pk", flat=True))
+
+    candidates = {
+        artifact.pk: artifact
+        for artifact in Artifact.objects.filter(
+            Q(job=job) | Q(reuses__job=job, job__isnull=True, node_id__gt="")
+        ).distinct()
+    }
+    if not candidates:
+        return []
+    kept = {
+        str(pk)
+        for pk in ReusedArtifact.objects.filter(artifact_id__in=candidates)
+        .exclude(job=job)
+        .values_list("artifact_id", flat=True)
+    }
+    documents = Graph.objects.filter(job__owner_id=job.owner_id).exclude(pk=job.graph_id)
+    for document in documents.values_list("document", flat=True).iterator():
+        kept |= artifact_ids(document)
+    for data in Profile.objects.filter(owner_id=job.owner_id).values_list("data", flat=True):
+        kept |= artifact_ids(data)
+    return [artifact for pk, artifact in candidates.items() if str(pk) not in kept]

@@ -27,6 +27,7 @@ from apps.graphs.caching import cache_key
 from apps.graphs.document import GraphDocument
 from apps.graphs.models import Graph
 from apps.graphs.validation import validate_graph
+from apps.jobs.artifacts import share_reused
 from apps.jobs.events import Event, emit
 from apps.jobs.models import Job, NodeRun
 from myspinbot import metrics
@@ -203,6 +204,7 @@ def advance_locked(job: Job, events: Sequence[Event] = ()) -> None:
     loaded: dict[str, NodeRun] = {}
     changed: list[NodeRun] = []
     to_send: list[NodeRun] = []
+    reused_from: dict[str, tuple[UUID, str]] = {}
     while True:
         plan = walker.plan(states, structure.edges)  # type: ignore[arg-type]
         for node_id in plan.skip:
@@ -235,6 +237,7 @@ def advance_locked(job: Job, events: Sequence[Event] = ()) -> None:
                 run.status, run.progress, run.finished_at = Status.COMPLETED, 1.0, now
                 run.output, run.cached_from = source.output, source
                 states[node_id] = Status.COMPLETED
+                reused_from[node_id] = (source.job_id, source.node_id)
                 metrics.cache_hit(run.service)
                 events.append(
                     Event(
@@ -286,6 +289,7 @@ def advance_locked(job: Job, events: Sequence[Event] = ()) -> None:
                 "cached_from",
             ],
         )
+    share_reused(job.pk, reused_from)
     job.progress = _weighted_progress(states, progress)
     fields = ["progress"]
     if plan.job_status is not None:
@@ -306,13 +310,18 @@ def advance_locked(job: Job, events: Sequence[Event] = ()) -> None:
 
 
 def _cached_runs(job: Job, keys: set[str]) -> dict[str, NodeRun]:
-    """The newest completed run of the job's owner for each cache key."""
+    """The newest completed run of the job's owner for each cache key, locked until the
+    transaction ends so that deleting its job waits until the reuse is recorded."""
     if not keys:
         return {}
     found: dict[str, NodeRun] = {}
-    runs = NodeRun.objects.filter(
-        cache_key__in=keys, status=Status.COMPLETED, job__owner_id=job.owner_id
-    ).order_by("finished_at")
+    runs = (
+        NodeRun.objects.filter(
+            cache_key__in=keys, status=Status.COMPLETED, job__owner_id=job.owner_id
+        )
+        .select_for_update(of=("self",), no_key=True)
+        .order_by("finished_at")
+    )
     for run in runs:
         found[run.cache_key] = run
     return found

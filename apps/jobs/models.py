@@ -188,6 +188,28 @@ class Artifact(models.Model):
         }
 
 
+class ReusedArtifact(models.Model):
+    """An artifact a job holds because one of its nodes was answered from the cache.
+
+    The bytes and the ``Artifact`` row stay those of the run that stored them; this row
+    lists the artifact among the reusing job's results (under the reusing node) and is a
+    reference that keeps it alive when the job that made it is deleted."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="reused_artifacts")
+    node_id = models.CharField(max_length=64)
+    artifact = models.ForeignKey(Artifact, on_delete=models.CASCADE, related_name="reuses")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["job", "node_id", "artifact"], name="reusedartifact_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job_id}:{self.node_id} reuses {self.artifact_id}"
+
+
 class ApiToken(models.Model):
     """A revocable bearer token for API clients. Only its sha256 is stored; the token
     itself is shown once, when it is created."""

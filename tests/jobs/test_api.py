@@ -668,3 +668,96 @@ def test_an_admin_creates_a_token_shown_once_and_revokes_it(ada: User) -> None:
         {"action": "revoke", "_selected_action": [record.pk]},
     )
     assert Client(headers={"Authorization": f"Bearer {token}"}).get("/api/jobs").status_code == 401
+
+
+# --- A job answered from the cache ---
+
+
+def _run_storing(job: Job, content: bytes) -> dict[str, Any]:
+    """Play a worker that stores ``video.mp4`` for the job's one queued node and returns
+    its reference as the output."""
+    from apps.jobs.artifacts import NodeArtifacts
+    from apps.jobs.execution import claim, complete
+
+    run = NodeRun.objects.get(job=job, status="queued")
+    claimed = claim(str(job.pk), run.node_id, run.attempt, "inline")
+    assert claimed is not None
+    artifacts = NodeArtifacts(
+        get_artifact_store(),
+        job_id=str(job.pk),
+        node_id=run.node_id,
+        attempt=run.attempt,
+        owner_id=job.owner_id,
+    )
+    ref = artifacts.save("video.mp4", content, "video/mp4")
+    complete(claimed.run, run.attempt, {"video": ref})
+    return ref
+
+
+def _downloaded(client: Client, artifact_id: str) -> bytes:
+    response = client.get(f"/api/artifacts/{artifact_id}/download")
+    assert response.status_code == 200
+    return b"".join(response.streaming_content)  # type: ignore[attr-defined]
+
+
+def test_a_cached_node_gives_its_job_the_results_of_the_run_it_reused(
+    as_ada: Client, ada: User
+) -> None:
+    made = engine.submit_job(ada, graph([node("render", "debug.echo", params={"n": 1})], []))
+    ref = _run_storing(made, b"the video")
+
+    reused = engine.submit_job(ada, graph([node("film", "debug.echo", params={"n": 1})], []))
+
+    assert NodeRun.objects.get(job=reused).cached_from_id is not None
+    detail = as_ada.get(f"/api/jobs/{reused.pk}").json()
+    assert detail["status"] == "completed"
+    assert [(a["id"], a["name"], a["node_id"], a["job_id"]) for a in detail["artifacts"]] == [
+        (ref["artifact"], "video.mp4", "film", str(reused.pk))
+    ]
+    assert _downloaded(as_ada, ref["artifact"]) == b"the video"
+    assert Artifact.objects.count() == 1  # listed, not copied
+
+
+def test_deleting_either_job_of_a_cache_hit_keeps_the_other_whole(
+    as_ada: Client, ada: User, django_capture_on_commit_callbacks: Any
+) -> None:
+    document = graph([node("render", "debug.echo", params={"n": 2})], [])
+    made = engine.submit_job(ada, document)
+    ref = _run_storing(made, b"shared bytes")
+    first = engine.submit_job(ada, document)
+    second = engine.submit_job(ada, document)
+    key = Artifact.objects.get(pk=ref["artifact"]).key
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert as_ada.delete(f"/api/jobs/{made.pk}").status_code == 204
+        assert as_ada.delete(f"/api/jobs/{first.pk}").status_code == 204
+
+    listed = as_ada.get(f"/api/jobs/{second.pk}").json()["artifacts"]
+    assert [a["id"] for a in listed] == [ref["artifact"]]
+    assert _downloaded(as_ada, ref["artifact"]) == b"shared bytes"
+    third = engine.submit_job(ada, document)  # the cache still answers from the survivor
+    assert [a["id"] for a in as_ada.get(f"/api/jobs/{third.pk}").json()["artifacts"]] == [
+        ref["artifact"]
+    ]
+
+    assert as_ada.delete(f"/api/jobs/{third.pk}").status_code == 204
+    with django_capture_on_commit_callbacks(execute=True):
+        assert as_ada.delete(f"/api/jobs/{second.pk}").status_code == 204
+
+    assert not Artifact.objects.filter(pk=ref["artifact"]).exists()
+    assert not get_artifact_store().exists(key)
+
+
+def test_delete_keeps_what_a_profile_holds(
+    as_ada: Client, ada: User, django_capture_on_commit_callbacks: Any
+) -> None:
+    from apps.jobs.models import Profile
+
+    job = engine.submit_job(ada, graph([node("voice", "debug.echo", params={"n": 3})], []))
+    ref = _run_storing(job, b"reference clip")
+    Profile.objects.create(owner=ada, kind="voice", job=job, node_id="voice", data={"clip": ref})
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert as_ada.delete(f"/api/jobs/{job.pk}").status_code == 204
+
+    assert _downloaded(as_ada, ref["artifact"]) == b"reference clip"

@@ -22,6 +22,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from apps.graphs.planner import UnknownTemplate
 from apps.graphs.validation import GraphValidationError
 from apps.jobs import submission
+from apps.jobs.artifacts import job_artifacts
 from apps.jobs.models import Artifact, Job, NodeRun
 from apps.jobs.submission import ARTIFACT_REF
 from apps.jobs.uploads import accept_upload
@@ -149,9 +150,8 @@ def failure_summary(job: Job) -> str:
 
 def download_video(job: Job, folder: Path) -> Path:
     """Save the job's MP4 into ``folder`` and return its path."""
-    video = (
-        Artifact.objects.filter(job=job, content_type="video/mp4").order_by("-created_at").first()
-    )
+    videos = [a for a in job_artifacts(job.pk) if a.content_type == "video/mp4"]
+    video = videos[-1] if videos else None
     if video is None:
         raise CommandError(f"job {job.pk} completed without a video")
     folder.mkdir(parents=True, exist_ok=True)
