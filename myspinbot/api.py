@@ -69,6 +69,7 @@ _HTTP_CODES = {
     409: "conflict",
     413: "too_large",
     415: "unsupported_media_type",
+    416: "range_not_satisfiable",
     422: "invalid_request",
     429: "too_many_requests",
     503: "unavailable",

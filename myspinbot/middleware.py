@@ -13,13 +13,14 @@ _MESSAGES = {
     404: "no such route",
     405: "this route does not take that method",
     413: "request body is too large",
+    416: "the range asked for is not in the object (see Content-Range for its size)",
     500: "internal error; it has been logged",
 }
 
 
 class ApiErrorShapeMiddleware:
     """Rewrites a non-JSON error response under ``/api/`` as ``{"error": {...}}``,
-    keeping its status and headers such as ``Allow``."""
+    keeping its status and headers such as ``Allow`` (and a 416's ``Content-Range``)."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
         self.get_response = get_response
@@ -44,6 +45,7 @@ class ApiErrorShapeMiddleware:
             _HTTP_CODES.get(status, "internal_error" if status >= 500 else "error"),
             message,
         )
-        if "Allow" in response:
-            shaped["Allow"] = response["Allow"]
+        for header in ("Allow", "Content-Range", "Accept-Ranges"):
+            if header in response:
+                shaped[header] = response[header]
         return shaped

@@ -11,6 +11,7 @@ import abc
 import contextlib
 import functools
 import hashlib
+import io
 import json
 import mimetypes
 import os
@@ -104,6 +105,11 @@ class ArtifactStore(abc.ABC):
     def open(self, key: str) -> BinaryIO:
         """A binary file object reading the object; the caller closes it."""
 
+    @abc.abstractmethod
+    def open_range(self, key: str, start: int, end: int) -> BinaryIO:
+        """A binary file object reading bytes ``start`` to ``end`` (both included) of the
+        object, fetched as that range only; the caller closes it."""
+
     def read_bytes(self, key: str) -> bytes:
         with self.open(key) as handle:
             return handle.read()
@@ -134,6 +140,27 @@ class ArtifactStore(abc.ABC):
     @abc.abstractmethod
     def check(self) -> None:
         """Raise ``StorageUnavailable`` unless the backend answers now (readiness)."""
+
+
+class _Window(io.RawIOBase):
+    """At most ``length`` bytes of ``handle`` from its current position."""
+
+    def __init__(self, handle: BinaryIO, length: int) -> None:
+        self._handle = handle
+        self._left = length
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer)[: self._left]
+        count = self._handle.readinto(view)  # type: ignore[attr-defined]
+        self._left -= count
+        return int(count)
+
+    def close(self) -> None:
+        self._handle.close()
+        super().close()
 
 
 def _hash_into(stream: IO[bytes], sink: IO[bytes]) -> tuple[int, str]:
@@ -192,6 +219,11 @@ class LocalArtifactStore(ArtifactStore):
             return self._path(key).open("rb")
         except FileNotFoundError:
             raise ArtifactNotFound(key) from None
+
+    def open_range(self, key: str, start: int, end: int) -> BinaryIO:
+        handle = self.open(key)
+        handle.seek(start)
+        return cast(BinaryIO, io.BufferedReader(_Window(handle, end - start + 1), CHUNK))
 
     def stat(self, key: str) -> StoredObject:
         path = self._path(key)
@@ -339,6 +371,14 @@ class S3ArtifactStore(ArtifactStore):
         check_key(key)
         with self._errors(key):
             response = self.client.get_object(Bucket=self.bucket, Key=key)
+        return cast(BinaryIO, response["Body"])
+
+    def open_range(self, key: str, start: int, end: int) -> BinaryIO:
+        check_key(key)
+        with self._errors(key):
+            response = self.client.get_object(
+                Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end}"
+            )
         return cast(BinaryIO, response["Body"])
 
     def stat(self, key: str) -> StoredObject:

@@ -71,11 +71,24 @@ class Port:
     description: str = ""
     # For a list input: the fewest and most items it takes (``count`` in the declaration).
     count: tuple[int, int] | None = None
+    # For an input: the predecessor outputs it takes (``reads``; default its own name).
+    reads: tuple[str, ...] = ()
+    # For an output: its measured properties (``produces``), see ``apps.graphs.contracts``.
+    produces: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def takes(self) -> tuple[str, ...]:
+        """The names of the predecessor outputs this input is fed from."""
+        return self.reads or (self.name,)
 
     def to_json(self) -> dict[str, Any]:
-        """Return the declaration form: ``{name, description, kind[, count]}``."""
+        """Return the declaration form: ``{name, description, kind[, reads, produces, count]}``."""
         port: dict[str, Any] = {"name": self.name, "description": self.description}
         port["kind"] = self.kind
+        if self.reads:
+            port["reads"] = list(self.reads)
+        if self.produces:
+            port["produces"] = copy.deepcopy(self.produces)
         if self.count is not None:
             port["count"] = {"min": self.count[0], "max": self.count[1]}
         return port
@@ -103,6 +116,10 @@ class Capability:
     cacheable: bool
     idempotent: bool
     handler: str
+    # Contract: input kind -> measured property -> {"min", "max"} (``accepts``).
+    accepts: dict[str, dict[str, dict[str, float]]] = field(
+        default_factory=dict, hash=False, compare=False
+    )
     _params_validator: Draft202012Validator = field(
         init=False, repr=False, compare=False, hash=False
     )
@@ -151,11 +168,12 @@ class Capability:
             cacheable=data["cacheable"],
             idempotent=data["idempotent"],
             handler=data["handler"],
+            accepts=copy.deepcopy(data.get("accepts", {})),
         )
 
     def to_json(self) -> dict[str, Any]:
         """Return the declaration with the schema's camelCase names (a valid declaration)."""
-        return {
+        declaration: dict[str, Any] = {
             "id": self.id,
             "version": self.version,
             "label": self.label,
@@ -170,6 +188,9 @@ class Capability:
             "idempotent": self.idempotent,
             "handler": self.handler,
         }
+        if self.accepts:
+            declaration["accepts"] = copy.deepcopy(self.accepts)
+        return declaration
 
     def input(self, name: str) -> Port:
         """The declared input ``name`` (KeyError when there is none)."""
@@ -214,6 +235,8 @@ def _port(item: Mapping[str, Any]) -> Port:
         kind=item["kind"],
         description=item.get("description", ""),
         count=(int(count["min"]), int(count["max"])) if count else None,
+        reads=tuple(item.get("reads", ())),
+        produces=copy.deepcopy(item.get("produces", {})),
     )
 
 

@@ -8,7 +8,9 @@ finds a problem, reporting every problem of that stage:
    schema so an oversized graph is refused cheaply;
 2. ``schema``: ``schemas/graph.schema.json``;
 3. graph and services: ``duplicate_node_id``, ``unknown_node``, ``self_loop``,
-   ``cycle``, ``unknown_service``, ``invalid_params``.
+   ``cycle``, ``unknown_service``, ``invalid_params``;
+4. ``contract_mismatch``: what a node produces does not fit what its successor accepts
+   (``apps.graphs.contracts``, from the services' ``capability.json``).
 
 Disconnected parts and several roots are valid. A node's ``retries.maxAttempts`` above
 its service's ``maxAttempts`` is accepted: the worker clamps it.
@@ -87,6 +89,10 @@ def validate_graph(
         _raise_if([_pydantic_issue(document, error) for error in exc.errors()])
         raise
     _raise_if([*_check_structure(graph), *_check_services(graph, registry)])
+    # Imported here: the contracts module builds on this one's ValidationIssue.
+    from apps.graphs.contracts import check_contracts
+
+    _raise_if(check_contracts(graph, registry))
     return graph
 
 

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.http import FileResponse, HttpRequest
+from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 from django.utils import timezone
 from ninja import File, Form, Query, Router, Schema, Status
@@ -30,6 +30,7 @@ from apps.jobs.artifacts import job_artifacts, unreferenced_after
 from apps.jobs.models import Artifact, Job, JobEvent, NodeRun
 from apps.jobs.submission import ARTIFACT_REF
 from apps.jobs.uploads import accept_upload
+from myspinbot.downloads import Served, serve
 from myspinbot.errors import Rejected
 from myspinbot.storage import LocalArtifactStore, get_artifact_store
 
@@ -385,18 +386,31 @@ def get_artifact(request: HttpRequest, artifact_id: uuid.UUID) -> dict[str, Any]
 
 @router.get(
     "/artifacts/{artifact_id}/download",
-    response={200: None, 401: ErrorOut, 404: ErrorOut, 503: ErrorOut},
+    response={
+        200: None,
+        206: None,
+        304: None,
+        401: ErrorOut,
+        404: ErrorOut,
+        416: ErrorOut,
+        503: ErrorOut,
+    },
 )
 def download_artifact(request: HttpRequest, artifact_id: uuid.UUID) -> HttpResponseBase:
-    """The artifact's bytes, streamed."""
+    """The artifact's bytes, streamed. A single ``Range`` is a 206 with ``Content-Range``
+    (only that range is read from the store), an unsatisfiable one a 416; ``ETag`` is the
+    sha256, and ``If-None-Match`` naming it a 304 (see ``myspinbot.downloads``)."""
     artifact = own_artifact(request, artifact_id)
-    handle = get_artifact_store().open(artifact.key)
     filename = re.sub(r"[^A-Za-z0-9._ -]", "_", artifact.name or artifact.key.rsplit("/", 1)[-1])
-    response = FileResponse(
-        handle, content_type=artifact.content_type, as_attachment=True, filename=filename
+    item = Served(
+        key=artifact.key,
+        size_bytes=artifact.size_bytes,
+        sha256=artifact.sha256,
+        content_type=artifact.content_type,
+        created_at=artifact.created_at,
+        filename=filename,
     )
-    response["Content-Length"] = str(artifact.size_bytes)
-    return response
+    return serve(request, get_artifact_store(), item)
 
 
 # --- The original system's routes ---------------------------------------------------------

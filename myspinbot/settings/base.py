@@ -243,7 +243,6 @@ MYSPINBOT_LLM_MAX_REASKS = env_int("MYSPINBOT_LLM_MAX_REASKS", 2, min_value=0, m
 MYSPINBOT_MIN_VOICE_SECONDS = env_float("MYSPINBOT_MIN_VOICE_SECONDS", 1.0, min_value=0.1)
 MYSPINBOT_MAX_VOICE_SECONDS = env_float("MYSPINBOT_MAX_VOICE_SECONDS", 300.0, min_value=1.0)
 # Images a composition accepts (pixels on the shorter and longer side).
-MYSPINBOT_MIN_IMAGE_SIDE = env_int("MYSPINBOT_MIN_IMAGE_SIDE", 64, min_value=1)
 MYSPINBOT_MAX_IMAGE_SIDE = env_int("MYSPINBOT_MAX_IMAGE_SIDE", 8192, min_value=64)
 
 # --- GPU services (gpu_tasks/) -------------------------------------------------------

@@ -171,6 +171,19 @@ def test_submit_a_template_with_params_and_uploaded_inputs(as_ada: Client) -> No
             "invalid_graph",
             "invalid_params",
         ),
+        (
+            {
+                "graph": graph(
+                    [
+                        node("kf", "image.keyframe", params={"width": 32, "height": 32}),
+                        node("compose", "video.compose"),
+                    ],
+                    [edge("kf", "compose")],
+                )
+            },
+            "invalid_graph",
+            "contract_mismatch",
+        ),
         ({"template": "nope"}, "unknown_template", "unknown template"),
         ({"template": "train_and_render"}, "invalid_graph", "missing_input"),
         ({}, "invalid_request", "either 'template' or 'graph'"),

@@ -105,11 +105,12 @@ class Composition:
 # --- Inputs -----------------------------------------------------------------------------
 
 
-def check_image(path: Path) -> tuple[int, int]:
+def check_image(path: Path, *, min_side: int) -> tuple[int, int]:
     """Return ``(width, height)`` read from the image header, without decoding the pixels.
 
     Raises ``PermanentError`` ``bad_image`` when it is not an image Pillow reads,
-    ``image_too_small`` when a side is under ``MYSPINBOT_MIN_IMAGE_SIDE``, and
+    ``image_too_small`` when a side is under ``min_side`` (the calling service's
+    contract, its ``capability.json``), and
     ``image_too_large`` when a side is over ``MYSPINBOT_MAX_IMAGE_SIDE`` or it has more
     than ``MYSPINBOT_MAX_IMAGE_PIXELS`` pixels.
     """
@@ -120,7 +121,6 @@ def check_image(path: Path) -> tuple[int, int]:
         raise PermanentError("image_too_large", f"image is too large: {exc}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise PermanentError("bad_image", f"cannot read the image: {exc}") from None
-    min_side = settings.MYSPINBOT_MIN_IMAGE_SIDE
     max_side = settings.MYSPINBOT_MAX_IMAGE_SIDE
     max_pixels = settings.MYSPINBOT_MAX_IMAGE_PIXELS
     details = {"width": width, "height": height}

@@ -3,6 +3,7 @@ MP4 with captions; stills get a pan/zoom, a clip plays at its own frame rate, lo
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,8 +13,14 @@ from apps.capabilities.context import NodeContext
 from apps.capabilities.media import video
 from myspinbot.errors import PermanentError
 
-# The most clip frames composed (video.animate makes up to 32).
-MAX_CLIP_FRAMES = 240
+# What this service takes from its predecessors, written once in its capability.json
+# (``accepts``) and checked at submission by apps.graphs.contracts.
+ACCEPTS_IMAGE: dict[str, dict[str, float]] = json.loads(
+    Path(__file__).with_name("capability.json").read_text(encoding="utf-8")
+)["accepts"]["image"]
+MIN_IMAGE_SIDE = int(ACCEPTS_IMAGE["width"]["min"])
+MAX_CLIP_FRAMES = int(ACCEPTS_IMAGE["frames"]["max"])
+MAX_CLIP_FPS = float(ACCEPTS_IMAGE["fps"]["max"])
 
 DEFAULTS: dict[str, Any] = {
     "width": 1280,
@@ -65,7 +72,7 @@ def run(ctx: NodeContext) -> dict[str, Any]:
     images: list[Path] = []
     for number, ref in enumerate(image_refs[:used]):
         path = ctx.artifacts.fetch(ref, workdir, f"image-{number}")
-        video.check_image(path)
+        video.check_image(path, min_side=MIN_IMAGE_SIDE)
         images.append(path)
 
     what = "video" if clip_fps is None else f"video from a {len(images)}-frame clip"
@@ -130,8 +137,14 @@ def find_clip_fps(inputs: Mapping[str, Any]) -> float | None:
             fps = value.get("fps")
             if len(value["keyframes"]) < 2 or fps is None:
                 return None
-            if isinstance(fps, bool) or not isinstance(fps, int | float) or not 0 < fps <= 120:
-                raise PermanentError("bad_input", f"the clip's fps must be 0-120, not {fps!r}")
+            if (
+                isinstance(fps, bool)
+                or not isinstance(fps, int | float)
+                or not 0 < fps <= MAX_CLIP_FPS
+            ):
+                raise PermanentError(
+                    "bad_input", f"the clip's fps must be 0-{MAX_CLIP_FPS:g}, not {fps!r}"
+                )
             return float(fps)
     return None
 

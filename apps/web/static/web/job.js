@@ -17,6 +17,9 @@ const root = document.getElementById("job");
 const jobId = root.dataset.jobId;
 const nodes = new Map(); // node id -> {name, service, state, progress, startedAt, error, output, el}
 const artifactsShown = new Set();
+// Poster URLs by the node that made them: a player and its poster load in parallel, and
+// whichever arrives second puts the poster on the player (see applyPoster).
+const posters = new Map();
 let appliedSeq = 0;
 let refreshTimer = null;
 
@@ -192,6 +195,16 @@ function previewGroup(nodeId, owner, from) {
   return group;
 }
 
+// The poster of a node's video goes on that node's players, whether the players or
+// the poster's URL came first.
+function applyPoster(nodeId) {
+  const url = posters.get(nodeId);
+  if (!url) return;
+  document.querySelectorAll("#players video").forEach((video) => {
+    if (video.dataset.nodeId === nodeId) video.poster = url;
+  });
+}
+
 async function showArtifact(artifact) {
   if (artifactsShown.has(artifact.id)) return;
   artifactsShown.add(artifact.id);
@@ -216,7 +229,8 @@ async function showArtifact(artifact) {
   const { url } = await api("GET", `/api/artifacts/${artifact.id}`);
   if (type.startsWith("video/")) {
     const video = element("video", { controls: true, preload: "metadata", src: url, playsinline: true,
-      "aria-label": `Video from ${from}`, "data-artifact-id": artifact.id });
+      "aria-label": `Video from ${from}`, "data-artifact-id": artifact.id,
+      "data-node-id": artifact.node_id || "" });
     const figure = element("figure", {}, video, element("figcaption", { text: `${artifact.name} · ${from}` }));
     // The composed video leads; clips of earlier steps (an animated keyframe) follow the
     // videos already shown, ahead of the audio players.
@@ -227,6 +241,7 @@ async function showArtifact(artifact) {
     } else {
       players.prepend(figure);
     }
+    applyPoster(video.dataset.nodeId);
   } else if (type.startsWith("audio/")) {
     const audio = element("audio", { controls: true, preload: "metadata", src: url,
       "aria-label": `${artifact.name} from ${from}`, "data-artifact-id": artifact.id });
@@ -235,7 +250,8 @@ async function showArtifact(artifact) {
   } else {
     image.src = url;
     if (artifact.name === "poster.jpg") {
-      document.querySelectorAll("#players video").forEach((video) => { video.poster = url; });
+      posters.set(artifact.node_id || "", url);
+      applyPoster(artifact.node_id || "");
     }
   }
 }
