@@ -36,7 +36,7 @@ def test_a_running_worker_reports_its_queues_services_device_and_memory(
     assert report["device"]["type"] == "cpu"
     assert 0 < report["memory"]["free_bytes"] <= report["memory"]["total_bytes"]
     assert "debug.sleep" in report["services"]
-    assert report["backends"] == {"tts": ["espeak"]}
+    assert report["backends"] == {"tts": ["espeak", "piper"]}
     assert body["note"] == ""
     available = {s["id"]: s["available"] for s in body["services"]}
     assert available["debug.noop"] is True

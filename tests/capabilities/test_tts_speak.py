@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import itertools
+import subprocess
+import sys
 import uuid
 import wave
 from pathlib import Path
@@ -116,11 +118,16 @@ def test_neutral_speech_from_a_script_node_with_sentence_cues() -> None:
         assert before["start"] < before["end"]
         assert after["start"] - before["end"] == pytest.approx(handler.PAUSE_SECONDS, abs=0.002)
     assert cues[-1]["end"] == output["duration_seconds"]
-    assert (output["engine"], output["voice"], output["rate_wpm"]) == ("espeak", "en-us", 175)
+    # (the default engine, auto, is the neural voice for en-us)
+    assert (output["engine"], output["voice"], output["rate_wpm"]) == (
+        "piper",
+        "en_US-joe-medium",
+        175,
+    )
     assert output["profile_id"] is None
     assert output["words"] == 15
     assert output["sample_rate"] == 22050
-    assert 80.0 < output["median_pitch_hz"] < 130.0  # eSpeak's own male voice
+    assert 70.0 < output["median_pitch_hz"] < 160.0  # the neural male voice
     # and speech.wav holds exactly that much audio
     samples, rate = decoded(run, output["audio"])
     assert rate == 22050
@@ -203,7 +210,7 @@ def test_without_pitch_shift_and_with_a_set_rate_the_profile_changes_nothing() -
         {"rate_wpm": 150, "pitch_shift": False},
     )
 
-    # (eSpeak keeps some state between texts: the same text may differ by a few samples)
+    # (the neural voice's durations carry no noise: the same text takes the same time)
     assert kept["rate_wpm"] == 150
     assert kept["duration_seconds"] == pytest.approx(plain["duration_seconds"], abs=0.01)
     assert kept["median_pitch_hz"] == pytest.approx(plain["median_pitch_hz"], rel=0.01)
@@ -273,3 +280,36 @@ def test_a_lora_profile_is_not_a_voice() -> None:
     lora = Profile.objects.create(owner=owner, kind=Profile.Kind.LORA, data={})
 
     assert error_of({"narration": "Hello.", "profile_id": str(lora.pk)}).code == "bad_input"
+
+
+# --- engines -------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_auto_speaks_us_english_with_the_neural_voice_and_other_languages_with_espeak() -> None:
+    english, _ = speak({"narration": "Hello there."})
+    german, _ = speak({"narration": "Guten Tag."}, {"voice": "de"})
+    chosen, _ = speak({"narration": "Hello there."}, {"engine": "espeak"})
+
+    assert (english["engine"], english["voice"]) == ("piper", "en_US-joe-medium")
+    assert (german["engine"], german["voice"]) == ("espeak", "de")
+    assert (chosen["engine"], chosen["voice"]) == ("espeak", "en-us")
+
+
+@pytest.mark.django_db
+def test_the_neural_voice_refuses_a_voice_it_does_not_have() -> None:
+    assert error_of({"narration": "Hello."}, {"engine": "piper", "voice": "fr"}).code == "bad_voice"
+
+
+def test_neural_speech_never_imports_torch() -> None:
+    # The cpu worker stays torch-free: speaking with the neural voice loads no torch.
+    code = (
+        "import sys\n"
+        "from apps.capabilities.media.tts_engines import Voice, choose_engine\n"
+        "engine = choose_engine('auto', 'en-us')\n"
+        "samples, rate = engine.synthesize('Hello there.', Voice())\n"
+        "assert engine.name == 'piper' and samples.size > rate // 4, (engine.name, samples.size)\n"
+        "assert 'torch' not in sys.modules\n"
+    )
+    root = Path(handler.__file__).resolve().parents[4]
+    subprocess.run([sys.executable, "-c", code], cwd=root, check=True, timeout=60)

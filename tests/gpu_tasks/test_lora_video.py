@@ -189,7 +189,7 @@ def check_train_and_render(
     reused = sorted(node for node, run in runs.items() if run.cached_from_id is not None)
     assert reused == ["animate", "keyframe", "script", "train_lora"]
     assert (runs["speech"].output["engine"], runs["speech"].output["profile_id"]) == (
-        "espeak",
+        "piper",
         None,
     )
     composed = runs["render_video"].output

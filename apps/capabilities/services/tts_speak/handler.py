@@ -22,11 +22,12 @@ import numpy as np
 from apps.capabilities.context import NodeContext
 from apps.capabilities.media import audio
 from apps.capabilities.media.tts_engines import (
+    PIPER_VOICE,
     EngineUnavailable,
     TTSEngine,
     UnknownVoice,
     Voice,
-    get_engine,
+    choose_engine,
 )
 from myspinbot.errors import PermanentError
 
@@ -34,6 +35,8 @@ MAX_NARRATION_WORDS = 5000
 DEFAULT_RATE_WPM = 175
 # Rates the params accept and a profile's rate is held to (eSpeak's own bounds).
 MIN_RATE_WPM, MAX_RATE_WPM = 80, 450
+# Rate correction: takes at most, and the relative error that stops them.
+RATE_TAKES, RATE_TOLERANCE = 3, 0.05
 # Silence between two sentences in speech.wav.
 PAUSE_SECONDS = 0.3
 # Keep a little of each sentence's own silence so it does not start or end abruptly.
@@ -65,12 +68,13 @@ def run(ctx: NodeContext) -> dict[str, Any]:
             details={"words": words, "max_words": MAX_NARRATION_WORDS},
         )
     profile = find_profile(ctx)
-    engine_name = str(ctx.params.get("engine", "espeak"))
+    engine_name = str(ctx.params.get("engine", "auto"))
+    voice_name = str(ctx.params.get("voice", "en-us"))
     try:
-        engine = get_engine(engine_name)
+        engine = choose_engine(engine_name, voice_name)
     except EngineUnavailable as error:
         raise PermanentError("engine_unavailable", str(error)) from None
-    voice = Voice(name=str(ctx.params.get("voice", "en-us")), rate_wpm=DEFAULT_RATE_WPM)
+    voice = Voice(name=voice_name, rate_wpm=DEFAULT_RATE_WPM)
     workdir = ctx.workdir
     assert workdir is not None, "the worker gives every attempt a workdir"
 
@@ -98,7 +102,7 @@ def run(ctx: NodeContext) -> dict[str, Any]:
         "duration_seconds": round(speech.size / rate, 3),
         "sample_rate": rate,
         "engine": engine.name,
-        "voice": voice.name,
+        "voice": PIPER_VOICE if engine.name == "piper" else voice.name,
         "rate_wpm": voice.rate_wpm,
         "profile_id": profile.profile_id if profile else None,
         "median_pitch_hz": round(measured.median_hz, 2) if measured else None,
@@ -201,19 +205,23 @@ def speak_at_profile_rate(
     voice: Voice,
     profile: VoiceProfile,
 ) -> tuple[Voice, list[audio.Samples], int]:
-    """Speak at the profile's rate: once at the nominal rate, then corrected by the rate
-    measured on that first take (engines' words per minute include their pauses)."""
-    nominal = _bounded_rate(profile.speaking_rate_wps * 60)
-    first = Voice(voice.name, nominal, voice.pitch)
-    clips, rate = speak(ctx, engine, sentences, first, (0.0, 0.15))
-    measured = spoken_rate_wps(clips, sentences, rate)
-    if measured is None:
-        return first, clips, rate
-    corrected_rate = _bounded_rate(nominal * profile.speaking_rate_wps / measured)
-    if corrected_rate == nominal:
-        return first, clips, rate
-    corrected = Voice(voice.name, corrected_rate, voice.pitch)
-    return corrected, *speak(ctx, engine, sentences, corrected, (0.15, 0.3))
+    """Speak at the profile's rate: at the nominal rate first, then corrected by the rate
+    measured on the last take (engines' words per minute include their pauses, and a
+    neural voice's duration is not proportional to its rate), until within
+    ``RATE_TOLERANCE`` or ``RATE_TAKES`` takes."""
+    current = Voice(voice.name, _bounded_rate(profile.speaking_rate_wps * 60), voice.pitch)
+    step = 0.3 / RATE_TAKES
+    clips, rate = speak(ctx, engine, sentences, current, (0.0, step))
+    for take in range(1, RATE_TAKES):
+        measured = spoken_rate_wps(clips, sentences, rate)
+        if measured is None or abs(measured / profile.speaking_rate_wps - 1) <= RATE_TOLERANCE:
+            break
+        corrected_rate = _bounded_rate(current.rate_wpm * profile.speaking_rate_wps / measured)
+        if corrected_rate == current.rate_wpm:
+            break
+        current = Voice(voice.name, corrected_rate, voice.pitch)
+        clips, rate = speak(ctx, engine, sentences, current, (step * take, step * (take + 1)))
+    return current, clips, rate
 
 
 def _bounded_rate(wpm: float) -> int:
