@@ -13,6 +13,7 @@ from apps.capabilities.services.llm_generate_script.script import (
     SCRIPT_SCHEMA,
     count_words,
     truncate_words,
+    word_floor,
 )
 from myspinbot.errors import Cancelled, PermanentError, TransientError
 from tests.support.contexts import ServiceRun, make_service_run
@@ -122,6 +123,7 @@ def test_defaults_come_from_the_declaration() -> None:
         "tone": "friendly",
         "persona": "a friendly presenter",
         "max_words": 120,
+        "word_tolerance": 0.2,
         "temperature": 0.7,
     }
 
@@ -460,12 +462,48 @@ def test_template_writer_is_deterministic_and_bounded(tone: str, max_words: int)
 def test_template_writer_shortens_a_long_topic_in_title_and_stage_prompt() -> None:
     topic = "word " * 100
 
-    script = template_writer.write(topic=topic, tone="serious", persona="p", max_words=10)
+    script = template_writer.write(
+        topic=topic, tone="serious", persona="p", max_words=10, min_words=8
+    )
 
     assert len(script["title"]) <= 100
     assert len(script["stage_prompt"]) <= 300
-    assert count_words(script["narration"]) == 10
-    assert script["narration"].endswith("…")
+    assert 8 <= count_words(script["narration"]) <= 10
+    # the 100-word first sentence is cut to the words left, in its place
+    assert script["narration"].startswith("I'm p, and… ")
+    assert "…" in script["narration"]
+
+
+@pytest.mark.parametrize("tone", ["friendly", "serious", "playful", "dramatic"])
+def test_template_writer_meets_a_small_word_budget(tone: str) -> None:
+    # 14 words asked for used to give "Hi there!": the next sentence did not fit.
+    script = template_writer.write(
+        topic="why otters hold hands",
+        tone=tone,
+        persona="a friendly presenter",
+        max_words=14,
+        min_words=word_floor(14, 0.2),
+    )
+
+    assert word_floor(14, 0.2) == 12
+    assert 12 <= count_words(script["narration"]) <= 14
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("no_llm")
+def test_the_word_budget_is_reported_and_says_why_when_it_is_not_met() -> None:
+    met, _ = run_service({"topic": "why otters hold hands", "max_words": 14})
+    short, _ = run_service({"topic": "why otters hold hands", "max_words": 300})
+    given, _ = run_service({"narration": "Hello there.", "max_words": 50})
+
+    assert met["word_budget"] == {"min": 12, "max": 14, "met": True, "why": None}
+    assert 12 <= met["word_count"] <= 14
+    assert short["word_budget"]["met"] is False
+    assert short["word_budget"]["min"] == 240
+    assert "template writer" in short["word_budget"]["why"]
+    assert str(short["word_count"]) in short["word_budget"]["why"]
+    assert given["word_budget"]["met"] is False
+    assert "given in the params" in given["word_budget"]["why"]
 
 
 @pytest.mark.django_db

@@ -25,6 +25,7 @@ from apps.capabilities.services.llm_generate_script.script import (
     derive_title,
     script_problem,
     truncate_words,
+    word_floor,
 )
 from myspinbot.errors import PermanentError
 
@@ -44,8 +45,9 @@ Reply with only a JSON object with exactly these keys:
 - "title": a short, catchy title for the video (at most 10 words);
 - "stage_prompt": one or two sentences describing the scene for an image generator: \
 the presenter, their look and the setting, related to the topic;
-- "narration": what the presenter says, as plain spoken sentences, at most {max_words} \
-words in total, with no stage directions, headings, lists or emoji."""
+- "narration": what the presenter says, as plain spoken sentences, about {max_words} \
+words and at most {max_words} words in total, with no stage directions, headings, lists or \
+emoji."""
 
 
 def run(ctx: NodeContext) -> dict[str, Any]:
@@ -65,6 +67,7 @@ def run(ctx: NodeContext) -> dict[str, Any]:
         output = _ollama_script(ctx, params, settings.MYSPINBOT_LLM_URL)
     else:
         output = _template_script(params)
+    output["word_budget"] = word_budget(params, output["word_count"], output["provider"])
     data = json.dumps(output, ensure_ascii=False, indent=2, sort_keys=True).encode("utf-8")
     output["script"] = ctx.artifacts.save("script.json", data, "application/json")
     ctx.progress(1.0, f"script written by {output['provider']} ({output['word_count']} words)")
@@ -86,8 +89,26 @@ def _template_script(params: dict[str, Any]) -> dict[str, Any]:
         tone=params["tone"],
         persona=params["persona"],
         max_words=params["max_words"],
+        min_words=word_floor(params["max_words"], params["word_tolerance"]),
     )
     return _output(script["title"], script["stage_prompt"], script["narration"], "template")
+
+
+def word_budget(params: dict[str, Any], words: int, provider: str) -> dict[str, Any]:
+    """``{min, max, met, why}`` for a narration of ``words`` words by ``provider``."""
+    low, high = word_floor(params["max_words"], params["word_tolerance"]), params["max_words"]
+    met = low <= words <= high
+    why = None
+    if not met and provider == "user":
+        why = "the narration was given in the params and is used as is"
+    elif not met and provider == "template":
+        why = (
+            f"the template writer (no LLM configured: MYSPINBOT_LLM_URL) has only {words} "
+            f"words for this tone, fewer than the {low} asked for"
+        )
+    elif not met:
+        why = f"the model wrote {words} words, fewer than the {low} asked for"
+    return {"min": low, "max": high, "met": met, "why": why}
 
 
 def _ollama_script(ctx: NodeContext, params: dict[str, Any], url: str) -> dict[str, Any]:

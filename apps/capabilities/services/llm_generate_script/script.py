@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -58,6 +59,34 @@ def truncate_words(text: str, max_words: int) -> str:
     if not words:
         return ""
     return " ".join(words).rstrip(",;:-–—") + "…"
+
+
+def word_floor(max_words: int, tolerance: float) -> int:
+    """The fewest words a narration for ``max_words`` should have: ``max_words x (1 -
+    tolerance)``, rounded up (the ``word_tolerance`` param)."""
+    return math.ceil(max_words * (1 - tolerance) - 1e-9)
+
+
+def fit_words(text: str, min_words: int, max_words: int) -> str:
+    """Whole sentences of ``text`` in order, as many words as fit in ``max_words``: a
+    sentence that would overflow is passed over for a later, shorter one. When that stays
+    under ``min_words``, the first sentence passed over is put back in its place, cut to
+    the words left and ended with ``…``. At most ``max_words`` words; at least
+    ``min_words`` unless ``text`` has fewer."""
+    kept: dict[int, str] = {}
+    skipped: list[int] = []
+    used = 0
+    parts = [sentence.split() for sentence in sentences(text)]
+    for index, words in enumerate(parts):
+        if used + len(words) > max_words:
+            skipped.append(index)
+            continue
+        kept[index] = " ".join(words)
+        used += len(words)
+    if used < min_words and skipped:
+        cut = parts[skipped[0]][: max_words - used]
+        kept[skipped[0]] = " ".join(cut).rstrip(",;:-–—.!?") + "…"
+    return " ".join(kept[index] for index in sorted(kept))
 
 
 def derive_title(text: str) -> str:

@@ -7,7 +7,7 @@ without a language model, and the handler labels it ``provider: "template"``.
 
 from __future__ import annotations
 
-from apps.capabilities.services.llm_generate_script.script import truncate_words
+from apps.capabilities.services.llm_generate_script.script import fit_words
 
 TITLE_TOPIC_CHARS = 60
 STAGE_TOPIC_CHARS = 120
@@ -62,8 +62,11 @@ _NARRATIONS = {
 }
 
 
-def write(*, topic: str, tone: str, persona: str, max_words: int) -> dict[str, str]:
-    """Return ``{title, stage_prompt, narration}``; the narration has ≤ ``max_words`` words."""
+def write(
+    *, topic: str, tone: str, persona: str, max_words: int, min_words: int = 0
+) -> dict[str, str]:
+    """Return ``{title, stage_prompt, narration}``; the narration has at most ``max_words``
+    words, and at least ``min_words`` unless the template has fewer (:func:`.fit_words`)."""
     topic = " ".join(topic.split())
     persona = " ".join(persona.split())
     title = _TITLES[tone].format(topic=_capitalise(_shorten(topic, TITLE_TOPIC_CHARS)))
@@ -71,7 +74,7 @@ def write(*, topic: str, tone: str, persona: str, max_words: int) -> dict[str, s
     return {
         "title": title,
         "stage_prompt": stage_prompt(topic=topic, tone=tone, persona=persona),
-        "narration": truncate_words(text, max_words),
+        "narration": fit_words(text, min_words, max_words),
     }
 
 
