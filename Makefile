@@ -55,7 +55,13 @@ run: $(VENV)/.local.stamp node_modules/.package-lock.json
 	WEB_PORT=$(PORT) FLOWER_PORT=$(FLOWER_PORT) EMBEDDED_REDIS_PORT=$(EMBEDDED_REDIS_PORT) \
 	CPU_METRICS_PORT=$(CPU_METRICS_PORT) GPU_METRICS_PORT=$(GPU_METRICS_PORT) exec $(BIN)/honcho --no-prefix -f Procfile start $$procs
 
-test: $(VENV)/.test.stamp node_modules/.package-lock.json /usr/bin/chromium
+# WebKit (Safari's engine) for the playback test: Debian's WebKitGTK WebDriver, a virtual
+# X display, and GStreamer's libav plugin so it plays H.264.
+WEBKIT_PARTS := /usr/bin/WebKitWebDriver /usr/bin/Xvfb /usr/lib/x86_64-linux-gnu/gstreamer-1.0/libgstlibav.so
+$(WEBKIT_PARTS):
+	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends webkit2gtk-driver xvfb gstreamer1.0-libav gstreamer1.0-plugins-good
+
+test: $(VENV)/.test.stamp node_modules/.package-lock.json /usr/bin/chromium $(WEBKIT_PARTS)
 	@$(PY) -m myspinbot.devservices postgres --database myspinbot
 	@$(PY) -m myspinbot.devservices ensure-redis redis://127.0.0.1:6379/0
 	DJANGO_SETTINGS_MODULE=myspinbot.settings.test $(PY) manage.py makemigrations --check --dry-run
