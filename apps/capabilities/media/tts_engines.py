@@ -80,7 +80,25 @@ _SynthCallback = ctypes.CFUNCTYPE(
 )
 
 
-class EspeakEngine:
+class _LoadedPerProcess:
+    """An engine whose library or model is loaded once per process by ``_start`` (under
+    ``_lock``; a forked worker child loads its own), which raises EngineUnavailable."""
+
+    _lock: threading.Lock
+
+    def _start(self) -> Any:
+        raise NotImplementedError
+
+    def available(self) -> bool:
+        try:
+            with self._lock:
+                self._start()
+        except EngineUnavailable:
+            return False
+        return True
+
+
+class EspeakEngine(_LoadedPerProcess):
     """eSpeak NG in synchronous mode: ``espeak_Synth`` returns once every sample has been
     handed to our callback.
 
@@ -99,14 +117,6 @@ class EspeakEngine:
         self._rate = 0
         self._chunks: list[Samples] = []
         self._callback = _SynthCallback(self._collect)  # kept alive while the lib has it
-
-    def available(self) -> bool:
-        try:
-            with self._lock:
-                self._start()
-        except EngineUnavailable:
-            return False
-        return True
 
     def synthesize(self, text: str, voice: Voice) -> tuple[Samples, int]:
         with self._lock:
@@ -187,7 +197,7 @@ _PIPER_NOMINAL_WPM = 190.0
 _PIPER_MIN_SCALE, _PIPER_MAX_SCALE = 0.4, 2.5
 
 
-class PiperEngine:
+class PiperEngine(_LoadedPerProcess):
     """The Piper ONNX voice, loaded once per process (lazily, like eSpeak, so a forked
     worker child loads its own session). onnxruntime runs one thread: the worker runs
     one task per core."""
@@ -202,14 +212,6 @@ class PiperEngine:
     @staticmethod
     def speaks(voice_name: str) -> bool:
         return voice_name.lower() in {name.lower() for name in _PIPER_NAMES}
-
-    def available(self) -> bool:
-        try:
-            with self._lock:
-                self._start()
-        except EngineUnavailable:
-            return False
-        return True
 
     def synthesize(self, text: str, voice: Voice) -> tuple[Samples, int]:
         if not self.speaks(voice.name):
