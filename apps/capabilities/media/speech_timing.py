@@ -163,7 +163,9 @@ def align(wav_path: Path, text: str) -> Alignment:
         if not _is_filler(name):
             out_words.append(Word(_base_word(name), seconds(start), seconds(start + length)))
         for label, p_start, p_length in phones:
-            out_phones.append(Phone(_base_phone(label), seconds(p_start), seconds(p_start + p_length)))
+            out_phones.append(
+                Phone(_base_phone(label), seconds(p_start), seconds(p_start + p_length))
+            )
     if not out_words:
         raise AlignmentError(f"no word of the text aligned to {wav_path.name}")
     return Alignment(words=tuple(out_words), phones=tuple(out_phones), skipped=skipped)
@@ -249,7 +251,8 @@ _TARGETS: dict[str, tuple[float, float, float, float]] = {
 _VOWEL_DOMINANCE = (1.0, 1.0, 1.0, 1.0)
 _DOMINANCE: dict[str, tuple[float, float, float, float]] = {
     # a lip closure must be reached even when the phone is short
-    **dict.fromkeys(("P", "B", "M"), (12.0, 2.0, 12.0, 2.0)),
+    # (the jaw may stay a little open behind pressed lips: OPEN dominates less)
+    **dict.fromkeys(("P", "B", "M"), (3.0, 2.0, 12.0, 2.0)),
     **dict.fromkeys(("F", "V"), (3.0, 1.0, 3.0, 10.0)),
     # lip rounding is visible and spreads over neighbours
     "W": (1.0, 3.0, 1.0, 1.0),
@@ -264,18 +267,23 @@ _DOMINANCE: dict[str, tuple[float, float, float, float]] = {
 }
 # A silence this long (s) is a pause: the mouth rests over all of it, not just its middle.
 PAUSE_SECONDS = 0.2
-_PAUSE_DOMINANCE = 30.0
+# It holds the jaw closed and the lips neutral, but yields the lip press to a P/B/M
+# starting right after it.
+_PAUSE_DOMINANCE = (8.0, 4.0, 1.0, 1.0)
 _SHORT_SILENCE_DOMINANCE = (1.0, 0.5, 0.5, 0.5)
 # Decay rate (1/s) of a dominance away from its phone, per channel. A weighted average of
 # targets whose weights change at most θ·w per second changes at most θ·(target range)
-# per second, so these bound the mouth's speed (about 0.35 of each range per 25 fps frame).
-_DECAY = np.array([9.0, 4.5, 9.0, 9.0])
-# Phones farther than this (s) from a frame weigh nothing measurable (exp(-4.5·1.5) ~ 1e-3
-# of a phone's own weight against at least one close phone of weight >= 0.4·exp(-…)).
-_REACH_SECONDS = 2.0
+# per second, so these bound the mouth's speed; in practice (fast and normal Piper speech)
+# no channel moves more than 0.32 per 25 fps frame. Faster decay means fuller vowel
+# targets but jumpier motion.
+_DECAY = np.array([17.0, 10.0, 16.0, 16.0])
+# Phones farther than this (s) from a frame weigh nothing measurable (exp(-10 * 1.5) ~ 3e-7).
+_REACH_SECONDS = 1.5
 
 
-def mouth_track(phones: tuple[Phone, ...] | list[Phone], fps: float, duration: float) -> npt.NDArray[np.float32]:
+def mouth_track(
+    phones: tuple[Phone, ...] | list[Phone], fps: float, duration: float
+) -> npt.NDArray[np.float32]:
     """The mouth's four :data:`CHANNELS` at each video frame ``k`` (time ``k / fps``),
     ``ceil(duration * fps)`` frames, float32 of shape ``(frames, 4)``.
 
@@ -306,7 +314,9 @@ def mouth_track(phones: tuple[Phone, ...] | list[Phone], fps: float, duration: f
         near = (ends >= t[0] - _REACH_SECONDS) & (starts <= t[-1] + _REACH_SECONDS)
         # distance from each frame to each phone: to its centre, or to its span for a pause
         distance = np.abs(t[:, None] - centres[near][None, :])
-        to_span = np.maximum(0.0, np.maximum(starts[near][None, :] - t[:, None], t[:, None] - ends[near][None, :]))
+        to_span = np.maximum(
+            0.0, np.maximum(starts[near][None, :] - t[:, None], t[:, None] - ends[near][None, :])
+        )
         distance = np.where(pauses[near][None, :], to_span, distance)
         # weights (frames, phones, channels)
         weights = alphas[near][None, :, :] * np.exp(-distance[:, :, None] * _DECAY[None, None, :])
@@ -327,7 +337,7 @@ def _with_edge_silence(phones: list[Phone], duration: float) -> list[Phone]:
 def _dominance(phone: Phone) -> tuple[float, float, float, float]:
     if phone.label == SILENCE:
         if phone.end - phone.start >= PAUSE_SECONDS:
-            return (_PAUSE_DOMINANCE,) * 4
+            return _PAUSE_DOMINANCE
         return _SHORT_SILENCE_DOMINANCE
     return _DOMINANCE.get(phone.label, _VOWEL_DOMINANCE)
 
