@@ -236,6 +236,13 @@ def test_no_phones_is_a_resting_mouth() -> None:
     np.testing.assert_allclose(track, np.tile([0.0, 0.0, 0.5, 0.0], (25, 1)))
 
 
+def test_time_between_phones_is_a_pause() -> None:
+    track = mouth_track((Phone("AA", 0.0, 0.3), Phone("AA", 4.0, 4.3)), FPS, 4.3)
+
+    assert np.isfinite(track).all()
+    assert track[10:95, OPEN].max() <= 0.1
+
+
 def test_a_long_pause_between_words_closes_the_jaw() -> None:
     phones = (
         Phone("AA", 0.0, 0.3),

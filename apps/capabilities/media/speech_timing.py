@@ -292,10 +292,10 @@ def mouth_track(
     of the targets, so the mouth never snaps: its speed is bounded by the decay rates.
     Lip closures (P/B/M) and lower lip to teeth (F/V) dominate strongly and are reached
     even in short phones; a silence of at least :data:`PAUSE_SECONDS` dominates over its
-    whole span, so the mouth rests there. Time not covered by ``phones`` is silence.
+    whole span, so the mouth rests there. Time that ``phones`` leave uncovered is silence.
     """
     frames = max(0, math.ceil(duration * fps - 1e-9))
-    segments = _with_edge_silence(sorted(phones, key=lambda phone: phone.start), duration)
+    segments = _with_silences(sorted(phones, key=lambda phone: phone.start), duration)
     track = np.zeros((frames, len(CHANNELS)), dtype=np.float32)
     if frames == 0:
         return track
@@ -325,13 +325,18 @@ def mouth_track(
     return track
 
 
-def _with_edge_silence(phones: list[Phone], duration: float) -> list[Phone]:
-    """``phones`` with silence filling any time before the first and after the last."""
-    if not phones:
-        return [Phone(SILENCE, 0.0, duration)]
-    head = [Phone(SILENCE, 0.0, phones[0].start)] if phones[0].start > 0 else []
-    tail = [Phone(SILENCE, phones[-1].end, duration)] if phones[-1].end < duration else []
-    return head + phones + tail
+def _with_silences(phones: list[Phone], duration: float) -> list[Phone]:
+    """``phones`` (in time order) with silence filling the time before, between and after."""
+    filled: list[Phone] = []
+    cursor = 0.0
+    for phone in phones:
+        if phone.start > cursor:
+            filled.append(Phone(SILENCE, cursor, phone.start))
+        filled.append(phone)
+        cursor = max(cursor, phone.end)
+    if cursor < duration:
+        filled.append(Phone(SILENCE, cursor, duration))
+    return filled
 
 
 def _dominance(phone: Phone) -> tuple[float, float, float, float]:
