@@ -54,7 +54,7 @@ SERVICE_NEEDS = {
     "image.keyframe": "diffusion",
     "video.animate": "animate",
     "video.upscale": "upscale",
-    "lipsync.sync": "lipsync",
+    "lipsync.gpu": "lipsync",
 }
 
 

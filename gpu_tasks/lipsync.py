@@ -2,7 +2,7 @@
 
 One interface, :class:`LipSyncBackend`; a backend (SadTalker, Wav2Lip, InfiniteTalk...)
 registers itself in :data:`BACKENDS` only when its weights are configured. None ships
-with this build, so ``lipsync.sync`` reports no backend and its nodes fail with
+with this build, so ``lipsync.gpu`` reports no backend and its nodes fail with
 ``backend_unavailable`` rather than produce a fake.
 """
 

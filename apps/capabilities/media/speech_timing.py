@@ -252,7 +252,7 @@ _VOWEL_DOMINANCE = (1.0, 1.0, 1.0, 1.0)
 _DOMINANCE: dict[str, tuple[float, float, float, float]] = {
     # a lip closure must be reached even when the phone is short
     # (the jaw may stay a little open behind pressed lips: OPEN dominates less)
-    **dict.fromkeys(("P", "B", "M"), (3.0, 2.0, 12.0, 2.0)),
+    **dict.fromkeys(("P", "B", "M"), (3.0, 2.0, 4.5, 2.0)),
     **dict.fromkeys(("F", "V"), (3.0, 1.0, 3.0, 10.0)),
     # lip rounding is visible and spreads over neighbours
     "W": (1.0, 3.0, 1.0, 1.0),
@@ -276,7 +276,7 @@ _SHORT_SILENCE_DOMINANCE = (1.0, 0.5, 0.5, 0.5)
 # per second, so these bound the mouth's speed; in practice (fast and normal Piper speech)
 # no channel moves more than 0.32 per 25 fps frame. Faster decay means fuller vowel
 # targets but jumpier motion.
-_DECAY = np.array([17.0, 10.0, 16.0, 16.0])
+_DECAY = np.array([17.0, 10.0, 19.0, 16.0])
 # Phones farther than this (s) from a frame weigh nothing measurable (exp(-10 * 1.5) ~ 3e-7).
 _REACH_SECONDS = 1.5
 

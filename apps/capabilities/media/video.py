@@ -531,6 +531,71 @@ def _render(
     return result
 
 
+# --- Encoding -------------------------------------------------------------------------------
+
+
+class Mp4Writer:
+    """An H.264 yuv420p (BT.709, limited range) + AAC MP4 with ``+faststart``: frames go in
+    with :meth:`write`, and the narration is interleaved as the frames cover it; leaving
+    the ``with`` block flushes both encoders and writes the rest of the audio."""
+
+    def __init__(self, output: Path, video: VideoSettings, audio: Audio) -> None:
+        self.video, self.audio = video, audio
+        self.out = av.open(str(output), "w", format="mp4", options={"movflags": "+faststart"})
+        stream = self.out.add_stream("libx264", rate=Fraction(video.fps))
+        stream.width, stream.height = video.width, video.height
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"preset": video.preset, "crf": str(video.crf)}
+        context = stream.codec_context
+        context.thread_count = 0
+        # Tag what the planes hold: BT.709 (ffmpeg's value 1 in each table), limited range.
+        context.color_range = 1
+        context.colorspace = 1
+        context.color_primaries = 1
+        context.color_trc = 1
+        self.video_stream = stream
+        self.audio_stream = self.out.add_stream("aac", rate=audio.rate)
+        self.audio_stream.layout = audio.layout
+        # 64 kb/s a channel (plenty for speech), within what AAC allows at low rates.
+        channels = audio.samples.shape[0]
+        self.audio_stream.bit_rate = channels * min(64_000, audio.rate * 6)
+        self.audio_sent = 0
+        self.written = 0
+
+    def __enter__(self) -> Mp4Writer:
+        return self
+
+    def __exit__(self, kind: object, error: object, trace: object) -> None:
+        try:
+            if kind is None:
+                self.out.mux(self.video_stream.encode(None))
+                self._send_audio(self.audio.duration + 1.0)
+                self.out.mux(self.audio_stream.encode(None))
+        finally:
+            self.out.close()
+
+    def write(self, frame: av.VideoFrame) -> None:
+        """Encode the next frame (its ``pts`` is set here) and the audio it covers."""
+        frame.pts = self.written
+        self.out.mux(self.video_stream.encode(frame))
+        self.written += 1
+        self._send_audio(self.written / self.video.fps)
+
+    def _send_audio(self, until_seconds: float) -> None:
+        samples, rate = self.audio.samples, self.audio.rate
+        until = min(samples.shape[1], math.ceil(until_seconds * rate))
+        while self.audio_sent < until:
+            chunk = samples[:, self.audio_sent : self.audio_sent + AAC_FRAME_SAMPLES]
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(chunk), format="fltp", layout=self.audio.layout
+            )
+            frame.sample_rate = rate
+            frame.pts = self.audio_sent
+            frame.time_base = Fraction(1, rate)
+            self.out.mux(self.audio_stream.encode(frame))
+            self.audio_sent += chunk.shape[1]
+
+
 # --- Composition --------------------------------------------------------------------------
 
 
@@ -590,52 +655,15 @@ def compose(
             plates[index] = Plate(images[index], framing, motion(index))
         return plates[index]
 
-    with av.open(str(output), "w", format="mp4", options={"movflags": "+faststart"}) as out:
-        video_stream = out.add_stream("libx264", rate=Fraction(video.fps))
-        video_stream.width, video_stream.height = video.width, video.height
-        video_stream.pix_fmt = "yuv420p"
-        video_stream.options = {"preset": video.preset, "crf": str(video.crf)}
-        context = video_stream.codec_context
-        context.thread_count = 0
-        # Tag what the planes hold: BT.709 (ffmpeg's value 1 in each table), limited range.
-        context.color_range = 1
-        context.colorspace = 1
-        context.color_primaries = 1
-        context.color_trc = 1
-        audio_stream = out.add_stream("aac", rate=audio.rate)
-        audio_stream.layout = audio.layout
-        # 64 kb/s a channel (plenty for speech), within what AAC allows at low rates.
-        channels = audio.samples.shape[0]
-        audio_stream.bit_rate = channels * min(64_000, audio.rate * 6)
-        audio_sent = 0
-        total_samples = audio.samples.shape[1]
-
-        def send_audio(until_seconds: float) -> None:
-            nonlocal audio_sent
-            until = min(total_samples, math.ceil(until_seconds * audio.rate))
-            while audio_sent < until:
-                chunk = audio.samples[:, audio_sent : audio_sent + AAC_FRAME_SAMPLES]
-                frame = av.AudioFrame.from_ndarray(
-                    np.ascontiguousarray(chunk), format="fltp", layout=audio.layout
-                )
-                frame.sample_rate = audio.rate
-                frame.pts = audio_sent
-                frame.time_base = Fraction(1, audio.rate)
-                out.mux(audio_stream.encode(frame))
-                audio_sent += chunk.shape[1]
-
+    with Mp4Writer(output, video, audio) as writer:
         overlay: tuple[int, CaptionOverlay] | None = None
         pending: deque[Future[av.VideoFrame]] = deque()
         executor = ThreadPoolExecutor(RENDER_THREADS, thread_name_prefix="video-render")
-        written = 0
 
         def write_one() -> None:
-            nonlocal written
-            out.mux(video_stream.encode(pending.popleft().result()))
-            written += 1
-            send_audio(written / video.fps)
-            if written % video.fps == 0:
-                progress(written / frames, f"encoded {written} of {frames} frames")
+            writer.write(pending.popleft().result())
+            if writer.written % video.fps == 0:
+                progress(writer.written / frames, f"encoded {writer.written} of {frames} frames")
 
         try:
             for index in range(frames):
@@ -663,9 +691,6 @@ def compose(
             for future in pending:
                 future.cancel()
             executor.shutdown(wait=True, cancel_futures=True)
-        out.mux(video_stream.encode(None))
-        send_audio(duration + 1.0)
-        out.mux(audio_stream.encode(None))
     captions = len({int(cue) for cue in shown if cue >= 0})
     return Composition(
         frames=frames, duration_seconds=duration, poster_jpeg=poster, captions=captions

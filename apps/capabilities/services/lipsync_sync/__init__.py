@@ -1,1 +1,1 @@
-"""lipsync.sync: a face and a narration to a lip-synced MP4 (GPU backends)."""
+"""lipsync.sync: a portrait and a narration to a talking-head MP4 on the CPU."""

@@ -1,5 +1,5 @@
-"""lipsync.sync: face + narration → a registered lip-sync backend → MP4. torch and
-``gpu_tasks`` are imported inside :func:`run`."""
+"""lipsync.sync: one portrait + a narration → a talking-head MP4, on the CPU
+(:mod:`apps.capabilities.media.talking_head`)."""
 
 from __future__ import annotations
 
@@ -8,42 +8,70 @@ from typing import Any
 from apps.capabilities.context import NodeContext
 from myspinbot.errors import PermanentError
 
+BACKEND = "face-mesh"
 
-def find_inputs(ctx: NodeContext) -> tuple[dict[str, Any], dict[str, Any]]:
-    face = audio = None
+
+def find_inputs(ctx: NodeContext) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """The face image's ref, the narration audio's ref and the narration's text.
+
+    The face is the static ``portrait``, else a predecessor's first ``keyframes`` entry,
+    ``image``, ``clip`` or ``video``.
+    """
+    face = ctx.inputs.get("portrait") if isinstance(ctx.inputs.get("portrait"), dict) else None
+    audio: dict[str, Any] | None = None
+    text = ""
     for value in ctx.inputs.values():
         if not isinstance(value, dict):
             continue
         if audio is None and isinstance(value.get("audio"), dict):
             audio = value["audio"]
-        for key in ("video", "clip", "image"):
+            cues = value.get("cues") if isinstance(value.get("cues"), list) else []
+            text = " ".join(str(c.get("text", "")) for c in cues if isinstance(c, dict))
+        frames = value.get("keyframes")
+        if face is None and isinstance(frames, list) and frames and isinstance(frames[0], dict):
+            face = frames[0]
+        for key in ("image", "clip", "video"):
             if face is None and isinstance(value.get(key), dict):
                 face = value[key]
     if face is None or audio is None:
-        raise PermanentError("missing_input", "lip-sync needs a face (video or image) and audio")
-    return face, audio
+        raise PermanentError(
+            "missing_input", "lip-sync needs a face (a portrait or keyframe) and a narration"
+        )
+    return face, audio, text
 
 
 def run(ctx: NodeContext) -> dict[str, Any]:
-    """Lip-sync with the chosen (or the first available) backend; see ``capability.json``."""
-    from gpu_tasks import lipsync, worker
+    """Render the talking head; see ``capability.json``."""
+    from apps.capabilities.media import talking_head
 
-    face_ref, audio_ref = find_inputs(ctx)
-    available = lipsync.available_backends()
-    wanted = ctx.params.get("backend") or (available[0] if available else None)
-    if wanted is None or wanted not in available:
-        known = ", ".join(available) or "none"
-        raise PermanentError(
-            "backend_unavailable",
-            f"lip-sync backend {wanted or '(any)'} is not available here; available: {known}",
-        )
+    face_ref, audio_ref, text = find_inputs(ctx)
     assert ctx.workdir is not None
-    face = ctx.artifacts.fetch(face_ref, ctx.workdir, "face")
-    audio = ctx.artifacts.fetch(audio_ref, ctx.workdir, "audio.wav")
-    with worker.guarded({"backend": wanted}):
-        output = lipsync.BACKENDS[wanted].run(
-            face, audio, ctx.workdir / "lipsync.mp4", lambda f, m: ctx.progress(0.9 * f, m)
-        )
+    portrait = ctx.artifacts.fetch(face_ref, ctx.workdir, "portrait")
+    narration = ctx.artifacts.fetch(audio_ref, ctx.workdir, "narration.wav")
+    ctx.progress(0.0, "finding the face")
+    output = ctx.workdir / "talking.mp4"
+    clip = talking_head.render(
+        portrait,
+        narration,
+        text,
+        output,
+        lambda fraction, message: ctx.progress(0.95 * fraction, message),
+        fps=ctx.params["fps"],
+        crf=ctx.params["crf"],
+        preset=ctx.params["preset"],
+    )
     stored = ctx.artifacts.save("video.mp4", output, "video/mp4")
-    ctx.progress(1.0, "lip-sync ready")
-    return {"video": stored, "backend": wanted}
+    ctx.progress(1.0, "talking head ready")
+    return {
+        "video": stored,
+        "face": clip.face,
+        "backend": BACKEND,
+        "timing": clip.timing,
+        "timing_note": clip.timing_note,
+        "words": clip.words,
+        "width": clip.width,
+        "height": clip.height,
+        "fps": clip.fps,
+        "frames": clip.frames,
+        "duration_seconds": round(clip.duration_seconds, 3),
+    }
