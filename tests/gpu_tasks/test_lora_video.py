@@ -210,9 +210,9 @@ def check_train_and_render(
         float(np.abs(clip[a] - clip[b]).mean()) for a, b in ((0, 1), (1, 2), (0, 2))
     )
 
-    # These workers run every step of train_and_render but have no lip-sync backend.
+    # These workers run every step of train_and_render, and the CPU lip-sync.
     token = ApiToken.issue(owner)[1]
     listed = Client(headers={"Authorization": f"Bearer {token}"}).get("/api/templates").json()
     templates = {t["name"]: (t["available"], t["unavailableReason"]) for t in listed["templates"]}
     assert templates["train_and_render"] == (True, "")
-    assert templates["narrated_video"] == (False, "no worker runs lipsync.sync")
+    assert templates["narrated_video"] == (True, "")

@@ -27,9 +27,9 @@ BENCH_CAPABILITIES = Path(soak.REPO) / "bench" / "capabilities"
         ),
         (
             "narrated_video",
-            ["keyframes", "train_lora"],
-            ["lipsync"],
-            ["script", "speech", "voice_profile"],
+            [],
+            [],
+            ["lipsync", "script", "speech", "video", "voice_profile"],
         ),
     ],
 )

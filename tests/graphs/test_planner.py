@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import copy
+
 import pytest
 from django.contrib.auth.models import User
 
-from apps.graphs.planner import UnknownTemplate, load_templates, plan
-from apps.graphs.validation import GraphValidationError
+from apps.capabilities.registry import get_registry
+from apps.graphs.planner import UnknownTemplate, choose_lipsync, load_templates, plan
+from apps.graphs.validation import GraphValidationError, validate_graph
 from apps.jobs import engine
 from tests.support.graphs import states
 
@@ -43,7 +46,31 @@ def test_params_merge_over_the_template_and_inputs_fill_the_nodes() -> None:
         "voice_sample": "v1",
         "transcript": "Hello there.",
     }
-    assert document.node("train_lora").input == {"photos": ["a1"]}
+    assert document.node("lipsync").input == {"photos": ["a1"]}
+    assert document.node("lipsync").service == "lipsync.sync"
+
+
+def test_a_gpu_lipsync_backend_outranks_the_cpu_one_and_the_metadata_says_why() -> None:
+    document = copy.deepcopy(load_templates()["quick"].graph)
+
+    said = choose_lipsync(document, lambda: True)
+
+    lipsync = next(node for node in document["nodes"] if node["id"] == "lipsync")
+    assert (lipsync["service"], lipsync["plane"]) == ("lipsync.gpu", "gpu")
+    assert said["lipsync"].startswith("GPU backend (lipsync.gpu)")
+    validate_graph(document, registry=get_registry())
+
+
+def test_without_a_gpu_backend_the_cpu_lipsync_runs_and_the_metadata_says_why() -> None:
+    document = copy.deepcopy(load_templates()["quick"].graph)
+
+    said = choose_lipsync(document, lambda: False)
+
+    assert [n["service"] for n in document["nodes"] if n["id"] == "lipsync"] == ["lipsync.sync"]
+    assert said == {
+        "lipsync": "CPU face-mesh backend (lipsync.sync): no worker offers a GPU lip-sync backend"
+    }
+    assert choose_lipsync(load_templates()["capabilities"].graph, None) == {}
 
 
 def test_a_missing_input_and_an_unknown_node_are_named() -> None:
@@ -83,12 +110,12 @@ def test_submit_template_stores_a_job_named_after_it() -> None:
     assert job.template == "narrated_video"
     assert states(job) == {
         "script": "queued",
-        "train_lora": "queued",
         "voice_profile": "queued",
-        "keyframes": "pending",
         "speech": "pending",
         "lipsync": "pending",
+        "video": "pending",
     }
+    assert job.graph.document["metadata"]["lipsync"].startswith("CPU face-mesh backend")
 
 
 def test_the_original_templates_use_the_real_services() -> None:
@@ -103,11 +130,10 @@ def test_the_original_templates_use_the_real_services() -> None:
         "video.compose",
     ]
     assert templates["narrated_video"].services == [
-        "image.keyframe",
         "lipsync.sync",
         "llm.generate_script",
-        "lora.train",
         "tts.speak",
+        "video.compose",
         "voice.build_profile",
     ]
     # The original capabilities workflow has no real service: GET /api/capabilities is it.

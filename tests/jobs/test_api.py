@@ -530,13 +530,16 @@ def test_templates_list_nodes_param_schemas_and_availability(as_ada: Client) -> 
     ]
     video = templates["narrated_video"]
     assert video["requiredInputs"] == ["photos", "transcript", "voice_sample"]
-    train = next(n for n in video["nodes"] if n["id"] == "train_lora")
+    lipsync = next(n for n in video["nodes"] if n["id"] == "lipsync")
+    assert (lipsync["service"], lipsync["queue"]) == ("lipsync.sync", "cpu")
+    assert lipsync["paramsSchema"]["properties"]["fps"]["minimum"] == 10
+    train = next(n for n in templates["lora_video"]["nodes"] if n["id"] == "train_lora")
     assert (train["service"], train["queue"]) == ("lora.train", "gpu")
     assert train["paramsSchema"]["properties"]["steps"]["minimum"] == 1
     assert video["available"] is False
     assert video["unavailableReason"] == (
-        "no worker runs image.keyframe, lipsync.sync, llm.generate_script, lora.train, "
-        "tts.speak, voice.build_profile"
+        "no worker runs lipsync.sync, llm.generate_script, tts.speak, video.compose, "
+        "voice.build_profile"
     )
 
 
@@ -622,11 +625,10 @@ def test_compat_infinitetalk_uploads_both_files_and_starts_a_video_job(as_ada: C
     assert response.status_code == 201
     job = Job.objects.get(pk=response.json()["jobId"])
     assert job.template == "quick"
-    assert job.graph.document["metadata"]["fallback"] == (
-        "narrated_video cannot run (no worker runs image.keyframe, lipsync.sync, "
-        "llm.generate_script, lora.train, tts.speak, voice.build_profile; its identity LoRA "
-        "needs 5 to 60 photos, not 1): the quick CPU pipeline was used"
+    assert job.graph.document["metadata"]["lipsync"] == (
+        "CPU face-mesh backend (lipsync.sync): no worker offers a GPU lip-sync backend"
     )
+    assert job.graph.document["nodes"][3]["service"] == "lipsync.sync"
     nodes = {n["id"]: n for n in job.graph.document["nodes"]}
     assert nodes["voice_profile"]["input"]["transcript"] == "Hello there."
     assert nodes["voice_profile"]["input"]["voice_sample"]["content_type"] == "audio/x-wav"

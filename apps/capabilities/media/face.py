@@ -34,10 +34,54 @@ MESH_SIZE = 192
 ROI_SCALE = 1.5
 
 # Mesh indices (MediaPipe's canonical face mesh).
-LIPS_OUTER = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185)
+LIPS_OUTER = (
+    61,
+    146,
+    91,
+    181,
+    84,
+    17,
+    314,
+    405,
+    321,
+    375,
+    291,
+    409,
+    270,
+    269,
+    267,
+    0,
+    37,
+    39,
+    40,
+    185,
+)
 LIPS_INNER_UPPER = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308)
 LIPS_INNER_LOWER = (308, 324, 318, 402, 317, 14, 87, 178, 88, 95, 78)
-UPPER_LIP = (61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291, 78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308)
+UPPER_LIP = (
+    61,
+    185,
+    40,
+    39,
+    37,
+    0,
+    267,
+    269,
+    270,
+    409,
+    291,
+    78,
+    191,
+    80,
+    81,
+    82,
+    13,
+    312,
+    311,
+    310,
+    415,
+    308,
+)
 LOWER_LIP = (146, 91, 181, 84, 17, 314, 405, 321, 375, 324, 318, 402, 317, 14, 87, 178, 88, 95)
 MOUTH_CORNERS = (61, 291)
 JAW = (172, 136, 150, 149, 176, 148, 152, 377, 400, 378, 379, 365, 397)
@@ -49,7 +93,44 @@ RIGHT_EYE_LOWER = (7, 163, 144, 145, 153, 154, 155)
 LEFT_EYE_UPPER = (466, 388, 387, 386, 385, 384, 398)
 LEFT_EYE_LOWER = (249, 390, 373, 374, 380, 381, 382)
 EYE_CORNERS = (33, 133, 362, 263)
-FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
+FACE_OVAL = (
+    10,
+    338,
+    297,
+    332,
+    284,
+    251,
+    389,
+    356,
+    454,
+    323,
+    361,
+    288,
+    397,
+    365,
+    379,
+    378,
+    400,
+    377,
+    152,
+    148,
+    176,
+    149,
+    150,
+    136,
+    172,
+    58,
+    132,
+    93,
+    234,
+    127,
+    162,
+    21,
+    54,
+    103,
+    67,
+    109,
+)
 
 
 @dataclass(frozen=True)
@@ -231,7 +312,9 @@ def _roi_transform(centre: np.ndarray, size: float, angle: float) -> np.ndarray:
     )
 
 
-def mesh(rgb: np.ndarray, centre: np.ndarray, size: float, angle: float) -> tuple[np.ndarray, float]:
+def mesh(
+    rgb: np.ndarray, centre: np.ndarray, size: float, angle: float
+) -> tuple[np.ndarray, float]:
     """The 468 landmarks (image px) in the square ROI, and the model's face presence."""
     to_image = _roi_transform(centre, size, angle)
     crop = cv2.warpAffine(
@@ -304,7 +387,11 @@ def find_face(rgb: np.ndarray, *, min_face: int = MIN_FACE_PX) -> Face:
     ``face_too_small`` (width in px), ``face_turned_away``."""
     height, width = rgb.shape[:2]
     scale = min(1.0, MAX_SIDE / max(height, width))
-    work = rgb if scale == 1.0 else cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    work = (
+        rgb
+        if scale == 1.0
+        else cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    )
     detections = detect(work) or detect(work, FULL_RANGE)
     if not detections:
         raise PermanentError("no_face", "no face found in the image")

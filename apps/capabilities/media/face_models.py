@@ -11,6 +11,7 @@ downloaded at run time: a missing or altered file is an error that names this co
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import subprocess
 import sys
@@ -92,10 +93,8 @@ def path(name: str) -> Path:
             raise FaceModelMissing(
                 f"face model {file} does not match its sha256; run `{INSTALL_COMMAND}`"
             )
-        try:
+        with contextlib.suppress(OSError):
             marker.write_text(model.sha256)
-        except OSError:
-            pass
     return file
 
 
@@ -117,8 +116,18 @@ def install(target: Path | None = None) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps"]
-            + ["--dest", scratch, "-r", str(REQUIREMENTS)],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--dest",
+                scratch,
+                "-r",
+                str(REQUIREMENTS),
+            ],
             check=True,
         )
         wheels = sorted(Path(scratch).glob("mediapipe-*.whl"))

@@ -21,8 +21,8 @@ Nothing here knows about jobs or storage; :mod:`lipsync_sync` wires it to a node
 
 from __future__ import annotations
 
-import math
 import hashlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,7 +223,9 @@ class TalkingHead:
                 index = control.index
                 rel = self.points[index] - self.mouth_centre
                 along = float(rel @ self.ex)
-                shift_x = spread * SPREAD_SHIFT * self.mouth_w * float(np.clip(along / half, -1.2, 1.2))
+                shift_x = (
+                    spread * SPREAD_SHIFT * self.mouth_w * float(np.clip(along / half, -1.2, 1.2))
+                )
                 dy = 0.0
                 if index in facemesh.MOUTH_CORNERS:
                     dy = 0.25 * drop
@@ -322,7 +324,10 @@ class TalkingHead:
         ends = 1.0 - _smoothstep((np.abs(along) / (0.5 * self.mouth_w) - 0.45) / 0.4)
         teeth *= ends
         shade = (0.70 + 0.20 * ends) * (1.0 - 0.25 * np.clip(below / max(band, 1.0), 0, 1))
-        colour = colour * (1 - teeth[..., None]) + (self.teeth_colour * shade[..., None]) * teeth[..., None]
+        colour = (
+            colour * (1 - teeth[..., None])
+            + (self.teeth_colour * shade[..., None]) * teeth[..., None]
+        )
         if gap > 0.22 * self.mouth_w:  # lower teeth, dimmer, when wide open
             lo_rel = lower - self.mouth_centre
             order = np.argsort(lo_rel @ self.ex)
@@ -342,13 +347,13 @@ class TalkingHead:
         for up, low in self.eyes:
             span = up[:, 0]
             order = np.argsort(span)
-            x0 = int(math.floor(min(up[:, 0].min(), low[:, 0].min()))) - 1
-            x1 = int(math.ceil(max(up[:, 0].max(), low[:, 0].max()))) + 2
+            x0 = math.floor(min(up[:, 0].min(), low[:, 0].min())) - 1
+            x1 = math.ceil(max(up[:, 0].max(), low[:, 0].max())) + 2
             lid_height = float(np.mean(low[:, 1] - up[:, 1]))
             if lid_height <= 1:
                 continue
-            y0 = int(math.floor(up[:, 1].min() - 1.2 * lid_height))
-            y1 = int(math.ceil(low[:, 1].max())) + 2
+            y0 = math.floor(up[:, 1].min() - 1.2 * lid_height)
+            y1 = math.ceil(low[:, 1].max()) + 2
             x0, y0 = max(0, x0), max(0, y0)
             x1, y1 = min(self.width, x1), min(self.height, y1)
             if x1 - x0 < 3 or y1 - y0 < 3:
@@ -368,12 +373,14 @@ class TalkingHead:
             grid_y = np.arange(y0, y1, dtype=np.float32)[:, None]
             # Lid skin (top..upper) stretched to top..edge; the eye below the edge stays.
             stretch = (upper_y - top) / np.maximum(edge - top, 1e-3)
-            src_y = np.where(
-                grid_y < edge, top + (grid_y - top) * stretch, grid_y
-            ).astype(np.float32)
+            src_y = np.where(grid_y < edge, top + (grid_y - top) * stretch, grid_y).astype(
+                np.float32
+            )
             src_y = np.where(grid_y < top, grid_y, src_y).astype(np.float32)
             src_x = np.broadcast_to(xs[None, :], src_y.shape).astype(np.float32)
-            patch = cv2.remap(self.source, src_x, src_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+            patch = cv2.remap(
+                self.source, src_x, src_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101
+            )
             lash = np.exp(-((grid_y - edge) ** 2) / 1.5) * closed * inside
             patch = patch.astype(np.float32) * (1 - 0.45 * lash[..., None])
             out[y0:y1, x0:x1] = np.clip(patch, 0, 255)
@@ -505,7 +512,9 @@ def render(
         narration, text, mono, audio.rate, fps, frames
     )
     # Seeded by the inputs: the same portrait and narration give the same blinks and sway.
-    seed = int.from_bytes(hashlib.sha256(rgb[::7, ::7].tobytes() + mono[::97].tobytes()).digest()[:8], "little")
+    seed = int.from_bytes(
+        hashlib.sha256(rgb[::7, ::7].tobytes() + mono[::97].tobytes()).digest()[:8], "little"
+    )
     head = TalkingHead(rgb, found, fps, seed=seed)
     height, width = rgb.shape[:2]
     settings = video.VideoSettings(width=width, height=height, fps=fps, crf=crf, preset=preset)
@@ -514,7 +523,9 @@ def render(
             frame = head.frame(index, track[index], float(loudness[index]))
             writer.write(av.VideoFrame.from_ndarray(frame, format="rgb24"))
             if index % fps == fps - 1:
-                progress(0.1 + 0.9 * (index + 1) / frames, f"rendered {index + 1} of {frames} frames")
+                progress(
+                    0.1 + 0.9 * (index + 1) / frames, f"rendered {index + 1} of {frames} frames"
+                )
     return Clip(
         width=width,
         height=height,

@@ -25,8 +25,10 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import av
+import cv2
 import numpy as np
 from django.conf import settings
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
@@ -372,7 +374,12 @@ class CaptionOverlay:
 
     MAX_LINES = 4
 
-    def __init__(self, text: str, width: int, height: int) -> None:
+    def __init__(
+        self, text: str, width: int, height: int, keep_clear: tuple[float, float] | None = None
+    ) -> None:
+        """``keep_clear``: a vertical span (top, bottom px) the caption must not cover (a
+        face's mouth and chin): the caption moves from the bottom to the top of the frame
+        when the bottom would cover it."""
         size = max(12, round(height * 0.05))
         font = _font(size)
         pad_x, pad_y = round(size * 0.6), round(size * 0.3)
@@ -384,6 +391,8 @@ class CaptionOverlay:
         box_h = min(height, _even_ceil(len(lines) * line_height + 2 * pad_y))
         self.left = (width - box_w) // 2 // 2 * 2
         self.top = max(0, (height - round(height * 0.06) - box_h) // 2 * 2)
+        if keep_clear is not None and self.top < keep_clear[1] and self.top + box_h > keep_clear[0]:
+            self.top = round(height * 0.04) // 2 * 2
         self.width, self.height = box_w, box_h
 
         canvas = Image.new("RGBA", (box_w, box_h), (0, 0, 0, 0))
@@ -594,6 +603,159 @@ class Mp4Writer:
             frame.time_base = Fraction(1, rate)
             self.out.mux(self.audio_stream.encode(frame))
             self.audio_sent += chunk.shape[1]
+
+
+# --- A talking clip ---------------------------------------------------------------------------
+
+# How much of the frame's width the face takes, by frame shape (wide, square, tall).
+FACE_SHARE = {"wide": 0.30, "square": 0.40, "tall": 0.55}
+# Where the chin sits, as a fraction of the frame height from the top.
+CHIN_AT = {"wide": 0.62, "square": 0.62, "tall": 0.56}
+# The crop is scaled up at most this much (a small face gets more of the frame around it).
+MAX_UPSCALE = 2.0
+
+
+@dataclass(frozen=True)
+class Framing:
+    """A crop of the clip (even px) and the span, in output px, the captions keep clear."""
+
+    box: tuple[int, int, int, int]
+    keep_clear: tuple[float, float]
+
+
+def face_framing(
+    clip_width: int, clip_height: int, face: dict[str, Any], width: int, height: int
+) -> Framing:
+    """The crop of a talking clip that frames its face for a ``width`` × ``height`` output:
+    the face at a share of the width that suits the frame's shape, the chin at a fixed
+    height, all within the clip; and the mouth-to-chin span captions must leave clear."""
+    aspect = width / height
+    shape = "wide" if aspect > 1.2 else "tall" if aspect < 0.83 else "square"
+    left_f, _top_f, right_f, _ = (float(v) for v in face["box"])
+    mouth_top = float(face["mouth"][1])
+    chin = float(face["chin_y"])
+    face_w = max(1.0, right_f - left_f)
+    crop_w = max(face_w / FACE_SHARE[shape], width / MAX_UPSCALE)
+    crop_h = crop_w / aspect
+    fit = min(1.0, clip_width / crop_w, clip_height / crop_h)
+    crop_w, crop_h = crop_w * fit, crop_h * fit
+    left = (left_f + right_f) / 2 - crop_w / 2
+    top = chin - CHIN_AT[shape] * crop_h
+    left = min(max(0.0, left), clip_width - crop_w)
+    top = min(max(0.0, top), clip_height - crop_h)
+    box = (
+        int(left) // 2 * 2,
+        int(top) // 2 * 2,
+        min(clip_width, _even_ceil(left + crop_w)),
+        min(clip_height, _even_ceil(top + crop_h)),
+    )
+    scale = height / (box[3] - box[1])
+    margin = 0.08 * face_w  # the sway, and the jaw dropping past the chin line
+    keep_clear = ((mouth_top - margin - box[1]) * scale, (chin + 2 * margin - box[1]) * scale)
+    return Framing(box=box, keep_clear=keep_clear)
+
+
+def _framed(
+    planes: np.ndarray,
+    clip_w: int,
+    clip_h: int,
+    box: tuple[int, int, int, int],
+    video: VideoSettings,
+) -> np.ndarray:
+    """Crop and scale one decoded yuv420p frame to the output frame (yuv420p array)."""
+    width, height = video.width, video.height
+    left, top, right, bottom = box
+    flat = planes.reshape(-1)
+    luma, chroma = clip_w * clip_h, (clip_w // 2) * (clip_h // 2)
+    y = flat[:luma].reshape(clip_h, clip_w)
+    u = flat[luma : luma + chroma].reshape(clip_h // 2, clip_w // 2)
+    v = flat[luma + chroma : luma + 2 * chroma].reshape(clip_h // 2, clip_w // 2)
+    frame = np.empty((height * 3 // 2, width), np.uint8)
+    out = frame.reshape(-1)
+    size = width * height
+    quarter = (width // 2) * (height // 2)
+    out[:size] = cv2.resize(
+        y[top:bottom, left:right], (width, height), interpolation=cv2.INTER_CUBIC
+    ).ravel()
+    half = (width // 2, height // 2)
+    crop = (slice(top // 2, bottom // 2), slice(left // 2, right // 2))
+    out[size : size + quarter] = cv2.resize(u[crop], half, interpolation=cv2.INTER_LINEAR).ravel()
+    out[size + quarter :] = cv2.resize(v[crop], half, interpolation=cv2.INTER_LINEAR).ravel()
+    return frame
+
+
+def compose_talking(
+    clip: Path,
+    face: dict[str, Any],
+    audio: Audio,
+    cues: Sequence[Cue],
+    video: VideoSettings,
+    output: Path,
+    progress: ProgressFn,
+) -> Composition:
+    """Write the MP4 at ``output`` from a talking-head clip (``lipsync.sync``): each clip
+    frame cropped around the face (:func:`face_framing`) and scaled to the output size,
+    captions kept off the mouth, the narration as its audio, exactly as long as it."""
+    duration = audio.duration
+    frames = max(1, round(duration * video.fps))
+    shown = caption_frames(cues, frames, video.fps) if video.captions else np.full(frames, -1)
+    poster: bytes | None = None
+    overlay: tuple[int, CaptionOverlay] | None = None
+    try:
+        source = av.open(str(clip))
+    except av.FFmpegError as exc:
+        raise PermanentError("bad_video", f"cannot open the talking clip: {exc}") from None
+    with source, Mp4Writer(output, video, audio) as writer:
+        if not source.streams.video:
+            raise PermanentError("bad_video", "the talking clip has no video stream")
+        stream = source.streams.video[0]
+        clip_w, clip_h = stream.codec_context.width, stream.codec_context.height
+        clip_fps = float(stream.average_rate or video.fps)
+        framing = face_framing(clip_w, clip_h, face, video.width, video.height)
+        decoded = source.decode(stream)
+        current: np.ndarray | None = None
+        shown_clip = -1
+        for index in range(frames):
+            wanted = math.floor(index * clip_fps / video.fps + 1e-9)
+            while shown_clip < wanted:
+                try:
+                    picture = next(decoded)
+                except StopIteration:
+                    break  # a clip shorter than the narration holds its last frame
+                except av.FFmpegError as exc:
+                    raise PermanentError(
+                        "bad_video", f"cannot decode the talking clip: {exc}"
+                    ) from None
+                shown_clip += 1
+                if shown_clip == wanted or current is None:
+                    planes = picture.to_ndarray(format="yuv420p")
+                    current = _framed(planes, clip_w, clip_h, framing.box, video)
+            if current is None:
+                raise PermanentError("bad_video", "the talking clip holds no frames")
+            frame = current.copy()
+            if poster is None:
+                picture_out = av.VideoFrame.from_ndarray(frame, format="yuv420p")
+                buffer = io.BytesIO()
+                picture_out.to_image().save(buffer, format="JPEG", quality=90)
+                poster = buffer.getvalue()
+            cue = int(shown[index])
+            if cue >= 0:
+                if overlay is None or overlay[0] != cue:
+                    overlay = (
+                        cue,
+                        CaptionOverlay(
+                            cues[cue].text, video.width, video.height, framing.keep_clear
+                        ),
+                    )
+                overlay[1].apply(frame, video.width, video.height)
+            writer.write(av.VideoFrame.from_numpy_buffer(frame, format="yuv420p"))
+            if writer.written % video.fps == 0:
+                progress(writer.written / frames, f"encoded {writer.written} of {frames} frames")
+    captions = len({int(cue) for cue in shown if cue >= 0})
+    assert poster is not None
+    return Composition(
+        frames=frames, duration_seconds=duration, poster_jpeg=poster, captions=captions
+    )
 
 
 # --- Composition --------------------------------------------------------------------------

@@ -14,10 +14,14 @@ BACKEND = "face-mesh"
 def find_inputs(ctx: NodeContext) -> tuple[dict[str, Any], dict[str, Any], str]:
     """The face image's ref, the narration audio's ref and the narration's text.
 
-    The face is the static ``portrait``, else a predecessor's first ``keyframes`` entry,
+    The face is the static ``portrait`` (or the first of ``photos``), else a
+    predecessor's first ``keyframes`` entry,
     ``image``, ``clip`` or ``video``.
     """
     face = ctx.inputs.get("portrait") if isinstance(ctx.inputs.get("portrait"), dict) else None
+    photos = ctx.inputs.get("photos")
+    if face is None and isinstance(photos, list) and photos and isinstance(photos[0], dict):
+        face = photos[0]
     audio: dict[str, Any] | None = None
     text = ""
     for value in ctx.inputs.values():

@@ -22,7 +22,10 @@ MIN_IMAGE_SIDE = int(ACCEPTS_IMAGE["width"]["min"])
 MAX_CLIP_FRAMES = int(ACCEPTS_IMAGE["frames"]["max"])
 MAX_CLIP_FPS = float(ACCEPTS_IMAGE["fps"]["max"])
 
+FORMATS = {"16:9": (1280, 720), "9:16": (1080, 1920), "1:1": (1080, 1080)}
+
 DEFAULTS: dict[str, Any] = {
+    "format": "custom",
     "width": 1280,
     "height": 720,
     "fps": 25,
@@ -42,23 +45,39 @@ def run(ctx: NodeContext) -> dict[str, Any]:
     ``image_too_large``, ``bad_audio``, ``empty_audio`` or ``bad_cues`` for bad input.
     """
     params = {**DEFAULTS, **ctx.params}
+    width, height = FORMATS.get(params["format"], (params["width"], params["height"]))
     settings = video.VideoSettings(
-        width=params["width"],
-        height=params["height"],
+        width=width,
+        height=height,
         fps=params["fps"],
         zoom=float(params["zoom"]),
         captions=params["captions"],
         crf=params["crf"],
         preset=params["preset"],
     )
-    image_refs = find_images(ctx.inputs)
-    clip_fps = find_clip_fps(ctx.inputs)
+    talking = find_talking(ctx.inputs)
     audio_ref, cues = find_narration(ctx.inputs)
     assert ctx.workdir is not None  # the worker always gives handlers a scratch folder
     workdir = ctx.workdir
 
     ctx.progress(0.0, "reading the narration")
     narration = video.read_audio(ctx.artifacts.fetch(audio_ref, workdir, "narration"))
+    output = workdir / "video.mp4"
+    if talking is not None:
+        clip = ctx.artifacts.fetch(talking["video"], workdir, "talking.mp4")
+        ctx.progress(0.02, f"framing {math.ceil(narration.duration)} s of the talking head")
+        result = video.compose_talking(
+            clip,
+            talking["face"],
+            narration,
+            cues,
+            settings,
+            output,
+            lambda fraction, message: ctx.progress(0.02 + 0.93 * fraction, message),
+        )
+        return store(ctx, output, result, settings, clip_frames=0)
+    image_refs = find_images(ctx.inputs)
+    clip_fps = find_clip_fps(ctx.inputs)
     if clip_fps is not None and len(image_refs) > MAX_CLIP_FRAMES:
         raise PermanentError(
             "bad_input",
@@ -77,7 +96,6 @@ def run(ctx: NodeContext) -> dict[str, Any]:
 
     what = "video" if clip_fps is None else f"video from a {len(images)}-frame clip"
     ctx.progress(0.02, f"composing {math.ceil(narration.duration)} s of {what}")
-    output = workdir / "video.mp4"
     result = video.compose(
         images,
         narration,
@@ -87,7 +105,17 @@ def run(ctx: NodeContext) -> dict[str, Any]:
         lambda fraction, message: ctx.progress(0.02 + 0.93 * fraction, message),
         clip_fps=clip_fps,
     )
+    return store(ctx, output, result, settings, len(images) if clip_fps is not None else 0)
 
+
+def store(
+    ctx: NodeContext,
+    output: Path,
+    result: video.Composition,
+    settings: video.VideoSettings,
+    clip_frames: int,
+) -> dict[str, Any]:
+    """Store the MP4 and its poster; the node's outputs."""
     ctx.progress(0.96, "storing the video")
     video_ref = ctx.artifacts.save("video.mp4", output, "video/mp4")
     poster_ref = ctx.artifacts.save("poster.jpg", result.poster_jpeg, "image/jpeg")
@@ -101,8 +129,33 @@ def run(ctx: NodeContext) -> dict[str, Any]:
         "fps": settings.fps,
         "frames": result.frames,
         "captions": result.captions,
-        "clip_frames": len(images) if clip_fps is not None else 0,
+        "clip_frames": clip_frames,
     }
+
+
+def find_talking(inputs: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A predecessor's talking-head clip: ``{"video": ref, "face": {box, mouth, chin_y}}``."""
+    for value in inputs.values():
+        if (
+            isinstance(value, dict)
+            and isinstance(value.get("video"), dict)
+            and isinstance(value.get("face"), dict)
+        ):
+            face = value["face"]
+            try:
+                box = [float(v) for v in face["box"]]
+                mouth = [float(v) for v in face["mouth"]]
+                chin = float(face["chin_y"])
+            except (KeyError, TypeError, ValueError):
+                raise PermanentError("bad_input", "the talking clip's face is malformed") from None
+            if (
+                len(box) != 4
+                or len(mouth) != 4
+                or not all(map(math.isfinite, [*box, *mouth, chin]))
+            ):
+                raise PermanentError("bad_input", "the talking clip's face is malformed")
+            return {"video": value["video"], "face": {"box": box, "mouth": mouth, "chin_y": chin}}
+    return None
 
 
 def find_images(inputs: Mapping[str, Any]) -> list[dict[str, Any]]:

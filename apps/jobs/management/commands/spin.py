@@ -163,23 +163,15 @@ def download_video(job: Job, folder: Path) -> Path:
 
 
 def make_sample(folder: Path) -> tuple[Path, Path, str]:
-    """A drawn portrait and a spoken voice sample, made here (nothing is downloaded)."""
-    from PIL import Image, ImageDraw
+    """A real portrait and a spoken voice sample, made here (nothing is downloaded): the
+    photograph is scikit-image's ``astronaut`` (Eileen Collins, NASA, public domain), which
+    ships inside the scikit-image wheel."""
+    from PIL import Image
+    from skimage import data
 
     folder.mkdir(parents=True, exist_ok=True)
     portrait = folder / "portrait.png"
-    image = Image.new("RGB", (768, 960), (36, 52, 88))
-    draw = ImageDraw.Draw(image)
-    for y in range(960):  # a soft vertical gradient behind the figure
-        shade = int(36 + 60 * y / 960)
-        draw.line([(0, y), (768, y)], fill=(shade, shade + 16, shade + 52))
-    draw.ellipse([224, 600, 544, 1100], fill=(70, 110, 160))  # shoulders
-    draw.ellipse([264, 220, 504, 520], fill=(236, 196, 160))  # face
-    draw.ellipse([240, 170, 528, 330], fill=(60, 40, 30))  # hair
-    draw.ellipse([318, 340, 348, 370], fill=(40, 40, 40))
-    draw.ellipse([420, 340, 450, 370], fill=(40, 40, 40))
-    draw.arc([334, 400, 434, 470], start=20, end=160, fill=(150, 60, 60), width=6)
-    image.save(portrait)
+    Image.fromarray(data.astronaut()).save(portrait)
     voice = folder / "voice.wav"
     from apps.capabilities.media.tts_engines import sample_voice
 
