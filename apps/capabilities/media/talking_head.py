@@ -52,13 +52,19 @@ QUIET_FACTOR, LOUD_FACTOR = 0.45, 1.0
 # The track's opening counted as full, and the least opening of a full-loudness frame.
 OPEN_FULL = 0.55
 LOUD_FLOOR = 0.35
+# Loudness (0..1, see speech_timing.loudness_envelope) over which the mouth may open fully.
+SILENCE_GATE = (0.08, 0.30)
 # Blinks: first after 1-3 s, then every 2.5-5.5 s; closing and opening times.
 BLINK_CLOSE, BLINK_OPEN = 0.07, 0.11
+# The skin above the upper lid (in eye heights) that is stretched down over the eye.
+LID_SKIN = 0.7
 # Idle sway: peak rotation (degrees) and translation (face widths); nod with loudness.
 SWAY_DEGREES = 0.8
 SWAY_SHIFT = 0.010
 NOD_SHIFT = 0.008
 GRID_STEP = 2
+# Upper and lower inner-lip points facing each other (mesh indices).
+INNER_PAIRS = ((191, 95), (80, 88), (81, 178), (82, 87), (13, 14), (312, 317), (311, 402), (310, 318), (415, 324))
 
 
 @dataclass(frozen=True)
@@ -91,8 +97,18 @@ class TalkingHead:
         corners = points[list(facemesh.MOUTH_CORNERS)]
         self.mouth_w = float(np.linalg.norm(corners[1] - corners[0]))
         self.mouth_centre = corners.mean(axis=0)
-        inner_gap = float(np.dot(points[14] - points[13], self.ey))
-        self.rest_gap = max(0.0, inner_gap)
+        # How far the photo's lips are apart along the mouth (a smile with teeth): the
+        # mouth closes by that much in silence, both lips meeting in the middle.
+        along, gaps = [0.0], [0.0]
+        for a, b in INNER_PAIRS:
+            middle = (points[a] + points[b]) / 2 - self.mouth_centre
+            along.append(float(middle @ self.ex))
+            gaps.append(max(0.0, float(np.dot(points[b] - points[a], self.ey))))
+        order = np.argsort(along[1:]) + 1
+        half = self.mouth_w / 2
+        self.gap_along = np.array([-half, *np.array(along)[order], half])
+        self.gap_profile = np.array([0.0, *np.array(gaps)[order], 0.0])
+        self.rest_gap = float(max(gaps))
         self._prepare_patch()
         self._prepare_fields()
         self._prepare_eyes()
@@ -115,15 +131,26 @@ class TalkingHead:
         self.grid = np.stack([gx.ravel(), gy.ravel()], axis=1)
         self.grid_shape = gx.shape
 
-    def _weights(self, controls: list[_Control]) -> np.ndarray:
-        """Normalised Gaussian weights of each grid point over ``controls``, with a virtual
-        still point two radii away from everything (the field fades to zero)."""
+    def _weights(self, controls: list[_Control], at: np.ndarray | None = None) -> np.ndarray:
+        """Normalised Gaussian weights of each grid point (or each of ``at``) over
+        ``controls``, with a virtual still point two radii away from everything (the
+        field fades to zero), solved so that each control's own point moves exactly as
+        much as the control says (the weights alone would average neighbours in)."""
         centres = self.points[[c.index for c in controls]]
         sigmas = np.array([c.sigma for c in controls])
-        d2 = ((self.grid[:, None, :] - centres[None, :, :]) ** 2).sum(axis=2)
-        weights = np.exp(-d2 / (2.0 * sigmas[None, :] ** 2))
-        still = math.exp(-2.0)
-        return (weights / (weights.sum(axis=1, keepdims=True) + still)).astype(np.float32)
+
+        def normalised(where: np.ndarray) -> np.ndarray:
+            d2 = ((where[:, None, :] - centres[None, :, :]) ** 2).sum(axis=2)
+            weights = np.exp(-d2 / (2.0 * sigmas[None, :] ** 2))
+            result: np.ndarray = weights / (weights.sum(axis=1, keepdims=True) + math.exp(-2.0))
+            return result
+
+        at_controls = normalised(centres)
+        # Ridge-regularised: points that nearly coincide do not make the solve blow up.
+        solve = np.linalg.solve(
+            at_controls.T @ at_controls + 1e-3 * np.eye(len(controls)), at_controls.T
+        )
+        return (normalised(self.grid if at is None else at) @ solve).astype(np.float32)
 
     def _prepare_fields(self) -> None:
         lips = 0.10 * self.mouth_w + 0.03 * self.face_w
@@ -145,7 +172,7 @@ class TalkingHead:
         across = rel @ self.ey
         line = np.interp(along, *self._lip_line())
         beyond = np.maximum(0.0, np.abs(along) - self.mouth_w / 2)
-        softness = 1.0 + 1.2 * beyond
+        softness = 0.05 + 1.2 * beyond
         self.lower_share = _smoothstep((across - line) / softness + 0.5).astype(np.float32)
 
     def _lip_line(self) -> tuple[np.ndarray, np.ndarray]:
@@ -184,8 +211,9 @@ class TalkingHead:
         cv2.fillPoly(mask, [oval], 255)
         skin = self.source[mask > 0].mean(axis=0)
         light = float(np.clip(skin.mean() / 170.0, 0.35, 1.25))
-        self.cavity_colour = np.clip(lip * np.array([0.55, 0.30, 0.30]), 0, 255)
-        self.throat_colour = np.clip(lip * np.array([0.22, 0.08, 0.08]), 0, 255)
+        # Inside the mouth: the lips' own hue, darkened, towards a dark red throat.
+        self.cavity_colour = 0.5 * lip * np.array([0.6, 0.3, 0.3]) + np.array([48.0, 14.0, 14.0])
+        self.throat_colour = np.array([34.0, 9.0, 11.0])
         self.teeth_colour = np.clip(np.array([236.0, 228.0, 212.0]) * light, 0, 255)
 
     # --- per frame ----------------------------------------------------------------------
@@ -213,7 +241,8 @@ class TalkingHead:
         opening *= 1.0 - press
         teeth = float(value[TEETH])
         spread = float(value[SPREAD])
-        drop = JAW_DROP * self.mouth_w * opening - self.rest_gap * max(press, 1.0 - opening)
+        closing = max(press, 1.0 - opening)
+        drop = JAW_DROP * self.mouth_w * opening
         lift = UPPER_LIFT * self.mouth_w * opening
         half = self.mouth_w / 2
 
@@ -227,20 +256,24 @@ class TalkingHead:
                     spread * SPREAD_SHIFT * self.mouth_w * float(np.clip(along / half, -1.2, 1.2))
                 )
                 dy = 0.0
+                # Lips apart in the photo meet in the middle: each lip moves as a whole.
+                shut = closing * float(np.interp(along, self.gap_along, self.gap_profile)) * 0.5
                 if index in facemesh.MOUTH_CORNERS:
                     dy = 0.25 * drop
                 elif upper and index in facemesh.UPPER_LIP:
                     inner = index in facemesh.LIPS_INNER_UPPER
                     dy = -(lift if inner else 0.6 * lift) + press * PRESS * self.mouth_w
                     dy *= 1.0 - 0.6 * (abs(along) / half) ** 2
+                    dy += shut
                 elif not upper and index in facemesh.LOWER_LIP:
                     inner = index in facemesh.LIPS_INNER_LOWER
                     dy = drop if inner else 0.92 * drop
                     dy -= press * PRESS * self.mouth_w + teeth * TEETH_TUCK * self.mouth_w
                     dy *= 1.0 - 0.45 * min(1.0, (abs(along) / half) ** 2)
+                    dy -= shut
                 elif not upper and index in facemesh.JAW:
                     side = abs(along) / (0.5 * self.face_w)
-                    dy = 0.8 * drop * max(0.0, 1.0 - side**1.5)
+                    dy = (0.8 * drop - closing * self.rest_gap * 0.3) * max(0.0, 1.0 - side**1.5)
                     shift_x *= 0.3
                 else:
                     shift_x = 0.0
@@ -292,7 +325,9 @@ class TalkingHead:
         upper = moved[list(facemesh.LIPS_INNER_UPPER)]
         lower = moved[list(facemesh.LIPS_INNER_LOWER)]
         gap = float(np.max((lower[::-1] - upper) @ self.ey))
-        if gap < 0.6:
+        # A gap of a pixel or two is lips meeting, not a mouth to paint.
+        visible = float(_smoothstep(np.array((gap - 1.0) / 2.5)))
+        if visible <= 0.0:
             return
         polygon = np.concatenate([upper, lower[1:-1]])
         low = np.floor(polygon.min(axis=0)).astype(int) - 3
@@ -306,7 +341,7 @@ class TalkingHead:
         scaled = np.round((polygon - low) * (1 << shift)).astype(np.int32)
         mask = np.zeros(size, np.uint8)
         cv2.fillPoly(mask, [scaled], 255, lineType=cv2.LINE_AA, shift=shift)
-        alpha = cv2.GaussianBlur(mask, (0, 0), 0.7).astype(np.float32) / 255.0
+        alpha = cv2.GaussianBlur(mask, (0, 0), 0.7).astype(np.float32) * (visible / 255.0)
         # Depth: darker away from the lips (distance to the cavity's edge).
         depth = cv2.distanceTransform((mask > 127).astype(np.uint8), cv2.DIST_L2, 3)
         depth = np.clip(depth / max(1.0, gap * 0.55), 0.0, 1.0)[..., None]
@@ -352,7 +387,7 @@ class TalkingHead:
             lid_height = float(np.mean(low[:, 1] - up[:, 1]))
             if lid_height <= 1:
                 continue
-            y0 = math.floor(up[:, 1].min() - 1.2 * lid_height)
+            y0 = math.floor(up[:, 1].min() - LID_SKIN * lid_height)
             y1 = math.ceil(low[:, 1].max()) + 2
             x0, y0 = max(0, x0), max(0, y0)
             x1, y1 = min(self.width, x1), min(self.height, y1)
@@ -369,7 +404,7 @@ class TalkingHead:
                 1,
             )
             edge = upper_y + closed * inside * (lower_y - upper_y) * 0.95
-            top = upper_y - 1.2 * lid_height
+            top = upper_y - LID_SKIN * lid_height
             grid_y = np.arange(y0, y1, dtype=np.float32)[:, None]
             # Lid skin (top..upper) stretched to top..edge; the eye below the edge stays.
             stretch = (upper_y - top) / np.maximum(edge - top, 1e-3)
@@ -452,6 +487,10 @@ def timing_track(
     speech, or (no text, or it does not align) from the loudness alone."""
     loudness = speech_timing.loudness_envelope(samples, rate, fps)
     loudness = _fit(loudness, frames)
+    # No sound, no open mouth: the opening is gated by the loudness of the frame and its
+    # neighbours (so the mouth starts to open a frame before the sound).
+    near = np.maximum(loudness, np.maximum(np.roll(loudness, 1), np.roll(loudness, -1)))
+    gate = _smoothstep((near - SILENCE_GATE[0]) / (SILENCE_GATE[1] - SILENCE_GATE[0]))
     duration = samples.shape[-1] / rate
     if text.strip():
         try:
@@ -460,6 +499,7 @@ def timing_track(
             note = f"the narration's text did not align with its audio ({error})"
         else:
             track = _fit(speech_timing.mouth_track(alignment.phones, fps, duration), frames)
+            track[:, OPEN] *= gate
             words = [
                 {"text": w.text, "start": round(w.start, 3), "end": round(w.end, 3)}
                 for w in alignment.words
