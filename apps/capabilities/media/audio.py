@@ -1,8 +1,8 @@
 """Audio in, audio out and what we measure in between.
 
 Decoding goes through PyAV (its bundled ffmpeg reads wav, mp3, flac, ogg, m4a...), pitch
-is measured with Praat (parselmouth) and changed with the WORLD vocoder (pyworld), loudness is
-measured to ITU-R BS.1770-4 (pyloudnorm) and levelled to EBU R128. All
+is measured with Praat (parselmouth) and changed with the WORLD vocoder (pyworld), and
+loudness is measured to ITU-R BS.1770-4 (pyloudnorm) and levelled to EBU R128. All
 samples are float32 mono in [-1, 1]; all rates are in Hz.
 
 Helpers raise :class:`~myspinbot.errors.PermanentError` for input that is not
