@@ -320,6 +320,9 @@ LOUDNESS_BLOCK_SECONDS = 0.4
 # smoothly instead of jumping), holds it this long after, then ramps back up as it came.
 LIMITER_LOOKAHEAD_SECONDS = 0.005
 LIMITER_HOLD_SECONDS = 0.02
+# Each limiter round lowers what the last one left over the ceiling (the gain curve itself
+# moves inter-sample peaks a little).
+LIMITER_ROUNDS = 3
 # Limiting lowers the loudness a little, so gain and limiter are re-run (at most this many
 # times) until the loudness is within the tolerance of the target.
 LOUDNESS_PASSES = 8
@@ -336,7 +339,7 @@ class Loudness:
 
     lufs: float | None
     true_peak_dbtp: float | None
-    gain_db: float
+    gain_db: float  # the static gain, before any limiting
     limited: bool
 
 
@@ -426,13 +429,13 @@ def _limit(x: npt.NDArray[np.float64], sample_rate: int, ceiling: float) -> npt.
     factor = TRUE_PEAK_OVERSAMPLING
     # (a little under the ceiling: the gain changes between the samples it was set on)
     target = ceiling * 0.995
-    for _ in range(3):
+    for _ in range(LIMITER_ROUNDS):
         over = np.abs(_oversampled(x))
         per_sample = np.zeros(x.size)
         usable = min(x.size, over.size // factor)
         per_sample[:usable] = over[: usable * factor].reshape(usable, factor).max(axis=1)
         # an inter-sample peak sits between two samples: both must carry its gain
-        per_sample = np.maximum(per_sample, np.roll(per_sample, 1))
+        per_sample[1:] = np.maximum(per_sample[1:], per_sample[:-1])
         if per_sample.max(initial=0.0) <= ceiling:
             break
         needed = np.minimum(1.0, target / np.maximum(per_sample, 1e-12))
@@ -446,4 +449,6 @@ def _limit(x: npt.NDArray[np.float64], sample_rate: int, ceiling: float) -> npt.
         padded = np.concatenate([np.full(ahead - 1, spread[0]), spread])
         gain = np.convolve(padded, kernel, mode="valid")
         x = x * gain
-    return x
+    # (what the rounds left over the ceiling, if anything, goes with one static gain)
+    peak = true_peak(x)
+    return x * (ceiling / peak) if peak > ceiling else x
