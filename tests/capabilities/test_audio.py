@@ -8,7 +8,9 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pyloudnorm
 import pytest
+from scipy.signal import resample_poly
 
 from apps.capabilities.media import audio
 from apps.capabilities.media.tts_engines import (
@@ -226,6 +228,114 @@ def test_trim_silence_of_silence_is_empty_and_sound_seconds_skip_pauses() -> Non
 def test_count_words() -> None:
     assert audio.count_words("Don't stop — it's 3 o'clock!") == 5
     assert audio.count_words("  ... —  ") == 0
+
+
+# --- Loudness ------------------------------------------------------------------------
+
+
+def measured_lufs(samples: np.ndarray, rate: int = RATE) -> float:
+    """BS.1770-4 integrated loudness, measured here with pyloudnorm (one block of the
+    clip's own length when it is shorter than the 0.4 s gating block)."""
+    meter = pyloudnorm.Meter(rate, block_size=min(0.4, samples.size / rate))
+    return float(meter.integrated_loudness(samples.astype(np.float64)))
+
+
+def measured_dbtp(samples: np.ndarray) -> float:
+    """True peak (dBTP): the largest magnitude of the signal oversampled 4 times."""
+    return float(20 * np.log10(np.max(np.abs(resample_poly(samples.astype(np.float64), 4, 1)))))
+
+
+CLICK_EVERY = RATE // 3
+
+
+def clicks_over_hum(seconds: float) -> np.ndarray:
+    """A quiet 500 Hz hum with a full-scale click every 1/3 s: at -16 LUFS the clicks
+    would be far above 0 dBFS, so only a limiter can hold them to the ceiling."""
+    signal = tone(500.0, seconds, amplitude=0.02)
+    signal[CLICK_EVERY // 2 :: CLICK_EVERY] = 0.99
+    return signal
+
+
+LOUD_CLIPPING = np.clip(1.5 * vibrato(150.0, 0.06, 3.0) / 0.3 * 0.7, -1.0, 1.0)
+CASES = {
+    "loud-clipping": LOUD_CLIPPING.astype(np.float32),
+    "quiet": (vibrato(150.0, 0.06, 3.0) * 0.02).astype(np.float32),
+    "peaks-need-limiting": clicks_over_hum(3.0),
+    "short": tone(440.0, 0.2, amplitude=0.3),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_loudness_is_normalised_to_minus_16_lufs_under_minus_1_dbtp(name: str) -> None:
+    # Given a signal far from the target (or shorter than a gating block)
+    samples = CASES[name]
+
+    # When
+    levelled, loudness = audio.normalize_loudness(samples, RATE)
+
+    # Then, measured independently, it is at -16 LUFS with no true peak over -1 dBTP
+    assert levelled.dtype == np.float32
+    assert levelled.shape == samples.shape
+    assert np.isfinite(levelled).all()
+    assert measured_lufs(levelled) == pytest.approx(-16.0, abs=0.5)
+    assert measured_dbtp(levelled) <= -1.0
+    # and the reported figures are those measurements
+    assert loudness.lufs == pytest.approx(measured_lufs(levelled), abs=0.01)
+    assert loudness.true_peak_dbtp == pytest.approx(measured_dbtp(levelled), abs=0.01)
+    assert loudness.limited is (name == "peaks-need-limiting")
+
+
+def test_the_loud_input_really_clipped_and_needed_limiting_to_be_smooth() -> None:
+    # The inputs are what they claim: one at full scale, one whose gain alone breaks -1 dBTP
+    assert np.max(np.abs(CASES["loud-clipping"])) == 1.0
+    assert measured_lufs(CASES["loud-clipping"]) > -10.0
+    peaky = CASES["peaks-need-limiting"]
+    gain = 10 ** ((-16.0 - measured_lufs(peaky)) / 20)
+    assert measured_dbtp(peaky * gain) > 0.0
+
+    levelled, loudness = audio.normalize_loudness(peaky, RATE)
+
+    # the limiter only dips around the clicks: 30 ms away from them the hum has the full gain
+    far = np.ones(peaky.size, dtype=bool)
+    for click in range(CLICK_EVERY // 2, peaky.size, CLICK_EVERY):
+        far[max(0, click - round(0.03 * RATE)) : click + round(0.03 * RATE)] = False
+    far &= np.abs(peaky) > 0.01
+    ratios = levelled[far] / peaky[far]
+    np.testing.assert_allclose(ratios, 10 ** (loudness.gain_db / 20), rtol=1e-4)
+    # and the gain ramps down to each click over the 5 ms look-ahead instead of jumping
+    # (no hard clipping: the clicks are the only samples near the peak, no flat runs)
+    near_peak = np.flatnonzero(np.abs(levelled) >= np.abs(levelled).max() * 0.99)
+    assert near_peak.tolist() == list(range(CLICK_EVERY // 2, peaky.size, CLICK_EVERY))
+    click = CLICK_EVERY // 2 + CLICK_EVERY
+    ahead = round(audio.LIMITER_LOOKAHEAD_SECONDS * RATE)
+    index = np.arange(click - 2 * ahead, click)
+    index = index[np.abs(peaky[index]) > 0.01]
+    gain = levelled[index] / peaky[index]
+    full, at_click = 10 ** (loudness.gain_db / 20), levelled[click] / peaky[click]
+    np.testing.assert_allclose(gain[index < click - ahead], full, rtol=1e-4)
+    per_sample = np.diff(gain) / np.diff(index)
+    assert (per_sample <= 1e-4).all()  # only ever down towards the click
+    assert -per_sample.min() <= (full - at_click) / ahead * 1.01  # in even steps
+
+
+@pytest.mark.parametrize("samples", [np.zeros(RATE, dtype=np.float32), np.zeros(0, np.float32)])
+def test_silence_and_empty_signals_are_left_as_they_are(samples: np.ndarray) -> None:
+    levelled, loudness = audio.normalize_loudness(samples, RATE)
+
+    np.testing.assert_array_equal(levelled, samples)
+    assert loudness == audio.Loudness(lufs=None, true_peak_dbtp=None, gain_db=0.0, limited=False)
+
+
+def test_a_signal_below_the_absolute_gate_is_silent_not_nan() -> None:
+    # -90 dBFS noise: every BS.1770 block is under the -70 LUFS gate
+    hiss = (np.random.default_rng(0).standard_normal(RATE) * 3e-5).astype(np.float32)
+
+    levelled, loudness = audio.normalize_loudness(hiss, RATE)
+
+    np.testing.assert_array_equal(levelled, hiss)
+    assert loudness.lufs is None
+    assert loudness.true_peak_dbtp is not None
+    assert np.isfinite(loudness.true_peak_dbtp)
 
 
 # --- TTS engines ---------------------------------------------------------------------

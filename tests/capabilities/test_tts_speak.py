@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyloudnorm
 import pytest
 from django.contrib.auth.models import User
+from scipy.signal import resample_poly
 
 from apps.capabilities.media import audio
 from apps.capabilities.media.tts_engines import Voice, sample_voice
@@ -132,6 +134,14 @@ def test_neutral_speech_from_a_script_node_with_sentence_cues() -> None:
     samples, rate = decoded(run, output["audio"])
     assert rate == 22050
     assert samples.size / rate == pytest.approx(output["duration_seconds"], abs=0.0005)
+    # levelled to EBU R128 (measured here on the stored file): -16 LUFS, and a true peak
+    # under -2 dBTP, leaving the video's AAC encoder 1 dB of headroom under -1 dBTP
+    lufs = pyloudnorm.Meter(rate).integrated_loudness(samples.astype(np.float64))
+    dbtp = 20 * np.log10(np.max(np.abs(resample_poly(samples.astype(np.float64), 4, 1))))
+    assert lufs == pytest.approx(-16.0, abs=0.5)
+    assert dbtp <= -2.0
+    assert output["loudness_lufs"] == pytest.approx(lufs, abs=0.05)
+    assert output["true_peak_dbtp"] == pytest.approx(dbtp, abs=0.05)
     stored = Artifact.objects.get(job=run.job)
     assert (stored.name, stored.content_type) == ("speech.wav", "audio/wav")
     assert run.progress.reports[-1] == (1.0, "speech ready")

@@ -1,7 +1,8 @@
 """Audio in, audio out and what we measure in between.
 
 Decoding goes through PyAV (its bundled ffmpeg reads wav, mp3, flac, ogg, m4a...), pitch
-is measured with Praat (parselmouth) and changed with the WORLD vocoder (pyworld). All
+is measured with Praat (parselmouth) and changed with the WORLD vocoder (pyworld), and
+loudness is measured to ITU-R BS.1770-4 (pyloudnorm) and levelled to EBU R128. All
 samples are float32 mono in [-1, 1]; all rates are in Hz.
 
 Helpers raise :class:`~myspinbot.errors.PermanentError` for input that is not
@@ -302,3 +303,152 @@ def resynthesize(
     n = min(samples.size, y.size)
     out[:n] = y[:n]
     return out
+
+
+# --- Loudness (EBU R128) ---------------------------------------------------------------
+
+# EBU R128 broadcast/streaming target for spoken word: -16 LUFS integrated (ITU-R BS.1770-4
+# K-weighted, gated), with true peaks held at or below -1 dBTP so that a lossy encoder's
+# overshoot does not clip.
+TARGET_LUFS = -16.0
+TRUE_PEAK_CEILING_DBTP = -1.0
+# True peak is estimated on the signal oversampled 4x (BS.1770-4 annex 2).
+TRUE_PEAK_OVERSAMPLING = 4
+# One BS.1770 gating block; a shorter clip is measured as a single block of its own length.
+LOUDNESS_BLOCK_SECONDS = 0.4
+# The limiter starts lowering the gain this long before a peak (so the gain ramps down
+# smoothly instead of jumping), holds it this long after, then ramps back up as it came.
+LIMITER_LOOKAHEAD_SECONDS = 0.005
+LIMITER_HOLD_SECONDS = 0.02
+# Each limiter round lowers what the last one left over the ceiling (the gain curve itself
+# moves inter-sample peaks a little).
+LIMITER_ROUNDS = 3
+# Limiting lowers the loudness a little, so gain and limiter are re-run (at most this many
+# times) until the loudness is within the tolerance of the target.
+LOUDNESS_PASSES = 8
+LOUDNESS_TOLERANCE_LU = 0.05
+
+
+@dataclass(frozen=True)
+class Loudness:
+    """What :func:`normalize_loudness` measured on its output.
+
+    ``lufs`` is ``None`` when the signal is silent (below BS.1770's -70 LUFS absolute
+    gate) or empty; ``true_peak_dbtp`` is ``None`` when every sample is zero.
+    """
+
+    lufs: float | None
+    true_peak_dbtp: float | None
+    gain_db: float  # the static gain, before any limiting
+    limited: bool
+
+
+def integrated_loudness(samples: npt.NDArray[np.floating[Any]], sample_rate: int) -> float | None:
+    """BS.1770-4 integrated loudness (LUFS) with pyloudnorm; a clip shorter than one
+    gating block is measured as one block of its own length. ``None`` when the clip is
+    empty or silent (no block above the -70 LUFS absolute gate)."""
+    import pyloudnorm
+
+    if samples.size < 2:
+        return None
+    block = min(LOUDNESS_BLOCK_SECONDS, samples.size / sample_rate)
+    meter = pyloudnorm.Meter(sample_rate, block_size=block)
+    lufs = float(meter.integrated_loudness(samples.astype(np.float64)))
+    return lufs if math.isfinite(lufs) else None
+
+
+def true_peak(samples: npt.NDArray[np.floating[Any]]) -> float:
+    """Linear true peak: the largest magnitude of the signal oversampled
+    ``TRUE_PEAK_OVERSAMPLING`` times (polyphase resampling)."""
+    return float(np.max(np.abs(_oversampled(samples)), initial=0.0))
+
+
+def to_dbtp(peak: float) -> float | None:
+    return 20 * math.log10(peak) if peak > 0 else None
+
+
+def normalize_loudness(
+    samples: Samples,
+    sample_rate: int,
+    target_lufs: float = TARGET_LUFS,
+    ceiling_dbtp: float = TRUE_PEAK_CEILING_DBTP,
+) -> tuple[Samples, Loudness]:
+    """``samples`` at ``target_lufs`` integrated loudness with no true peak above
+    ``ceiling_dbtp``.
+
+    The gain is one static gain; where it would push a true peak over the ceiling, a
+    look-ahead limiter lowers the gain smoothly around that peak only (never a hard
+    clip). Silent or empty input comes back unchanged, with ``lufs`` ``None``.
+    """
+    x = samples.astype(np.float64)
+    lufs = integrated_loudness(samples, sample_rate)
+    if lufs is None:
+        peak = true_peak(samples)
+        return samples.copy(), Loudness(None, to_dbtp(peak), 0.0, False)
+    ceiling = 10 ** (ceiling_dbtp / 20)
+    gain_db = target_lufs - lufs
+    limited = False
+    previous: tuple[float, float] | None = None
+    for _ in range(LOUDNESS_PASSES):
+        y = x * 10 ** (gain_db / 20)
+        if true_peak(y) > ceiling:
+            y = _limit(y, sample_rate, ceiling)
+            limited = True
+        measured = integrated_loudness(y, sample_rate)
+        assert measured is not None, "a gain cannot silence a measured signal"
+        if not limited or abs(measured - target_lufs) <= LOUDNESS_TOLERANCE_LU:
+            lufs = measured
+            break
+        # Limiting gives back less than each dB of gain: step by the secant of the last
+        # two passes (1 LU per dB before the first, the unlimited slope).
+        slope = 1.0
+        if previous is not None and gain_db != previous[0]:
+            slope = min(1.0, max(0.05, (measured - previous[1]) / (gain_db - previous[0])))
+        previous = (gain_db, measured)
+        lufs = measured
+        gain_db += (target_lufs - measured) / slope
+    out = y.astype(np.float32)
+    return out, Loudness(lufs, to_dbtp(true_peak(out)), gain_db, limited)
+
+
+def _oversampled(x: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
+    from scipy.signal import resample_poly
+
+    if x.size == 0:
+        return np.zeros(0)
+    return np.asarray(resample_poly(x.astype(np.float64), TRUE_PEAK_OVERSAMPLING, 1))
+
+
+def _limit(x: npt.NDArray[np.float64], sample_rate: int, ceiling: float) -> npt.NDArray[np.float64]:
+    """Look-ahead peak limiter: the gain each sample needs to keep its true peak under
+    ``ceiling``, spread (minimum over the look-ahead and hold) and then smoothed with a
+    moving average as long as the look-ahead, which keeps it at or below the needed
+    gain everywhere. Gain changes are a few ms long, so there is no hard clip."""
+    from scipy.ndimage import minimum_filter1d
+
+    factor = TRUE_PEAK_OVERSAMPLING
+    # (a little under the ceiling: the gain changes between the samples it was set on)
+    target = ceiling * 0.995
+    for _ in range(LIMITER_ROUNDS):
+        over = np.abs(_oversampled(x))
+        per_sample = np.zeros(x.size)
+        usable = min(x.size, over.size // factor)
+        per_sample[:usable] = over[: usable * factor].reshape(usable, factor).max(axis=1)
+        # an inter-sample peak sits between two samples: both must carry its gain
+        per_sample[1:] = np.maximum(per_sample[1:], per_sample[:-1])
+        if per_sample.max(initial=0.0) <= ceiling:
+            break
+        needed = np.minimum(1.0, target / np.maximum(per_sample, 1e-12))
+        ahead = max(1, round(LIMITER_LOOKAHEAD_SECONDS * sample_rate))
+        hold = max(1, round(LIMITER_HOLD_SECONDS * sample_rate))
+        # minimum over [n - hold, n + ahead - 1], then a causal mean over `ahead` samples:
+        # every sample of the mean's window covers n, so the result is <= needed[n].
+        size = hold + ahead
+        spread = minimum_filter1d(needed, size=size, origin=hold - size // 2, mode="nearest")
+        kernel = np.ones(ahead) / ahead
+        padded = np.concatenate([np.full(ahead - 1, spread[0]), spread])
+        gain = np.convolve(padded, kernel, mode="valid")
+        x = x * gain
+    # (what the rounds left over the ceiling, if anything, goes with one static gain)
+    peak = true_peak(x)
+    return x * (ceiling / peak) if peak > ceiling else x

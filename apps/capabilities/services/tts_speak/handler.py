@@ -1,7 +1,8 @@
 """tts.speak: a narration spoken sentence by sentence, following a voice profile.
 
 check inputs → speak each sentence (matching the profile's speaking rate) → move the
-pitch onto the profile's with WORLD → join with pauses → store ``speech.wav``.
+pitch onto the profile's with WORLD → join with pauses → level to -16 LUFS (true peak
+≤ -2 dBTP, so the encoded video stays under -1) → store ``speech.wav``.
 
 Speaking rate is measured as in ``voice.build_profile``: words per second of sound
 (pauses left out). An engine's nominal words-per-minute is not that, so when the rate
@@ -41,6 +42,10 @@ RATE_TAKES, RATE_TOLERANCE = 3, 0.05
 PAUSE_SECONDS = 0.3
 # Keep a little of each sentence's own silence so it does not start or end abruptly.
 SENTENCE_MARGIN_SECONDS = 0.02
+# speech.wav's true-peak ceiling: 1 dB under EBU R128's -1 dBTP, because the video's
+# 64 kb/s AAC overshoots the WAV's true peak by up to 0.6 dB on our narrations (measured:
+# -1.04 dBTP in the WAV gave -0.62 in the MP4; -2.04 gives -1.70 to -1.99).
+NARRATION_CEILING_DBTP = -2.0
 
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|(?<=[.!?…][\"'”’)\]])\s+|\n+")
 
@@ -92,6 +97,8 @@ def run(ctx: NodeContext) -> dict[str, Any]:
 
     ctx.progress(0.95, "joining sentences")
     speech, cues = join(clips, sentences, rate)
+    # EBU R128: the video's audio is muxed from this file, so it is levelled here.
+    speech, loudness = audio.normalize_loudness(speech, rate, ceiling_dbtp=NARRATION_CEILING_DBTP)
     stored = ctx.artifacts.save(
         "speech.wav", audio.write_wav(workdir / "speech.wav", speech, rate), "audio/wav"
     )
@@ -106,6 +113,10 @@ def run(ctx: NodeContext) -> dict[str, Any]:
         "rate_wpm": voice.rate_wpm,
         "profile_id": profile.profile_id if profile else None,
         "median_pitch_hz": round(measured.median_hz, 2) if measured else None,
+        "loudness_lufs": None if loudness.lufs is None else round(loudness.lufs, 2),
+        "true_peak_dbtp": (
+            None if loudness.true_peak_dbtp is None else round(loudness.true_peak_dbtp, 2)
+        ),
         "words": words,
         "cues": cues,
     }
