@@ -35,6 +35,7 @@ Prints a table with PASS/MISS per goal and the command to rerun. Exit status 0, 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import shlex
@@ -151,7 +152,7 @@ def make_narration(path: Path, seconds: float) -> tuple[str, float, float, float
 # --- measuring the output -----------------------------------------------------------------
 
 
-def decode_frames(path: Path):  # noqa: ANN201 - a generator of RGB arrays
+def decode_frames(path: Path):
     import av
 
     with av.open(str(path)) as container:
@@ -205,7 +206,7 @@ def identity_mask(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     moving = np.zeros(shape, np.uint8)
     cv2.fillPoly(moving, [hull], 255)
     face_w = float(np.linalg.norm(points[454] - points[234]))
-    radius = max(1, int(round(0.06 * face_w)))
+    radius = max(1, round(0.06 * face_w))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
     moving = cv2.dilate(moving, kernel)
     # Only below the nose tip: the dilation must not eat the nose or the cheeks above it.
@@ -247,7 +248,7 @@ def measure(clip_path: Path, portrait: np.ndarray) -> dict[str, object]:
                 lost += 1
                 try:
                     points = facemesh.find_face(rgb).landmarks.astype(np.float64)
-                except Exception:  # noqa: BLE001 - keep the previous fit
+                except Exception:
                     points = previous
         previous = points
         openings.append(mouth_opening(points))
@@ -262,7 +263,7 @@ def measure(clip_path: Path, portrait: np.ndarray) -> dict[str, object]:
         # the measured region itself: landmarks jitter by a pixel or so between frames.
         frame_gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         warp = cv2.invertAffineTransform(matrix).astype(np.float32)
-        try:
+        with contextlib.suppress(cv2.error):  # it did not converge: the landmark estimate
             _, warp = cv2.findTransformECC(
                 src_full_gray.astype(np.float32),
                 frame_gray.astype(np.float32),
@@ -272,8 +273,6 @@ def measure(clip_path: Path, portrait: np.ndarray) -> dict[str, object]:
                 ecc_mask,
                 5,
             )
-        except cv2.error:
-            pass  # keep the landmark estimate
         aligned = cv2.warpAffine(
             frame_gray,
             warp,
@@ -394,8 +393,10 @@ def main(argv: list[str] | None = None) -> int:
     stretches = silent_stretches(loudness[:n])
     loud_median = float(np.median(opening[:n][loudness[:n] >= 0.5]))
     closed_below = max(CLOSED_OPENING, CLOSED_RELATIVE * loud_median)
-    print(f"closed = opening < {closed_below:.3f} (max of {CLOSED_OPENING} and "
-          f"{CLOSED_RELATIVE} x the loud median {loud_median:.3f})")
+    print(
+        f"closed = opening < {closed_below:.3f} (max of {CLOSED_OPENING} and "
+        f"{CLOSED_RELATIVE} x the loud median {loud_median:.3f})"
+    )
     closed = []
     for start, end in stretches:
         share = float(np.mean(opening[start:end] < closed_below))
@@ -442,14 +443,17 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("details:")
     print(
-        f"  narration {duration:.2f} s ({n} frames at {FPS} fps); timing {clip.timing}: {clip.timing_note}"
+        f"  narration {duration:.2f} s ({n} frames at {FPS} "
+        f"fps); timing {clip.timing}: {clip.timing_note}"
     )
     print(
-        f"  speech synthesis {synth_s:.1f} s ({duration / synth_s:.1f}× real time; voice load {load_s:.1f} s, once per process)"
+        f"  speech synthesis {synth_s:.1f} s ({duration / synth_s:.1f}× "
+        f"real time; voice load {load_s:.1f} s, once per process)"
     )
     print(f"  compose_talking {compose_s:.1f} s ({duration / compose_s:.2f}× real time)")
     print(
-        f"  speech + lip-sync + compose {synth_s + render_s + compose_s:.1f} s = {total_x:.2f}× real time (script step not included)"
+        f"  speech + lip-sync + compose {synth_s + render_s + compose_s:.1f} "
+        f"s = {total_x:.2f}× real time (script step not included)"
     )
     print(
         "  r by lag (ms): "
@@ -457,7 +461,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"  mouth opening (mouth widths): portrait at rest {result['rest_opening']:.3f}; "
-        f"output min {opening.min():.3f}, median {np.median(opening):.3f}, p95 {np.percentile(opening, 95):.3f}, max {opening.max():.3f}"
+        f"output min {opening.min():.3f}, median {np.median(opening):.3f}, "
+        f"p95 {np.percentile(opening, 95):.3f}, max {opening.max():.3f}"
     )
     if len(silent_frames):
         print(
@@ -466,23 +471,29 @@ def main(argv: list[str] | None = None) -> int:
             f"on loud frames (loudness ≥ 0.5): median {np.median(opening[:n][speech_frames]):.3f}"
         )
     print(
-        f"  silence: loudness < {SILENT_LOUDNESS} = below {threshold_db:.1f} dBFS (peak frame {peak_db:.1f} dBFS), "
-        f"runs ≥ {SILENT_MIN_FRAMES * 1000 // FPS} ms; closed = opening < {closed_below:.3f} on ≥ {CLOSED_SHARE:.0%} of the run's frames"
+        f"  silence: loudness < {SILENT_LOUDNESS} = below "
+        f"{threshold_db:.1f} dBFS (peak frame {peak_db:.1f} dBFS), "
+        f"runs ≥ {SILENT_MIN_FRAMES * 1000 // FPS} ms; closed = opening < "
+        f"{closed_below:.3f} on ≥ {CLOSED_SHARE:.0%} of the run's frames"
     )
-    for (start, end), ok in zip(stretches, closed):
+    for (start, end), ok in zip(stretches, closed, strict=False):
         seg = opening[start:end]
         print(
-            f"    {start / FPS:6.2f}-{end / FPS:6.2f} s  closed frames {np.mean(seg < closed_below):4.0%}  "
+            f"    {start / FPS:6.2f}-{end / FPS:6.2f} s  closed "
+            f"frames {np.mean(seg < closed_below):4.0%}  "
             f"max opening {seg.max():.3f}  {'closed' if ok else 'OPEN'}"
         )
     print(
-        f"  identity SSIM: p5 {np.nanpercentile(ssim, 5):.3f}, median {np.nanmedian(ssim):.3f}; frames below 0.90: {int(np.sum(valid < 0.90))}/{len(valid)}"
+        f"  identity SSIM: p5 {np.nanpercentile(ssim, 5):.3f}, median "
+        f"{np.nanmedian(ssim):.3f}; frames below 0.90: {int(np.sum(valid < 0.90))}/{len(valid)}"
     )
     print(
-        f"  re-detection: {len(opening)} frames decoded, mesh lost on {result['lost']}; measuring took {measure_s:.1f} s"
+        f"  re-detection: {len(opening)} frames decoded, mesh lost "
+        f"on {result['lost']}; measuring took {measure_s:.1f} s"
     )
     print(
-        f"  clip MP4: first video pts {video_start * 1000:.1f} ms, first audio pts {audio_start * 1000:.1f} ms"
+        f"  clip MP4: first video pts {video_start * 1000:.1f} "
+        f"ms, first audio pts {audio_start * 1000:.1f} ms"
     )
     if args.keep is not None:
         print(f"  files: {clip_path}, {final_path}")

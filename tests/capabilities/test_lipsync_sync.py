@@ -108,7 +108,9 @@ def mouth_openings(frames: list[np.ndarray]) -> np.ndarray:
     openings = []
     for frame in frames:
         points, _ = facemesh.track(frame, points)
-        gap = np.mean([np.linalg.norm(points[a] - points[b]) for a, b in ((13, 14), (82, 87), (312, 317))])
+        gap = np.mean(
+            [np.linalg.norm(points[a] - points[b]) for a, b in ((13, 14), (82, 87), (312, 317))]
+        )
         openings.append(gap / np.linalg.norm(points[291] - points[61]))
     return np.array(openings)
 
@@ -202,10 +204,11 @@ def test_the_photograph_speaks_lips_follow_the_speech_and_rest_in_silence(
     loudness = speech_timing.loudness_envelope(audio.samples.mean(axis=0), audio.rate, 25)
     loudness = loudness[: len(opening)]
     silent = slice(0, int(PAD * 25) - 2)
-    # In the leading silence the mouth is shut; while speaking it opens, and it follows
-    # the loudness.
-    assert opening[silent].max() < 0.06
-    assert opening.max() > 0.2
+    # In the leading silence the mouth is shut (the landmark model reads about 0.07 of a
+    # mouth width on these shut lips; the photo's own smile reads 0.19); while speaking
+    # it opens, and it follows the loudness.
+    assert opening[silent].max() < 0.1 < 0.2 < opening.max()
+    assert opening[silent].max() < 0.4 * opening.max()
     assert float(np.corrcoef(opening, loudness)[0, 1]) > 0.5
     # Words were aligned in order.
     assert [w["text"] for w in clip.words][:4] == ["maybe", "the", "big", "blue"]
@@ -225,7 +228,9 @@ def test_outside_the_mouth_and_jaw_the_face_stays_the_photograph(
 
     for frame in frames_of(output)[::10]:
         moved = facemesh.find_face(frame).landmarks
-        matrix, _ = cv2.estimateAffinePartial2D(moved[[33, 263, 1, 168, 10]], found.landmarks[[33, 263, 1, 168, 10]])
+        matrix, _ = cv2.estimateAffinePartial2D(
+            moved[[33, 263, 1, 168, 10]], found.landmarks[[33, 263, 1, 168, 10]]
+        )
         aligned = cv2.warpAffine(frame, matrix, (source.shape[1], source.shape[0]))
         difference = np.abs(aligned[eyes_band].astype(float) - source[eyes_band]).mean()
         assert difference < 12  # encoding, resampling and blinks; no drift of identity
@@ -251,14 +256,14 @@ def test_without_text_the_mouth_follows_the_loudness_and_says_so(
 
     assert (clip.timing, clip.timing_note) == ("loudness", "no narration text was given")
     opening = mouth_openings(frames_of(tmp_path / "t.mp4"))
-    assert opening[: int(PAD * 25) - 2].max() < 0.06 < opening.max()
+    assert opening[: int(PAD * 25) - 2].max() < 0.1 < 0.2 < opening.max()
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("name", ["photo", "portrait_1080x1920", "two_faces", "no_face", "scaled_down"])
-def test_the_service_makes_a_talking_video_or_names_the_problem(
-    name: str, narration: Path
-) -> None:
+@pytest.mark.parametrize(
+    "name", ["photo", "portrait_1080x1920", "two_faces", "no_face", "scaled_down"]
+)
+def test_the_service_makes_a_talking_video_or_names_the_problem(name: str, narration: Path) -> None:
     run = make_service_run("lipsync.sync", {"preset": "ultrafast"})
     image = variant(name)
     run.context.inputs = {
@@ -308,10 +313,14 @@ def test_framing_keeps_the_face_in_and_the_captions_off_the_mouth(size: tuple[in
     framing = video.face_framing(512, 512, summary, width, height)
 
     left, top, right, bottom = framing.box
-    assert 0 <= left < right <= 512 and 0 <= top < bottom <= 512
+    assert 0 <= left < right <= 512
+    assert 0 <= top < bottom <= 512
     assert (right - left) / (bottom - top) == pytest.approx(width / height, rel=0.03)
     box = summary["box"]
-    assert left <= box[0] and box[2] <= right and top <= box[1] and summary["chin_y"] <= bottom
+    assert left <= box[0]
+    assert box[2] <= right
+    assert top <= box[1]
+    assert summary["chin_y"] <= bottom
     clear_top, clear_bottom = framing.keep_clear
     long_text = "A caption long enough to wrap over several lines of the frame, " * 3
     overlay = video.CaptionOverlay(long_text, width, height, framing.keep_clear)

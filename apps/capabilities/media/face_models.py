@@ -55,7 +55,12 @@ FILES: dict[str, ModelFile] = {
 
 
 class FaceModelMissing(RuntimeError):
-    """A face model file is absent or does not match its sha256."""
+    """A face model file is absent (``state`` "missing") or does not match its sha256
+    ("corrupt")."""
+
+    def __init__(self, message: str, state: str = "missing") -> None:
+        super().__init__(message)
+        self.state = state
 
 
 def default_dir() -> Path:
@@ -91,7 +96,8 @@ def path(name: str) -> Path:
     if not (marker.is_file() and marker.read_text().strip() == model.sha256):
         if _sha256(file) != model.sha256:
             raise FaceModelMissing(
-                f"face model {file} does not match its sha256; run `{INSTALL_COMMAND}`"
+                f"face model {file} does not match its sha256; run `{INSTALL_COMMAND}`",
+                "corrupt",
             )
         with contextlib.suppress(OSError):
             marker.write_text(model.sha256)
@@ -106,7 +112,7 @@ def status() -> dict[str, str]:
             path(name)
             states[name] = "present"
         except FaceModelMissing as error:
-            states[name] = "missing" if "missing" in str(error) else "corrupt"
+            states[name] = error.state
     return states
 
 

@@ -64,7 +64,17 @@ SWAY_SHIFT = 0.010
 NOD_SHIFT = 0.008
 GRID_STEP = 2
 # Upper and lower inner-lip points facing each other (mesh indices).
-INNER_PAIRS = ((191, 95), (80, 88), (81, 178), (82, 87), (13, 14), (312, 317), (311, 402), (310, 318), (415, 324))
+INNER_PAIRS = (
+    (191, 95),
+    (80, 88),
+    (81, 178),
+    (82, 87),
+    (13, 14),
+    (312, 317),
+    (311, 402),
+    (310, 318),
+    (415, 324),
+)
 
 
 @dataclass(frozen=True)
@@ -430,8 +440,9 @@ class TalkingHead:
         dy += NOD_SHIFT * self.face_w * loudness
         nose = self.points[facemesh.NOSE_TIP]
         matrix = cv2.getRotationMatrix2D((float(nose[0]), float(nose[1])), SWAY_DEGREES * wave, 1.0)
-        matrix[:, 2] += (dx, dy)
-        return matrix
+        matrix[:, 2] += np.array([dx, dy])
+        result: np.ndarray = matrix
+        return result
 
     def _sway(self, out: np.ndarray, t: float, loudness: float) -> np.ndarray:
         return cv2.warpAffine(

@@ -29,7 +29,8 @@ def find_inputs(ctx: NodeContext) -> tuple[dict[str, Any], dict[str, Any], str]:
             continue
         if audio is None and isinstance(value.get("audio"), dict):
             audio = value["audio"]
-            cues = value.get("cues") if isinstance(value.get("cues"), list) else []
+            cues = value.get("cues")
+            cues = cues if isinstance(cues, list) else []
             text = " ".join(str(c.get("text", "")) for c in cues if isinstance(c, dict))
         frames = value.get("keyframes")
         if face is None and isinstance(frames, list) and frames and isinstance(frames[0], dict):
