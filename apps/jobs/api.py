@@ -103,12 +103,23 @@ class EventList(Schema):
     lastSeq: int
 
 
+class FaceCheckOut(Schema):
+    found: bool
+    code: str
+    message: str
+    width: int
+    height: int
+    box: list[float] | None = None
+    faces: int = 0
+
+
 class UploadOut(Schema):
     id: uuid.UUID
     sha256: str
     content_type: str
     size_bytes: int
     name: str
+    face: FaceCheckOut | None = None
 
 
 class ArtifactOut(Schema):
@@ -352,8 +363,16 @@ def _upload(owner: User, file: UploadedFile) -> Artifact:
 )
 def upload(request: HttpRequest, file: File[UploadedFile]) -> Status[dict[str, Any]]:
     """Upload an image or an audio file (multipart field ``file``). The kind is sniffed
-    from the bytes; refer to it from job inputs as ``{"artifact": "<id>"}``."""
+    from the bytes; refer to it from job inputs as ``{"artifact": "<id>"}``. For an image,
+    ``face`` says whether a face a talking head can use is in it (and where), or why not:
+    ``no_face``, ``face_too_small``, ``face_turned_away``, or ``several_faces`` (the largest
+    is used)."""
     artifact = _upload(caller(request), file)
+    face = None
+    if artifact.content_type.startswith("image/"):
+        from apps.capabilities.media.face import check_portrait
+
+        face = check_portrait(file)
     return Status(
         201,
         {
@@ -362,6 +381,7 @@ def upload(request: HttpRequest, file: File[UploadedFile]) -> Status[dict[str, A
             "content_type": artifact.content_type,
             "size_bytes": artifact.size_bytes,
             "name": artifact.name,
+            "face": face,
         },
     )
 

@@ -54,6 +54,7 @@ def test_a_gpu_lipsync_backend_outranks_the_cpu_one_and_the_metadata_says_why() 
     document = copy.deepcopy(load_templates()["quick"].graph)
 
     said = choose_lipsync(document, lambda: True)
+    document["nodes"][0]["params"]["topic"] = "otters"
 
     lipsync = next(node for node in document["nodes"] if node["id"] == "lipsync")
     assert (lipsync["service"], lipsync["plane"]) == ("lipsync.gpu", "gpu")

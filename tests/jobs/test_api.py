@@ -423,6 +423,45 @@ def test_upload_sniffs_the_type_from_the_bytes(
     assert body["sha256"] == hashlib.sha256(data).hexdigest()
 
 
+def test_an_uploaded_portrait_says_where_its_face_is_or_why_it_cannot_speak(
+    as_ada: Client,
+) -> None:
+    import io
+
+    from PIL import Image
+    from skimage import data
+
+    def upload(image: Image.Image, fmt: str = "JPEG") -> dict[str, Any]:
+        buffer = io.BytesIO()
+        image.save(buffer, format=fmt)
+        response = as_ada.post("/api/uploads", {"file": _file("p.jpg", buffer.getvalue())})
+        assert response.status_code == 201
+        return dict(response.json()["face"])
+
+    photo = Image.fromarray(data.astronaut())
+    # A big photo is checked on a scaled copy; the box is in the photo's own pixels.
+    face = upload(photo.resize((3072, 3072)))
+    assert (face["found"], face["code"], face["faces"]) == (True, "face_found", 1)
+    assert (face["width"], face["height"]) == (3072, 3072)
+    left, top, right, bottom = face["box"]
+    assert 1000 < left < right < 1700 and 380 < top < bottom < 1100
+    small = upload(photo.resize((256, 256)))
+    assert (small["found"], small["code"]) == (False, "face_too_small")
+    assert small["message"].startswith("face too small (") and small["message"].endswith("need 64)")
+    wall = upload(Image.new("RGB", (640, 480), (200, 180, 150)), "PNG")
+    assert (wall["found"], wall["code"], wall["message"]) == (
+        False,
+        "no_face",
+        "no face found in the image",
+    )
+    pair = Image.new("RGB", (1024, 512))
+    pair.paste(photo, (0, 0))
+    pair.paste(photo.resize((384, 384)), (600, 64))
+    assert upload(pair)["message"] == "several faces (2): the largest is used"
+    voice = as_ada.post("/api/uploads", {"file": _file("v.wav", wav_bytes())}).json()
+    assert voice["face"] is None
+
+
 @pytest.mark.parametrize(
     ("data", "status", "code"),
     [

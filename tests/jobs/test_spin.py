@@ -61,7 +61,10 @@ def test_spin_sample_makes_a_narrated_mp4(
     assert abs(len(frames) - round(speech["duration_seconds"] * 12)) <= 1
     assert min(float(np.mean(frame)) for frame in frames) > 10  # no black frames
     assert Profile.objects.filter(job=job, kind="voice").count() == 1
-    assert Artifact.objects.filter(job=job, content_type="video/mp4").count() == 1
+    # The talking clip and the framed, captioned video made from it; spin saved the latter.
+    videos = Artifact.objects.filter(job=job, content_type="video/mp4")
+    assert sorted(videos.values_list("node_id", flat=True)) == ["lipsync", "video"]
+    assert NodeRun.objects.get(job=job, node_id="lipsync").output["backend"] == "face-mesh"
 
 
 def test_spin_without_inputs_says_what_is_missing() -> None:

@@ -75,8 +75,8 @@ def test_make_a_video_watch_it_live_and_cancel_another(
     tab.page.locator("#pipeline-quick").wait_for()
     assert tab.page.locator("input[name='pipeline']:enabled").count() == 0
     assert tab.page.locator("#pipeline-quick-about").text_content() == (
-        "Unavailable: no worker runs llm.generate_script, tts.speak, video.compose, "
-        "voice.build_profile."
+        "Unavailable: no worker runs lipsync.sync, llm.generate_script, tts.speak, "
+        "video.compose, voice.build_profile."
     )
 
     # New video: the quick pipeline is offered; files are previewed before upload.
@@ -93,6 +93,14 @@ def test_make_a_video_watch_it_live_and_cancel_another(
     tab.page.set_input_files("#portrait", str(portrait))
     tab.page.set_input_files("#voice", str(voice))
     assert tab.page.locator("#portrait-preview").is_visible()
+    # The portrait is uploaded at once and the server's face check shows on the preview.
+    tab.page.locator("#portrait-face").wait_for()
+    assert tab.page.locator("#portrait-status").text_content() == "portrait.png: face found"
+    box = tab.page.locator("#portrait-face").bounding_box()
+    preview = tab.page.locator("#portrait-preview").bounding_box()
+    assert box is not None and preview is not None
+    assert preview["x"] < box["x"] < box["x"] + box["width"] < preview["x"] + preview["width"]
+    assert box["width"] < preview["width"] / 2
     assert tab.page.locator("#voice-preview").is_visible()
     tab.page.fill("#transcript", transcript)
     tab.page.get_by_label("My own narration").check()
@@ -111,7 +119,7 @@ def test_make_a_video_watch_it_live_and_cancel_another(
     job = Job.objects.get(owner=ada)
     assert tab.page.url == f"{tab.base}/jobs/{job.pk}/"
     assert job.template == "quick"
-    assert job.graph.document["nodes"][3]["params"] == {
+    assert job.graph.document["nodes"][4]["params"] == {
         "width": 320,
         "height": 240,
         "fps": 12,
@@ -123,6 +131,7 @@ def test_make_a_video_watch_it_live_and_cancel_another(
         "script": "queued",
         "voice_profile": "queued",
         "speech": "pending",
+        "lipsync": "pending",
         "video": "pending",
     }
     tab.page.evaluate(WATCH_NODES)
@@ -148,7 +157,7 @@ def test_make_a_video_watch_it_live_and_cancel_another(
     assert tab.page.locator("#script-text").inner_text() == NARRATION
 
     # The video plays.
-    video = tab.page.locator("#players video")
+    video = tab.page.locator("#players video[data-node-id='video']")
     video.wait_for()
     tab.page.wait_for_function("document.querySelector('#players video').duration > 0")
     tab.page.evaluate(
@@ -179,16 +188,18 @@ def test_make_a_video_watch_it_live_and_cancel_another(
     tab.page.wait_for_url(f"{tab.base}/jobs/*/")
     reused = Job.objects.exclude(pk=job.pk).get(owner=ada)
     document = reused.graph.document
-    assert [n["id"] for n in document["nodes"]] == ["script", "speech", "video"]
+    assert [n["id"] for n in document["nodes"]] == ["script", "speech", "lipsync", "video"]
     assert document["nodes"][1]["input"] == {"profile_id": str(profile.pk)}
     assert [(e["from"], e["to"]) for e in document["edges"]] == [
         ("script", "speech"),
+        ("speech", "lipsync"),
+        ("lipsync", "video"),
         ("speech", "video"),
     ]
     tab.page.wait_for_function(
         "document.getElementById('job-status').textContent === 'completed'", timeout=120_000
     )
-    assert tab.page.get_by_role("heading", name="Quick narrated video (CPU), adapted").is_visible()
+    assert tab.page.get_by_role("heading", name="Talking portrait (CPU), adapted").is_visible()
     speech = NodeRun.objects.get(job=reused, node_id="speech").output
     assert speech["profile_id"] == str(profile.pk)
     assert Profile.objects.filter(owner=ada).count() == 1

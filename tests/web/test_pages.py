@@ -86,7 +86,7 @@ def test_jobs_are_the_users_own_newest_first(ada: User, bob: User) -> None:
     html = signed_in(ada).get("/").content.decode()
 
     assert job_ids(html) == [str(second.pk), str(first.pk)]
-    assert "Quick narrated video (CPU)" in html
+    assert "Talking portrait (CPU)" in html
 
 
 def test_jobs_filter_by_status_and_page(ada: User) -> None:
@@ -133,11 +133,11 @@ def test_a_graph_built_from_a_template_is_named_after_it(ada: User) -> None:
 
     client = signed_in(ada)
     assert (
-        "<h1>Quick narrated video (CPU), adapted</h1>"
+        "<h1>Talking portrait (CPU), adapted</h1>"
         in client.get(f"/jobs/{job.pk}/").content.decode()
     )
     assert "<h1>Custom graph</h1>" in client.get(f"/jobs/{custom.pk}/").content.decode()
-    assert "Quick narrated video (CPU), adapted" in client.get("/").content.decode()
+    assert "Talking portrait (CPU), adapted" in client.get("/").content.decode()
 
 
 def voice_profile(owner: User) -> Profile:

@@ -430,3 +430,46 @@ def describe(face: Face) -> str:
     if face.faces > 1:
         return f"several faces ({face.faces}): the largest is used"
     return "face found"
+
+
+# Uploads are checked on a copy scaled to at most this long side (fast, on the web process).
+CHECK_SIDE = 1280
+
+
+def check_portrait(stream: Any) -> dict[str, Any]:
+    """What a user should know about an uploaded portrait, before any job: whether a face
+    is found (and where, in the image's own pixels), or why not. Never raises for an
+    image without a usable face: ``found`` is false and ``code``/``message`` say why."""
+    from PIL import Image, ImageOps
+
+    stream.seek(0)
+    with Image.open(stream) as opened:
+        width, height = opened.size
+        scale = min(1.0, CHECK_SIDE / max(width, height))
+        if scale < 0.5 and opened.format == "JPEG":
+            # libjpeg scales while decoding (by 1/2..1/8): fast for big photos.
+            opened.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
+        image = ImageOps.exif_transpose(opened).convert("RGB")
+    if (image.width > image.height) != (width > height):
+        width, height = height, width  # EXIF turned it upright
+    target = max(1, round(width * scale)), max(1, round(height * scale))
+    if image.size != target:
+        image = image.resize(target, resample=Image.Resampling.BILINEAR)
+    stream.seek(0)
+    answer: dict[str, Any] = {"width": width, "height": height}
+    try:
+        found = find_face(as_rgb(image), min_face=max(1, math.ceil(MIN_FACE_PX * scale)))
+    except PermanentError as error:
+        message = error.message
+        if error.code == "face_too_small":
+            size = round(error.details["width_px"] / scale)
+            message = f"face too small ({size} px, need {MIN_FACE_PX})"
+        return {**answer, "found": False, "code": error.code, "message": message}
+    return {
+        **answer,
+        "found": True,
+        "code": "several_faces" if found.faces > 1 else "face_found",
+        "message": describe(found),
+        "box": [round(v / scale, 1) for v in found.box],
+        "faces": found.faces,
+    }

@@ -65,7 +65,7 @@ def run(ctx: NodeContext) -> dict[str, Any]:
         crf=ctx.params["crf"],
         preset=ctx.params["preset"],
     )
-    stored = ctx.artifacts.save("video.mp4", output, "video/mp4")
+    stored = ctx.artifacts.save("talking.mp4", output, "video/mp4")
     ctx.progress(1.0, "talking head ready")
     return {
         "video": stored,

@@ -150,8 +150,12 @@ def failure_summary(job: Job) -> str:
 
 def download_video(job: Job, folder: Path) -> Path:
     """Save the job's MP4 into ``folder`` and return its path."""
+    # The finished video is the one of a node nothing else consumes (the lip-sync clip
+    # before it is an MP4 too).
+    sources = {edge["from"] for edge in job.graph.document.get("edges", [])}
     videos = [a for a in job_artifacts(job.pk) if a.content_type == "video/mp4"]
-    video = videos[-1] if videos else None
+    final = [a for a in videos if a.node_id not in sources]
+    video = (final or videos)[-1] if videos else None
     if video is None:
         raise CommandError(f"job {job.pk} completed without a video")
     folder.mkdir(parents=True, exist_ok=True)

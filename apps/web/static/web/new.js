@@ -239,7 +239,44 @@ async function uploadFile(inputId, kind, progressId, statusId) {
   const record = await upload(file, (fraction) => { bar.value = fraction; });
   status.textContent = `${file.name} uploaded.`;
   uploaded.set(file, record.id);
+  if (record.face) faces.set(record.id, record.face);
   return record.id;
+}
+
+// The portrait is uploaded as soon as it is chosen: the server finds the face in it, and
+// the preview shows the face box, or says why the photo cannot speak.
+const faces = new Map(); // upload id -> the server's face check
+async function portraitChanged() {
+  const input = document.getElementById("portrait");
+  const file = input.files[0];
+  const frame = document.getElementById("portrait-face");
+  frame.hidden = true;
+  if (!file || checkFile(file, "image")) return;
+  const status = document.getElementById("portrait-status");
+  try {
+    const id = await uploadFile("portrait", "image", "portrait-progress", "portrait-status");
+    const face = faces.get(id);
+    if (!face) return;
+    status.textContent = face.found ? `${file.name}: ${face.message}` : `${file.name}: ${face.message}.`;
+    status.className = face.found ? "small" : "small error-text";
+    input.setAttribute("aria-invalid", face.found ? "false" : "true");
+    if (face.found && face.box) {
+      const [left, top, right, bottom] = face.box;
+      frame.style.left = `${(100 * left) / face.width}%`;
+      frame.style.top = `${(100 * top) / face.height}%`;
+      frame.style.width = `${(100 * (right - left)) / face.width}%`;
+      frame.style.height = `${(100 * (bottom - top)) / face.height}%`;
+      frame.hidden = false;
+    }
+  } catch (error) {
+    status.textContent = error.message;
+    status.className = "small error-text";
+  }
+}
+
+function portraitProblem(id) {
+  const face = faces.get(id);
+  return face && !face.found ? `The portrait cannot speak: ${face.message}.` : "";
 }
 
 // --- Submitting ---------------------------------------------------------------------
@@ -274,6 +311,7 @@ async function submit(event) {
     } else if (needs.has("photos") || needs.has("portrait")) {
       if (!document.getElementById("portrait").files[0]) throw new Error("Choose a portrait.");
       const id = await uploadFile("portrait", "image", "portrait-progress", "portrait-status");
+      if (portraitProblem(id)) throw new Error(portraitProblem(id));
       if (needs.has("photos")) inputs.photos = [{ artifact: id }];
       if (needs.has("portrait")) inputs.portrait = { artifact: id };
     }
@@ -314,6 +352,7 @@ form.addEventListener("submit", submit);
 form.addEventListener("change", (event) => {
   if (event.target.name === "pipeline") pipelineChanged();
   if (event.target.id === "photos") photosChanged();
+  if (event.target.id === "portrait") portraitChanged();
   if (event.target.name === "words") wordsChanged();
   if (event.target.id === "voice-profile" || event.target.id === "lora-profile") profileChanged();
 });
