@@ -240,7 +240,7 @@ MYSPINBOT_LLM_MODEL = env_str("MYSPINBOT_LLM_MODEL", "llama3.1:8b")
 MYSPINBOT_LLM_TIMEOUT = env_float("MYSPINBOT_LLM_TIMEOUT", 120.0, min_value=1.0)
 MYSPINBOT_LLM_MAX_REASKS = env_int("MYSPINBOT_LLM_MAX_REASKS", 2, min_value=0, max_value=10)
 # Voice samples: shortest and longest accepted (seconds of audio).
-MYSPINBOT_MIN_VOICE_SECONDS = env_float("MYSPINBOT_MIN_VOICE_SECONDS", 1.0, min_value=0.1)
+MYSPINBOT_MIN_VOICE_SECONDS = env_float("MYSPINBOT_MIN_VOICE_SECONDS", 3.0, min_value=0.1)
 MYSPINBOT_MAX_VOICE_SECONDS = env_float("MYSPINBOT_MAX_VOICE_SECONDS", 300.0, min_value=1.0)
 # Images a composition accepts (pixels on the shorter and longer side).
 MYSPINBOT_MAX_IMAGE_SIDE = env_int("MYSPINBOT_MAX_IMAGE_SIDE", 8192, min_value=64)

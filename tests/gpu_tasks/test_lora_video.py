@@ -81,7 +81,9 @@ def test_a_lora_video_job_makes_an_mp4_and_the_next_keyframe_loads_no_model(
     start_worker("cpu", [settings.CELERY_CPU_QUEUE], concurrency=2, env=env)
     gpu = start_worker("gpu", [settings.CELERY_GPU_QUEUE], concurrency=1, env=env)
     owner = User.objects.create_user("ada")
-    voice = sample_voice("Hello, I am Ada and this is how I sound.", tmp_path / "v.wav")
+    voice = sample_voice(
+        "Hello, I am Ada, and this is how I sound when I read a sentence aloud.", tmp_path / "v.wav"
+    )
     inputs = {
         "photos": [upload(owner, f"p{i}.png", png(i), "image/png") for i in range(5)],
         "voice_sample": upload(owner, "voice.wav", voice.read_bytes(), "audio/x-wav"),

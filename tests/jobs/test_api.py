@@ -444,10 +444,12 @@ def test_an_uploaded_portrait_says_where_its_face_is_or_why_it_cannot_speak(
     assert (face["found"], face["code"], face["faces"]) == (True, "face_found", 1)
     assert (face["width"], face["height"]) == (3072, 3072)
     left, top, right, bottom = face["box"]
-    assert 1000 < left < right < 1700 and 380 < top < bottom < 1100
+    assert 1000 < left < right < 1700
+    assert 380 < top < bottom < 1100
     small = upload(photo.resize((256, 256)))
     assert (small["found"], small["code"]) == (False, "face_too_small")
-    assert small["message"].startswith("face too small (") and small["message"].endswith("need 64)")
+    assert small["message"].startswith("face too small (")
+    assert small["message"].endswith("need 64)")
     wall = upload(Image.new("RGB", (640, 480), (200, 180, 150)), "PNG")
     assert (wall["found"], wall["code"], wall["message"]) == (
         False,

@@ -98,7 +98,8 @@ def test_make_a_video_watch_it_live_and_cancel_another(
     assert tab.page.locator("#portrait-status").text_content() == "portrait.png: face found"
     box = tab.page.locator("#portrait-face").bounding_box()
     preview = tab.page.locator("#portrait-preview").bounding_box()
-    assert box is not None and preview is not None
+    assert box is not None
+    assert preview is not None
     assert preview["x"] < box["x"] < box["x"] + box["width"] < preview["x"] + preview["width"]
     assert box["width"] < preview["width"] / 2
     assert tab.page.locator("#voice-preview").is_visible()
