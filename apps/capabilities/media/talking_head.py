@@ -42,7 +42,7 @@ from myspinbot.errors import PermanentError
 OPEN, SPREAD, CLOSE, TEETH = range(4)
 
 # How far things move, in mouth widths (corner to corner at rest).
-JAW_DROP = 0.30  # inner lower lip at full opening
+JAW_DROP = 0.25  # inner lower lip at full opening
 UPPER_LIFT = 0.08  # inner upper lip at full opening
 SPREAD_SHIFT = 0.07  # each corner, outwards at full spread (inwards when rounded)
 PRESS = 0.03  # lips thinning when pressed together
