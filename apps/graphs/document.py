@@ -44,6 +44,8 @@ DOCUMENT_STATUS: Final[Mapping[str, NodeStatus]] = {
 EdgeKind = Literal["normal", "on_success", "on_failure"]
 
 NODE_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+# A node's progressWeight; with at most 500 nodes the sum stays far from overflow.
+MAX_PROGRESS_WEIGHT = 1000
 
 
 def _json_integer(value: object) -> object:
@@ -114,7 +116,11 @@ class GraphNode(_Model):
     tags: list[str] = Field(default_factory=list)
     telemetry: dict[str, Any] = Field(default_factory=dict)
     progress_weight: float = Field(
-        default=1, validation_alias="progressWeight", serialization_alias="progressWeight", ge=0
+        default=1,
+        validation_alias="progressWeight",
+        serialization_alias="progressWeight",
+        ge=0,
+        le=MAX_PROGRESS_WEIGHT,
     )
 
     _not_null = field_validator("plane", mode="before")(_reject_null)

@@ -8,12 +8,13 @@ finds a problem, reporting every problem of that stage:
    schema so an oversized graph is refused cheaply;
 2. ``schema``: ``schemas/graph.schema.json``;
 3. graph and services: ``duplicate_node_id``, ``unknown_node``, ``self_loop``,
-   ``cycle``, ``unknown_service``, ``invalid_params``;
+   ``cycle``, ``unknown_service``, ``invalid_params``, ``too_many_attempts``;
 4. ``contract_mismatch``: what a node produces does not fit what its successor accepts
    (``apps.graphs.contracts``, from the services' ``capability.json``).
 
-Disconnected parts and several roots are valid. A node's ``retries.maxAttempts`` above
-its service's ``maxAttempts`` is accepted: the worker clamps it.
+Disconnected parts and several roots are valid. A node's ``retries.maxAttempts`` may lower
+its service's ``maxAttempts`` but not raise it (rule ``too_many_attempts``): the engine
+gives the node run exactly the attempts the node asks for.
 """
 
 from __future__ import annotations
@@ -268,6 +269,17 @@ def _check_services(graph: GraphDocument, registry: CapabilityRegistry) -> list[
             )
             continue
         capability = registry.get(node.service)
+        wanted = node.retries.max_attempts
+        if wanted is not None and wanted > capability.max_attempts:
+            issues.append(
+                ValidationIssue(
+                    "too_many_attempts",
+                    f"node {node.id!r} asks for {wanted} attempts; service {node.service!r} "
+                    f"allows at most {capability.max_attempts}",
+                    node=node.id,
+                    path=f"nodes[{position}].retries.maxAttempts",
+                )
+            )
         for error in capability.params_errors(node.params):
             issues.append(
                 ValidationIssue(

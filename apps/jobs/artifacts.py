@@ -136,6 +136,16 @@ class NodeArtifacts:
         ).order_by("-name", "-created_at")
         return [artifact_ref(artifact) for artifact in stored]
 
+    def discard(self, ref: dict[str, Any]) -> None:
+        """Remove one of this node's artifacts (any attempt's): its row now, its object once
+        the row's removal is committed (e.g. a checkpoint that a newer one replaces)."""
+        artifact = self._resolve(ref)
+        if (str(artifact.job_id), artifact.node_id) != (str(self.job_id), self.node_id):
+            raise ValueError(f"artifact {artifact.pk} is not one of this node's")
+        key = artifact.key
+        artifact.delete()
+        transaction.on_commit(lambda: _delete_objects(self.store, [key]))
+
     def open(self, ref: dict[str, Any]) -> BinaryIO:
         """Read an artifact this job may use (its owner's), by reference."""
         artifact = self._resolve(ref)

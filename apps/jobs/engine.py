@@ -344,7 +344,7 @@ def _weighted_progress(states: dict[str, str], progress: dict[str, tuple[float, 
     for node_id, (fraction, weight) in progress.items():
         total += weight
         weighted += weight * (1.0 if states[node_id] in NodeRun.TERMINAL else fraction)
-    return weighted / total if total else 1.0
+    return min(1.0, weighted / total) if total else 1.0
 
 
 def refresh_job_progress(job_id: UUID | str) -> float:
@@ -353,7 +353,7 @@ def refresh_job_progress(job_id: UUID | str) -> float:
         weight=Sum("progress_weight"),
         done=Sum(F("progress") * F("progress_weight"), output_field=FloatField()),
     )
-    progress = (totals["done"] or 0.0) / totals["weight"] if totals["weight"] else 1.0
+    progress = min(1.0, (totals["done"] or 0.0) / totals["weight"]) if totals["weight"] else 1.0
     Job.objects.filter(pk=job_id).update(progress=progress, updated_at=timezone.now())
     return float(progress)
 

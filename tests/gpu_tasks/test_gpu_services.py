@@ -111,6 +111,21 @@ def test_cancel_stops_training_within_one_step(fresh_cache: ModelCache) -> None:
     assert not any("lora_" in name for name, _ in unet.named_parameters())
 
 
+@pytest.mark.django_db(transaction=True)
+def test_only_the_last_two_checkpoints_are_kept(fresh_cache: ModelCache) -> None:
+    run = with_photos(make_service_run("lora.train", {**TRAIN, "steps": 6, "checkpoint_every": 1}))
+
+    lora_handler.run(run.context)
+
+    checkpoints = Artifact.objects.filter(job=run.job, name__startswith="checkpoint-")
+    assert sorted(a.name for a in checkpoints) == ["checkpoint-000004.pt", "checkpoint-000005.pt"]
+    stored = get_artifact_store().keys(f"jobs/{run.job.pk}/n/")
+    assert sorted(k.rsplit("/", 1)[-1] for k in stored if "checkpoint-" in k) == [
+        "checkpoint-000004.pt",
+        "checkpoint-000005.pt",
+    ]
+
+
 def test_a_restarted_attempt_resumes_from_the_last_checkpoint(fresh_cache: ModelCache) -> None:
     run = with_photos(make_service_run("lora.train", {**TRAIN, "steps": 5}))
     first = CancelAt(at="step 3/")  # stopped after the checkpoint of step 2

@@ -101,7 +101,7 @@ def test_original_system_document_is_valid(registry: CapabilityRegistry) -> None
                 "input": {"script": "script.output"},
                 "output": None,
                 "error": None,
-                "retries": {"attempt": 0, "maxAttempts": 5},
+                "retries": {"attempt": 0, "maxAttempts": 3},
                 "tags": [],
                 "telemetry": {},
                 "progressWeight": 3,
@@ -115,10 +115,45 @@ def test_original_system_document_is_valid(registry: CapabilityRegistry) -> None
     assert [(n.id, n.plane) for n in result.nodes] == [("script", "node"), ("render", "python")]
 
 
-def test_max_attempts_above_the_service_limit_is_accepted(registry: CapabilityRegistry) -> None:
-    document = graph([node("a", "debug.fail", retries={"attempt": 0, "maxAttempts": 20})])
+def test_max_attempts_up_to_the_service_limit_is_accepted(registry: CapabilityRegistry) -> None:
+    document = graph(
+        [
+            node("a", "debug.fail", retries={"maxAttempts": 1}),
+            node("b", "debug.fail", retries={"maxAttempts": 3}),
+        ]
+    )
 
-    assert validate_graph(document, registry=registry).nodes[0].retries.max_attempts == 20
+    result = validate_graph(document, registry=registry)
+
+    assert [n.retries.max_attempts for n in result.nodes] == [1, 3]
+
+
+def test_rule_too_many_attempts(registry: CapabilityRegistry) -> None:
+    document = graph(
+        [node("ok"), node("a", "debug.fail", retries={"attempt": 0, "maxAttempts": 20})]
+    )
+
+    assert issues_of(document, registry) == [
+        ValidationIssue(
+            "too_many_attempts",
+            "node 'a' asks for 20 attempts; service 'debug.fail' allows at most 3",
+            node="a",
+            path="nodes[1].retries.maxAttempts",
+        )
+    ]
+
+
+def test_rule_schema_progress_weight_above_the_maximum(registry: CapabilityRegistry) -> None:
+    document = graph([node("ok", progressWeight=1000), node("a", progressWeight=1e308)])
+
+    assert issues_of(document, registry) == [
+        ValidationIssue(
+            "schema",
+            "1e+308 is greater than the maximum of 1000",
+            node="a",
+            path="nodes[1].progressWeight",
+        )
+    ]
 
 
 def test_deep_chain_is_valid(registry: CapabilityRegistry) -> None:

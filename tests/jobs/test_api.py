@@ -184,6 +184,16 @@ def test_submit_a_template_with_params_and_uploaded_inputs(as_ada: Client) -> No
             "invalid_graph",
             "contract_mismatch",
         ),
+        (
+            {"graph": graph([node("f", "debug.fail", retries={"maxAttempts": 20})], [])},
+            "invalid_graph",
+            "node 'f' asks for 20 attempts; service 'debug.fail' allows at most 3",
+        ),
+        (
+            {"graph": graph([node("a", progressWeight=1e308)], [])},
+            "invalid_graph",
+            "1e+308 is greater than the maximum of 1000",
+        ),
         ({"template": "nope"}, "unknown_template", "unknown template"),
         ({"template": "train_and_render"}, "invalid_graph", "missing_input"),
         ({}, "invalid_request", "either 'template' or 'graph'"),

@@ -184,6 +184,18 @@ def test_progress_is_the_weighted_mean_of_node_progress(user: User) -> None:
     assert JobEvent.objects.filter(job=job, type="node.completed").count() == 1
 
 
+def test_progress_with_the_largest_weights_stays_finite_and_within_0_and_1(user: User) -> None:
+    nodes = [node(f"n{i}", progressWeight=1000) for i in range(500)]
+    job = engine.submit_job(user, graph(nodes, []))
+    claimed = claim(str(job.pk), "n0", 1, "w")
+    assert claimed is not None
+    complete(claimed.run, 1, {})
+
+    job.refresh_from_db()
+    assert job.progress == 1 / 500
+    assert engine.refresh_job_progress(job.pk) == 1 / 500
+
+
 def test_every_event_the_engine_writes_matches_the_event_schema(user: User) -> None:
     from myspinbot.schemas import schema_validator
 

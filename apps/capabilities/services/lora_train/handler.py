@@ -23,6 +23,8 @@ from myspinbot.errors import PermanentError
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_PREFIX = "checkpoint-"
+# Checkpoints kept per node: the newest to resume from and one before it.
+CHECKPOINTS_KEPT = 2
 LOSS_CURVE_POINTS = 500
 # What the output of a LoRA profile holds (reused as is when a job names the profile).
 OUTPUT_KEYS = (
@@ -175,6 +177,8 @@ def train(ctx: NodeContext, photos: list[dict[str, Any]]) -> dict[str, Any]:
     def on_checkpoint(checkpoint: Any) -> None:
         name = f"{CHECKPOINT_PREFIX}{checkpoint.step:06d}.pt"
         ctx.artifacts.save(name, checkpoint.to_bytes(), "application/octet-stream")
+        for older in ctx.artifacts.saved(CHECKPOINT_PREFIX)[CHECKPOINTS_KEPT:]:
+            ctx.artifacts.discard(older)
 
     try:
         with lora.LoraTrainer(pipe, config, device) as trainer:
