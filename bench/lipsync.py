@@ -87,7 +87,6 @@ SENTENCES = [
 ]
 
 # Inner-lip pairs (upper, lower) and the landmarks a frame is aligned to the portrait by.
-LIP_PAIRS = ((13, 14), (82, 87), (312, 317))
 STABLE = (
     33, 133, 362, 263, 130, 359,  # eye corners (not the lids: they blink)
     168, 6, 197, 195, 5, 4, 1,  # nose bridge and tip
@@ -175,15 +174,6 @@ def stream_starts(path: Path) -> tuple[float, float]:
     return starts.get("video", 0.0), starts.get("audio", 0.0)
 
 
-def mouth_opening(points: np.ndarray) -> float:
-    right_eye, left_eye = points[33], points[263]
-    ex = (left_eye - right_eye) / max(1e-6, float(np.linalg.norm(left_eye - right_eye)))
-    ey = np.array([-ex[1], ex[0]])
-    gap = np.mean([float((points[low] - points[up]) @ ey) for up, low in LIP_PAIRS])
-    width = float(np.linalg.norm(points[291] - points[61]))
-    return gap / max(width, 1e-6)
-
-
 def eye_openness(points: np.ndarray) -> float:
     """Mean lid gap over eye width, both eyes."""
     gaps = []
@@ -220,6 +210,7 @@ def measure(clip_path: Path, portrait: np.ndarray) -> dict[str, object]:
     from skimage.metrics import structural_similarity
 
     from apps.capabilities.media import face as facemesh
+    from testkit.mouth import mouth_opening
 
     source_face = facemesh.find_face(portrait)
     src_pts = source_face.landmarks.astype(np.float64)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,7 +132,7 @@ def plan(
                     node["input"][key] = inputs[key]
     if issues:
         raise GraphValidationError(issues)
-    choices = choose_lipsync(document, _lipsync_offered if _needs_lipsync(document) else None)
+    choices = choose_lipsync(document, _lipsync_offered)
     document["metadata"] = {
         **document.get("metadata", {}),
         **choices,
@@ -148,10 +149,6 @@ def plan(
 CPU_LIPSYNC, GPU_LIPSYNC = "lipsync.sync", "lipsync.gpu"
 
 
-def _needs_lipsync(document: dict[str, Any]) -> bool:
-    return any(node["service"] == CPU_LIPSYNC for node in document["nodes"])
-
-
 def _lipsync_offered() -> bool:
     """Whether a worker that is up offers the GPU lip-sync service (asked only when the
     setting ``MYSPINBOT_LIPSYNC_GPU_PROBE`` is on: the broadcast waits for its timeout)."""
@@ -160,11 +157,11 @@ def _lipsync_offered() -> bool:
     return GPU_LIPSYNC in runnable_services(live_workers())
 
 
-def choose_lipsync(document: dict[str, Any], offered: Any) -> dict[str, str]:
-    """Run each CPU lip-sync node (``lipsync.sync`` without a chosen backend) on the GPU
-    service instead when ``offered()`` says a worker offers it; the job's metadata says
-    which backend was chosen and why. ``offered`` None: no lip-sync node, nothing to say."""
-    if offered is None:
+def choose_lipsync(document: dict[str, Any], offered: Callable[[], bool]) -> dict[str, str]:
+    """Run each CPU lip-sync node (``lipsync.sync``) on the GPU service instead when
+    ``offered()`` (asked only if there is such a node) says a worker offers it; the job's
+    metadata says which backend was chosen and why, nothing without a lip-sync node."""
+    if not any(node["service"] == CPU_LIPSYNC for node in document["nodes"]):
         return {}
     if not offered():
         return {

@@ -21,6 +21,7 @@ from apps.capabilities.media import face_models, speech_timing, talking_head, vi
 from apps.capabilities.media.tts_engines import PiperEngine, Voice, write_wav
 from apps.capabilities.services.lipsync_sync import handler
 from myspinbot.errors import PermanentError
+from testkit.mouth import openings
 from tests.support.contexts import make_service_run
 
 SENTENCE = "Maybe the big blue balloon will float over the moon."
@@ -89,6 +90,14 @@ def narration(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture
+def portrait(tmp_path: Path) -> Path:
+    """The photograph as the PNG a user uploads."""
+    path = tmp_path / "portrait.png"
+    path.write_bytes(png(astronaut()))
+    return path
+
+
 def png(image: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
@@ -99,20 +108,6 @@ def frames_of(mp4: bytes | Path) -> list[np.ndarray]:
     source = io.BytesIO(mp4) if isinstance(mp4, bytes) else str(mp4)
     with av.open(source) as container:
         return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
-
-
-def mouth_openings(frames: list[np.ndarray]) -> np.ndarray:
-    """Inner-lip gap over mouth width, re-detected in each frame (first frame: detector,
-    then tracking from the previous frame, as a video tracker does)."""
-    points = facemesh.find_face(frames[0]).landmarks
-    openings = []
-    for frame in frames:
-        points, _ = facemesh.track(frame, points)
-        gap = np.mean(
-            [np.linalg.norm(points[a] - points[b]) for a, b in ((13, 14), (82, 87), (312, 317))]
-        )
-        openings.append(gap / np.linalg.norm(points[291] - points[61]))
-    return np.array(openings)
 
 
 # --- finding the face -----------------------------------------------------------------------
@@ -186,10 +181,8 @@ def test_missing_or_altered_face_models_are_named_with_the_fix(tmp_path: Path) -
 
 
 def test_the_photograph_speaks_lips_follow_the_speech_and_rest_in_silence(
-    narration: Path, tmp_path: Path
+    narration: Path, portrait: Path, tmp_path: Path
 ) -> None:
-    portrait = tmp_path / "portrait.png"
-    portrait.write_bytes(png(astronaut()))
     output = tmp_path / "talking.mp4"
 
     clip = talking_head.render(portrait, narration, SENTENCE, output, lambda f, m: None)
@@ -199,7 +192,7 @@ def test_the_photograph_speaks_lips_follow_the_speech_and_rest_in_silence(
     assert len(frames) == clip.frames == round(clip.duration_seconds * 25)
     with av.open(str(output)) as container:
         assert [s.type for s in container.streams] == ["video", "audio"]
-    opening = mouth_openings(frames)
+    opening = openings(frames)
     audio = video.read_audio(narration)
     loudness = speech_timing.loudness_envelope(audio.samples.mean(axis=0), audio.rate, 25)
     loudness = loudness[: len(opening)]
@@ -215,10 +208,8 @@ def test_the_photograph_speaks_lips_follow_the_speech_and_rest_in_silence(
 
 
 def test_outside_the_mouth_and_jaw_the_face_stays_the_photograph(
-    narration: Path, tmp_path: Path
+    narration: Path, portrait: Path, tmp_path: Path
 ) -> None:
-    portrait = tmp_path / "portrait.png"
-    portrait.write_bytes(png(astronaut()))
     output = tmp_path / "talking.mp4"
     talking_head.render(portrait, narration, SENTENCE, output, lambda f, m: None)
     source = astronaut()
@@ -236,10 +227,9 @@ def test_outside_the_mouth_and_jaw_the_face_stays_the_photograph(
         assert difference < 12  # encoding, resampling and blinks; no drift of identity
 
 
-def test_the_same_inputs_give_the_same_video(narration: Path, tmp_path: Path) -> None:
-    portrait = tmp_path / "portrait.png"
-    portrait.write_bytes(png(astronaut()))
-
+def test_the_same_inputs_give_the_same_video(
+    narration: Path, portrait: Path, tmp_path: Path
+) -> None:
     talking_head.render(portrait, narration, SENTENCE, tmp_path / "a.mp4", lambda f, m: None)
     talking_head.render(portrait, narration, SENTENCE, tmp_path / "b.mp4", lambda f, m: None)
 
@@ -247,15 +237,13 @@ def test_the_same_inputs_give_the_same_video(narration: Path, tmp_path: Path) ->
 
 
 def test_without_text_the_mouth_follows_the_loudness_and_says_so(
-    narration: Path, tmp_path: Path
+    narration: Path, portrait: Path, tmp_path: Path
 ) -> None:
-    portrait = tmp_path / "portrait.png"
-    portrait.write_bytes(png(astronaut()))
 
     clip = talking_head.render(portrait, narration, "", tmp_path / "t.mp4", lambda f, m: None)
 
     assert (clip.timing, clip.timing_note) == ("loudness", "no narration text was given")
-    opening = mouth_openings(frames_of(tmp_path / "t.mp4"))
+    opening = openings(frames_of(tmp_path / "t.mp4"))
     assert opening[: int(PAD * 25) - 2].max() < 0.1 < 0.15 < opening.max()
 
 

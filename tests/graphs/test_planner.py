@@ -71,7 +71,7 @@ def test_without_a_gpu_backend_the_cpu_lipsync_runs_and_the_metadata_says_why() 
     assert said == {
         "lipsync": "CPU face-mesh backend (lipsync.sync): no worker offers a GPU lip-sync backend"
     }
-    assert choose_lipsync(load_templates()["capabilities"].graph, None) == {}
+    assert choose_lipsync(load_templates()["capabilities"].graph, lambda: True) == {}
 
 
 def test_a_missing_input_and_an_unknown_node_are_named() -> None:

@@ -68,11 +68,12 @@ def default_dir() -> Path:
 
 
 def model_dir() -> Path:
-    try:
-        from django.conf import settings
+    from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
 
+    try:
         configured = getattr(settings, "MYSPINBOT_FACE_MODEL_DIR", None)
-    except Exception:  # outside Django (the installer)
+    except ImproperlyConfigured:  # outside Django (the installer)
         configured = None
     return Path(configured) if configured else default_dir()
 

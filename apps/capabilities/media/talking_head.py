@@ -91,7 +91,9 @@ def _smoothstep(x: np.ndarray) -> np.ndarray:
 class TalkingHead:
     """Prepared once per portrait; :meth:`frame` renders frame ``i`` for a track value."""
 
-    def __init__(self, rgb: np.ndarray, face: Face, fps: float, seed: int = 0) -> None:
+    def __init__(
+        self, rgb: np.ndarray, face: Face, fps: float, seed: int = 0, duration: float = 3600.0
+    ) -> None:
         self.source = np.ascontiguousarray(rgb)
         self.height, self.width = rgb.shape[:2]
         self.face = face
@@ -121,7 +123,7 @@ class TalkingHead:
         self.rest_gap = float(max(gaps))
         self._prepare_patch()
         self._prepare_fields()
-        self._prepare_eyes()
+        self._prepare_eyes(duration)
         self._prepare_colours()
 
     # --- set-up -----------------------------------------------------------------------
@@ -194,7 +196,7 @@ class TalkingHead:
         order = np.argsort(along)
         return along[order], across[order]
 
-    def _prepare_eyes(self) -> None:
+    def _prepare_eyes(self, duration: float) -> None:
         self.eyes = []
         for upper, lower in (
             (facemesh.RIGHT_EYE_UPPER, facemesh.RIGHT_EYE_LOWER),
@@ -204,11 +206,9 @@ class TalkingHead:
             self.eyes.append((up, low))
         self.blinks = []
         t = float(self.rng.uniform(1.0, 3.0))
-        while t < 24 * 3600:
+        while t < duration:
             self.blinks.append(t)
             t += float(self.rng.uniform(2.5, 5.5))
-            if len(self.blinks) > 100_000:
-                break
         self.sway_phase = self.rng.uniform(0, 2 * math.pi, size=4)
 
     def _prepare_colours(self) -> None:
@@ -498,10 +498,6 @@ def timing_track(
     speech, or (no text, or it does not align) from the loudness alone."""
     loudness = speech_timing.loudness_envelope(samples, rate, fps)
     loudness = _fit(loudness, frames)
-    # No sound, no open mouth: the opening is gated by the loudness of the frame and its
-    # neighbours (so the mouth starts to open a frame before the sound).
-    near = np.maximum(loudness, np.maximum(np.roll(loudness, 1), np.roll(loudness, -1)))
-    gate = _smoothstep((near - SILENCE_GATE[0]) / (SILENCE_GATE[1] - SILENCE_GATE[0]))
     duration = samples.shape[-1] / rate
     if text.strip():
         try:
@@ -510,7 +506,12 @@ def timing_track(
             note = f"the narration's text did not align with its audio ({error})"
         else:
             track = _fit(speech_timing.mouth_track(alignment.phones, fps, duration), frames)
-            track[:, OPEN] *= gate
+            # No sound, no open mouth: the opening is gated by the loudness of the frame
+            # and its neighbours (so the mouth starts to open a frame before the sound).
+            near = np.maximum(loudness, np.maximum(np.roll(loudness, 1), np.roll(loudness, -1)))
+            track[:, OPEN] *= _smoothstep(
+                (near - SILENCE_GATE[0]) / (SILENCE_GATE[1] - SILENCE_GATE[0])
+            )
             words = [
                 {"text": w.text, "start": round(w.start, 3), "end": round(w.end, 3)}
                 for w in alignment.words
@@ -566,7 +567,7 @@ def render(
     seed = int.from_bytes(
         hashlib.sha256(rgb[::7, ::7].tobytes() + mono[::97].tobytes()).digest()[:8], "little"
     )
-    head = TalkingHead(rgb, found, fps, seed=seed)
+    head = TalkingHead(rgb, found, fps, seed=seed, duration=audio.duration)
     height, width = rgb.shape[:2]
     settings = video.VideoSettings(width=width, height=height, fps=fps, crf=crf, preset=preset)
     with video.Mp4Writer(output, settings, audio) as writer:
