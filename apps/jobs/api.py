@@ -440,7 +440,8 @@ def download_artifact(request: HttpRequest, artifact_id: uuid.UUID) -> HttpRespo
 )
 def compat_train(request: HttpRequest, body: CompatTrain) -> Status[dict[str, Any]]:
     """The original default training workflow, ``train_and_render``: script → identity
-    LoRA from ``photos`` → keyframe → animated clip → speech → MP4.
+    LoRA from ``photos`` → keyframe → speech → the keyframe lip-synced → MP4 (a keyframe
+    with no usable face is animated instead, and its ``lipsync`` node says why).
 
     Answered at once with 201 and the job once the request is well formed: a ``topic`` (or
     ``prompt``) and ``photos`` that are the caller's uploads. How many photos there are and

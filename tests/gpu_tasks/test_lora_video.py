@@ -1,7 +1,8 @@
 """The lora_video template end to end under real worker processes (a cpu worker and a gpu
 worker running on the CPU with the tiny models), and the gpu worker's model cache and
 capability report across jobs; then, on the same workers, the original system's
-train_and_render template, whose MP4 plays the animated clip as motion, and the template
+train_and_render template, whose MP4 plays the animated clip as motion (the tiny models'
+keyframe has no face to lip-sync, so both jobs take their failure edge), and the template
 list saying which pipelines these workers can run."""
 
 from __future__ import annotations
@@ -92,9 +93,10 @@ def test_a_lora_video_job_makes_an_mp4_and_the_next_keyframe_loads_no_model(
     params = {
         "script": {"topic": "otters", "max_words": 12},
         "train_lora": {**TRAIN, "checkpoint_every": 0},
-        "keyframe": {"steps": 2, "width": 64, "height": 64},
+        # 128 px: the least lip-sync takes (a smaller keyframe is refused at submission).
+        "keyframe": {"steps": 2, "width": 128, "height": 128},
         "animate": {"frames": 3, "steps": 2, "strength": 0.5, "fps": 4},
-        "video": {"width": 128, "height": 128, "fps": 10},
+        "video_motion": {"width": 128, "height": 128, "fps": 10},
     }
 
     job = wait_for_job(
@@ -103,14 +105,24 @@ def test_a_lora_video_job_makes_an_mp4_and_the_next_keyframe_loads_no_model(
     )
 
     assert job.status == "completed", NodeRun.objects.filter(job=job).values("node_id", "error")
-    assert set(states(job).values()) == {"completed"}
+    # The tiny random models draw no face: lip-sync says so by its code, and the job goes
+    # on along the failure edge, animating the keyframe instead of the talking clip.
+    assert states(job) == {
+        **dict.fromkeys(["script", "train_lora", "voice_profile", "keyframe", "speech"], "completed"),
+        "lipsync": "failed",
+        "video": "skipped",
+        "animate": "completed",
+        "video_motion": "completed",
+    }
     runs = {run.node_id: run for run in NodeRun.objects.filter(job=job)}
+    assert runs["lipsync"].error["code"] == "no_face"
+    assert "no face" in runs["lipsync"].error["message"]
     assert {runs[n].worker for n in ("train_lora", "keyframe", "animate")} == {gpu.hostname}
     assert runs["keyframe"].output["trigger"] == "sks"
     assert runs["keyframe"].output["prompt"].startswith("photo of sks person, ")
     assert len(runs["animate"].output["frames"]) == 3
     assert Profile.objects.filter(owner=owner, kind="lora").count() == 1
-    with get_artifact_store().open(runs["video"].output["video"]["key"]) as handle:
+    with get_artifact_store().open(runs["video_motion"].output["video"]["key"]) as handle:
         mp4 = handle.read()
     with av.open(io.BytesIO(mp4)) as container:
         kinds = sorted(stream.type for stream in container.streams)
@@ -118,7 +130,7 @@ def test_a_lora_video_job_makes_an_mp4_and_the_next_keyframe_loads_no_model(
         assert (video.codec_context.name, video.width, video.height) == ("h264", 128, 128)
         frames = sum(1 for _ in container.decode(video=0))
     assert kinds == ["audio", "video"]
-    assert frames == runs["video"].output["frames"]
+    assert frames == runs["video_motion"].output["frames"]
 
     before = wait_for_gpu_report(gpu)
     keys = [model["key"] for model in before["models"]["models"]]
@@ -176,7 +188,7 @@ def check_train_and_render(
     size = 128
     params = {
         **{key: lora_video_params[key] for key in ("script", "train_lora", "keyframe", "animate")},
-        "render_video": {"width": size, "height": size, "fps": 10, "captions": False},
+        "render_motion": {"width": size, "height": size, "fps": 10, "captions": False},
     }
 
     job = wait_for_job(
@@ -194,7 +206,8 @@ def check_train_and_render(
         "piper",
         None,
     )
-    composed = runs["render_video"].output
+    assert runs["lipsync"].error["code"] == "no_face"
+    composed = runs["render_motion"].output
     assert composed["clip_frames"] == 3
     clip = [luma(read(ref), size) for ref in runs["animate"].output["frames"]]
     with av.open(io.BytesIO(read(composed["video"]))) as container:

@@ -23,7 +23,7 @@ BENCH_CAPABILITIES = Path(soak.REPO) / "bench" / "capabilities"
             "train_and_render",
             ["keyframe", "train_lora"],
             ["animate"],
-            ["render_video", "script", "speech"],
+            ["lipsync", "render_motion", "render_video", "script", "speech"],
         ),
         (
             "narrated_video",

@@ -124,6 +124,7 @@ def test_the_original_templates_use_the_real_services() -> None:
 
     assert templates["train_and_render"].services == [
         "image.keyframe",
+        "lipsync.sync",
         "llm.generate_script",
         "lora.train",
         "tts.speak",

@@ -90,7 +90,7 @@ def test_lora_previews_the_clip_and_a_lora_profile(
         ]
         assert tab.page.locator("#players video").count() == 1
         assert tab.page.locator("#players figcaption").inner_text() == (
-            "clip.mp4 · Animate the keyframe"
+            "clip.mp4 · Animate the keyframe (no face to lip-sync)"
         )
         duration = tab.page.evaluate("document.querySelector('#players video').duration")
         assert duration == pytest.approx(2.0, abs=0.3)  # 8 frames at 4 fps

@@ -40,15 +40,15 @@ BUILD_MODELS = (
 TINY = {
     "script-max_words": "12",
     "keyframe-steps": "2",
-    "keyframe-width": "64",
-    "keyframe-height": "64",
+    "keyframe-width": "128",
+    "keyframe-height": "128",
     "animate-frames": "3",
     "animate-steps": "2",
     "animate-strength": "0.5",
     "animate-fps": "4",
-    "video-width": "128",
-    "video-height": "128",
-    "video-fps": "10",
+    "video_motion-width": "128",
+    "video_motion-height": "128",
+    "video_motion-fps": "10",
 }
 TRAIN = {
     "train_lora-resolution": "32",
@@ -172,7 +172,10 @@ def test_lora_video_from_photos_then_again_with_its_lora(
         " && document.querySelectorAll('#players video').length === 2"
     )
     captions = tab.page.locator("#players figcaption").all_inner_texts()
-    assert captions[:2] == ["video.mp4 · Compose the video", "clip.mp4 · Animate the keyframe"]
+    assert captions[:2] == [
+        "video.mp4 · Compose the animated clip",
+        "clip.mp4 · Animate the keyframe (no face to lip-sync)",
+    ]
     assert sorted(captions[2:]) == [
         "reference.wav · Build the voice profile",
         "speech.wav · Speak the narration",

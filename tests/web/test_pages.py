@@ -405,7 +405,16 @@ def test_a_lora_video_reusing_a_lora_and_a_voice_profile_trains_nothing(ada: Use
     job = Job.objects.get(pk=created.json()["id"])
     document = job.graph.document
     nodes = {n["id"]: n for n in document["nodes"]}
-    assert sorted(nodes) == ["animate", "keyframe", "script", "speech", "train_lora", "video"]
+    assert sorted(nodes) == [
+        "animate",
+        "keyframe",
+        "lipsync",
+        "script",
+        "speech",
+        "train_lora",
+        "video",
+        "video_motion",
+    ]
     assert nodes["train_lora"]["params"] == {"profile_id": str(lora.pk)}
     assert nodes["train_lora"]["input"] == {}
     assert nodes["speech"]["input"] == {"profile_id": str(voice.pk)}
