@@ -96,6 +96,8 @@ def test_make_a_video_watch_it_live_and_cancel_another(
     # The portrait is uploaded at once and the server's face check shows on the preview.
     tab.page.locator("#portrait-face").wait_for()
     assert tab.page.locator("#portrait-status").text_content() == "portrait.png: face found"
+    # The upload is done: its progress bar goes, the status line says how it went.
+    assert tab.page.locator("#portrait-progress").is_hidden()
     box = tab.page.locator("#portrait-face").bounding_box()
     preview = tab.page.locator("#portrait-preview").bounding_box()
     assert box is not None
@@ -170,6 +172,18 @@ def test_make_a_video_watch_it_live_and_cancel_another(
     duration = video.evaluate("v => v.duration")
     assert abs(duration - speech["duration_seconds"]) < 0.2
     assert tab.page.locator("#downloads a", has_text="video.mp4").count() == 1
+    # The lip-sync step's own clip follows the video, small, showing its first frame
+    # (it has no poster): not a second black player as large as the video.
+    talking = tab.page.locator("#players figure.step-clip video[data-node-id='lipsync']")
+    talking.wait_for()
+    tab.page.wait_for_function(
+        "document.querySelector(\"#players video[data-node-id='lipsync']\").readyState >= 2"
+    )
+    assert talking.evaluate("v => v.currentTime") > 0
+    talking_box, video_box = talking.bounding_box(), video.bounding_box()
+    assert talking_box is not None and video_box is not None
+    assert talking_box["y"] > video_box["y"]
+    assert talking_box["height"] <= 221 < video_box["height"]
     assert Profile.objects.filter(owner=ada, kind="voice").count() == 1
 
     # Again with the voice profile just made: no voice sample, no profile step.

@@ -228,15 +228,20 @@ async function showArtifact(artifact) {
   }
   const { url } = await api("GET", `/api/artifacts/${artifact.id}`);
   if (type.startsWith("video/")) {
-    const video = element("video", { controls: true, preload: "metadata", src: url, playsinline: true,
+    const stepClip = Boolean(owner && owner.service !== "video.compose");
+    // A step's clip has no poster of its own: the media fragment makes the player show
+    // its first frame instead of black.
+    const video = element("video", { controls: true, preload: "metadata",
+      src: stepClip ? `${url}#t=0.001` : url, playsinline: true,
       "aria-label": `Video from ${from}`, "data-artifact-id": artifact.id,
       "data-node-id": artifact.node_id || "" });
-    const figure = element("figure", {}, video, element("figcaption", { text: `${artifact.name} · ${from}` }));
-    // The composed video leads; clips of earlier steps (an animated keyframe) follow the
-    // videos already shown, ahead of the audio players.
+    const figure = element("figure", { class: stepClip ? "step-clip" : null }, video,
+      element("figcaption", { text: `${artifact.name} · ${from}` }));
+    // The composed video leads; clips of earlier steps (the talking head, an animated
+    // keyframe) follow the videos already shown, small, ahead of the audio players.
     const players = document.getElementById("players");
     const lastVideo = [...players.children].filter((child) => child.querySelector("video")).pop();
-    if (owner && owner.service !== "video.compose" && lastVideo) {
+    if (stepClip && lastVideo) {
       lastVideo.after(figure);
     } else {
       players.prepend(figure);

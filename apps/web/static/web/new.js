@@ -211,17 +211,22 @@ async function uploadPhotos() {
   const status = document.getElementById("photos-status");
   const total = files.reduce((sum, file) => sum + file.size, 0);
   let done = 0;
+  bar.value = 0;
   bar.hidden = false;
   const ids = [];
-  for (const [index, file] of files.entries()) {
-    if (!uploaded.has(file)) {
-      status.textContent = `Uploading photo ${index + 1} of ${files.length}…`;
-      const record = await upload(file, (fraction) => { bar.value = (done + fraction * file.size) / total; });
-      uploaded.set(file, record.id);
+  try {
+    for (const [index, file] of files.entries()) {
+      if (!uploaded.has(file)) {
+        status.textContent = `Uploading photo ${index + 1} of ${files.length}…`;
+        const record = await upload(file, (fraction) => { bar.value = (done + fraction * file.size) / total; });
+        uploaded.set(file, record.id);
+      }
+      done += file.size;
+      bar.value = done / total;
+      ids.push(uploaded.get(file));
     }
-    done += file.size;
-    bar.value = done / total;
-    ids.push(uploaded.get(file));
+  } finally {
+    bar.hidden = true; // the status line says how it went
   }
   status.textContent = `${files.length} photos uploaded.`;
   return ids.map((id) => ({ artifact: id }));
@@ -234,9 +239,15 @@ async function uploadFile(inputId, kind, progressId, statusId) {
   if (uploaded.has(file)) return uploaded.get(file);
   const bar = document.getElementById(progressId);
   const status = document.getElementById(statusId);
+  bar.value = 0;
   bar.hidden = false;
   status.textContent = `Uploading ${file.name}…`;
-  const record = await upload(file, (fraction) => { bar.value = fraction; });
+  let record;
+  try {
+    record = await upload(file, (fraction) => { bar.value = fraction; });
+  } finally {
+    bar.hidden = true; // the status line says how it went
+  }
   status.textContent = `${file.name} uploaded.`;
   uploaded.set(file, record.id);
   if (record.face) faces.set(record.id, record.face);
