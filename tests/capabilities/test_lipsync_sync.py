@@ -23,6 +23,7 @@ from apps.capabilities.services.lipsync_sync import handler
 from myspinbot.errors import PermanentError
 from testkit.mouth import openings
 from tests.support.contexts import make_service_run
+from tests.support.portraits import turned
 
 SENTENCE = "Maybe the big blue balloon will float over the moon."
 PAD = 0.5
@@ -63,6 +64,8 @@ def variant(name: str) -> np.ndarray:
         return canvas
     if name == "no_face":
         return np.ascontiguousarray(image[300:, 300:])  # the suit and the flag
+    if name == "turned_away":
+        return turned(image, 55)
     raise AssertionError(name)
 
 
@@ -78,6 +81,7 @@ EXPECTED = {
     "two_faces": 2,
     "scaled_down": "face_too_small",
     "no_face": "no_face",
+    "turned_away": "face_turned_away",
 }
 
 
@@ -249,7 +253,7 @@ def test_without_text_the_mouth_follows_the_loudness_and_says_so(
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(
-    "name", ["photo", "portrait_1080x1920", "two_faces", "no_face", "scaled_down"]
+    "name", ["photo", "portrait_1080x1920", "two_faces", "no_face", "scaled_down", "turned_away"]
 )
 def test_the_service_makes_a_talking_video_or_names_the_problem(name: str, narration: Path) -> None:
     run = make_service_run("lipsync.sync", {"preset": "ultrafast"})

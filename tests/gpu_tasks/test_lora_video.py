@@ -108,7 +108,9 @@ def test_a_lora_video_job_makes_an_mp4_and_the_next_keyframe_loads_no_model(
     # The tiny random models draw no face: lip-sync says so by its code, and the job goes
     # on along the failure edge, animating the keyframe instead of the talking clip.
     assert states(job) == {
-        **dict.fromkeys(["script", "train_lora", "voice_profile", "keyframe", "speech"], "completed"),
+        **dict.fromkeys(
+            ["script", "train_lora", "voice_profile", "keyframe", "speech"], "completed"
+        ),
         "lipsync": "failed",
         "video": "skipped",
         "animate": "completed",

@@ -470,6 +470,11 @@ def test_an_uploaded_portrait_says_where_its_face_is_or_why_it_cannot_speak(
     pair.paste(photo, (0, 0))
     pair.paste(photo.resize((384, 384)), (600, 64))
     assert upload(pair)["message"] == "several faces (2): the largest is used"
+    from tests.support.portraits import turned
+
+    away = upload(Image.fromarray(turned(data.astronaut(), 55)), "PNG")
+    assert (away["found"], away["code"]) == (False, "face_turned_away")
+    assert away["message"] == "face turned away: the portrait must look at the camera"
     voice = as_ada.post("/api/uploads", {"file": _file("v.wav", wav_bytes())}).json()
     assert voice["face"] is None
 

@@ -181,7 +181,8 @@ def test_make_a_video_watch_it_live_and_cancel_another(
     )
     assert talking.evaluate("v => v.currentTime") > 0
     talking_box, video_box = talking.bounding_box(), video.bounding_box()
-    assert talking_box is not None and video_box is not None
+    assert talking_box is not None
+    assert video_box is not None
     assert talking_box["y"] > video_box["y"]
     assert talking_box["height"] <= 221 < video_box["height"]
     assert Profile.objects.filter(owner=ada, kind="voice").count() == 1

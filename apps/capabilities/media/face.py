@@ -408,6 +408,13 @@ def find_face(rgb: np.ndarray, *, min_face: int = MIN_FACE_PX) -> Face:
         yaw=yaw(points),
         faces=len(detections),
     )
+    # Turned first: a turned face also looks narrow, and turning to the camera is the fix.
+    if abs(face.yaw) > MAX_YAW:
+        raise PermanentError(
+            "face_turned_away",
+            "face turned away: the portrait must look at the camera",
+            details={"yaw": round(face.yaw, 2)},
+        )
     right, left = points[list(CHEEKS)]
     face_px = float(np.linalg.norm(left - right))
     if face_px < min_face:
@@ -415,12 +422,6 @@ def find_face(rgb: np.ndarray, *, min_face: int = MIN_FACE_PX) -> Face:
             "face_too_small",
             f"face too small ({face_px:.0f} px, need {min_face})",
             details={"width_px": round(face_px), "min_px": min_face},
-        )
-    if abs(face.yaw) > MAX_YAW:
-        raise PermanentError(
-            "face_turned_away",
-            "face turned away: the portrait must look at the camera",
-            details={"yaw": round(face.yaw, 2)},
         )
     return face
 
