@@ -63,8 +63,10 @@ CLOSED_SHARE = 0.80
 # 0.06 on the astronaut's closed smile, checked by eye), so "closed" is also anything
 # under this share of the median opening while speaking loudly, whichever is larger.
 CLOSED_RELATIVE = 0.5
-# A frame is in a blink when its eyes are under this share of their median openness.
+# A frame is in a blink when its eyes are under this share of their median openness...
 BLINK_SHARE = 0.6
+# ... or when the SSIM of its eyes against the portrait is this far under its median.
+BLINK_SSIM_DROP = 0.15
 
 GOALS = {
     "render_x": 2.0,
@@ -205,6 +207,24 @@ def identity_mask(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return mask > 0
 
 
+def eyes_mask(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Both eyes, lids and a margin: where a blink changes the picture."""
+    import cv2
+
+    from apps.capabilities.media import face as facemesh
+
+    mask = np.zeros(shape, np.uint8)
+    for lids in (
+        facemesh.RIGHT_EYE_UPPER + facemesh.RIGHT_EYE_LOWER,
+        facemesh.LEFT_EYE_UPPER + facemesh.LEFT_EYE_LOWER,
+    ):
+        cv2.fillPoly(mask, [cv2.convexHull(np.round(points[list(lids)]).astype(np.int32))], 255)
+    face_w = float(np.linalg.norm(points[454] - points[234]))
+    radius = max(1, round(0.05 * face_w))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    return cv2.dilate(mask, kernel) > 0
+
+
 def measure(clip_path: Path, portrait: np.ndarray) -> dict[str, object]:
     import cv2
     from skimage.metrics import structural_similarity
@@ -220,6 +240,8 @@ def measure(clip_path: Path, portrait: np.ndarray) -> dict[str, object]:
     y0, y1 = max(0, ys.min() - 8), min(height, ys.max() + 9)
     x0, x1 = max(0, xs.min() - 8), min(width, xs.max() + 9)
     crop_mask = mask[y0:y1, x0:x1]
+    crop_eyes = eyes_mask(src_pts, (height, width))[y0:y1, x0:x1] & crop_mask
+    crop_rest = crop_mask & ~crop_eyes
     src_full_gray = cv2.cvtColor(portrait, cv2.COLOR_RGB2GRAY)
     src_gray = src_full_gray[y0:y1, x0:x1]
     ecc_mask = mask.astype(np.uint8) * 255
@@ -227,6 +249,8 @@ def measure(clip_path: Path, portrait: np.ndarray) -> dict[str, object]:
     openings: list[float] = []
     eyes: list[float] = []
     ssims: list[float] = []
+    eye_ssims: list[float] = []
+    rest_ssims: list[float] = []
     lost = 0
     previous: np.ndarray | None = None
     for rgb in decode_frames(clip_path):
@@ -249,6 +273,8 @@ def measure(clip_path: Path, portrait: np.ndarray) -> dict[str, object]:
         )
         if matrix is None:
             ssims.append(float("nan"))
+            eye_ssims.append(float("nan"))
+            rest_ssims.append(float("nan"))
             continue
         # Refine the landmark estimate by image registration (ECC, rotation + shift) on
         # the measured region itself: landmarks jitter by a pixel or so between frames.
@@ -274,7 +300,11 @@ def measure(clip_path: Path, portrait: np.ndarray) -> dict[str, object]:
         gray = aligned[y0:y1, x0:x1]
         _, ssim_map = structural_similarity(gray, src_gray, full=True, data_range=255)
         ssims.append(float(ssim_map[crop_mask].mean()))
+        eye_ssims.append(float(ssim_map[crop_eyes].mean()))
+        rest_ssims.append(float(ssim_map[crop_rest].mean()))
     return {
+        "eye_ssim": np.array(eye_ssims),
+        "rest_ssim": np.array(rest_ssims),
         "opening": np.array(openings),
         "eyes": np.array(eyes),
         "ssim": np.array(ssims),
@@ -406,9 +436,19 @@ def main(argv: list[str] | None = None) -> int:
     ssim_min = float(valid.min()) if len(valid) else float("nan")
     worst = int(np.nanargmin(ssim)) if len(valid) else -1
     eyes_open = result["eyes"]  # type: ignore[index]
-    blinking = eyes_open < BLINK_SHARE * float(np.median(eyes_open))
+    # A blink, read off the pixels: the eyes' own SSIM against the portrait drops (the
+    # mesh's lid points barely follow a closing lid, so its openness misses most blinks).
+    eye_ssim: np.ndarray = result["eye_ssim"]  # type: ignore[assignment]
+    rest_ssim: np.ndarray = result["rest_ssim"]  # type: ignore[assignment]
+    eye_median = float(np.nanmedian(eye_ssim))
+    blinking = (eyes_open < BLINK_SHARE * float(np.median(eyes_open))) | (
+        eye_ssim < eye_median - BLINK_SSIM_DROP
+    )
     open_ssim = ssim[np.isfinite(ssim) & ~blinking]
     ssim_open_min = float(open_ssim.min()) if len(open_ssim) else float("nan")
+    rest_valid = rest_ssim[np.isfinite(rest_ssim)]
+    rest_min = float(rest_valid.min()) if len(rest_valid) else float("nan")
+    under = np.isfinite(ssim) & (ssim < GOALS["ssim"])
 
     rows = [
         ("lip-sync render speed", f"{render_x:.2f}× real time ({render_s:.1f} s)", "≥ 2×",
@@ -421,8 +461,11 @@ def main(argv: list[str] | None = None) -> int:
          closed_share >= GOALS["closed_share"]),
         ("identity SSIM mean", f"{ssim_mean:.3f}", "≥ 0.90", ssim_mean >= GOALS["ssim"]),
         ("identity SSIM min, eyes open", f"{ssim_open_min:.3f} ({int(blinking.sum())} blink "
-         f"frames left out; with them {ssim_min:.3f} at frame {worst})", "≥ 0.90",
-         ssim_open_min >= GOALS["ssim"]),
+         f"frames left out; with them {ssim_min:.3f} at frame {worst}; "
+         f"{int(under.sum())} under 0.90, {int((under & blinking).sum())} of them blinks)",
+         "≥ 0.90", ssim_open_min >= GOALS["ssim"]),
+        ("identity SSIM min, outside the eyes", f"{rest_min:.3f} (the same region less the "
+         "eyes and lids, every frame)", "≥ 0.90", rest_min >= GOALS["ssim"]),
         ("render + compose speed", f"{video_x:.2f}× real time ({render_s + compose_s:.1f} s)",
          "≥ 1×", video_x >= GOALS["video_x"]),
     ]  # fmt: skip

@@ -266,7 +266,9 @@ _DOMINANCE: dict[str, tuple[float, float, float, float]] = {
     ),
 }
 # A silence this long (s) is a pause: the mouth rests over all of it, not just its middle.
-PAUSE_SECONDS = 0.2
+# Under the 0.2 s a listener hears as a pause: the aligner's 10 ms frames give part of a
+# pause to the phones beside it (a 200 ms gap in the audio aligned as 0.19 s of SIL).
+PAUSE_SECONDS = 0.15
 # It holds the jaw closed and the lips neutral, but yields the lip press to a P/B/M
 # starting right after it.
 _PAUSE_DOMINANCE = (8.0, 4.0, 1.0, 1.0)

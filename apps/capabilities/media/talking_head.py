@@ -47,6 +47,7 @@ UPPER_LIFT = 0.08  # inner upper lip at full opening
 SPREAD_SHIFT = 0.07  # each corner, outwards at full spread (inwards when rounded)
 PRESS = 0.03  # lips thinning when pressed together
 TEETH_TUCK = 0.06  # lower lip lifted under the upper teeth
+SHUT = 0.56  # share of the photo's lip gap each lip closes by
 # Mouth opening follows the phones, scaled by loudness between these two factors.
 QUIET_FACTOR, LOUD_FACTOR = 0.45, 1.0
 # The track's opening counted as full, and the least opening of a full-loudness frame.
@@ -267,7 +268,9 @@ class TalkingHead:
                 )
                 dy = 0.0
                 # Lips apart in the photo meet in the middle: each lip moves as a whole.
-                shut = closing * float(np.interp(along, self.gap_along, self.gap_profile)) * 0.5
+                # Each lip moves a little over half the gap: shut lips touch along their
+                # whole line, with no sliver of the photo's teeth left between them.
+                shut = closing * float(np.interp(along, self.gap_along, self.gap_profile)) * SHUT
                 if index in facemesh.MOUTH_CORNERS:
                     dy = 0.25 * drop
                 elif upper and index in facemesh.UPPER_LIP:
