@@ -518,3 +518,102 @@ def test_clip_frames_follow_the_clip_rate() -> None:
     shown = [video.clip_frame(i, 25, 16, 8) for i in (0, 3, 4, 10, 49, 50, 54, 90)]
 
     assert shown == [0, 0, 1, 3, 15, 0, 1, 12]
+
+
+# --- Captions timed by the speech -----------------------------------------------------------
+
+SPOKEN = [
+    "Otters hold hands while they sleep, so that they never drift apart.",
+    "Then, at dawn, they wake and dive for breakfast.",
+]
+
+
+@pytest.mark.django_db
+def test_captions_follow_the_spoken_words_within_100_ms(tmp_path: Any) -> None:
+    """Real speech (Piper) with sentence cues as tts.speak gives them: the burned-in lines
+    appear when their first word is spoken, by an alignment the test makes itself, and
+    change in the MP4 at those times."""
+    from apps.capabilities.media import speech_timing
+    from apps.capabilities.media.tts_engines import PiperEngine, Voice, write_wav
+
+    engine, voice = PiperEngine(), Voice()
+    pieces, cues, cursor = [], [], 0.3
+    rate = 22050
+    for sentence in SPOKEN:
+        samples, rate = engine.synthesize(sentence, voice)
+        cues.append({"start": cursor, "end": cursor + len(samples) / rate, "text": sentence})
+        pieces += [np.zeros(round(0.3 * rate), np.float32), np.asarray(samples, np.float32)]
+        cursor += len(samples) / rate + 0.3
+    pieces.append(np.zeros(round(0.5 * rate), np.float32))
+    wav = tmp_path / "narration.wav"
+    write_wav(wav, np.concatenate(pieces), rate)
+    run = make_service_run(SERVICE, SMALL)
+    run.context.inputs = {
+        "speak": {
+            "audio": run.upload("narration.wav", wav.read_bytes(), "audio/wav"),
+            "cues": cues,
+        },
+        "portrait": run.upload("portrait.png", portrait_png(), "image/png"),
+    }
+
+    output = handler.run(run.context)
+
+    assert output["caption_timing"] == "words"
+    assert output["caption_note"] == "word times from the narration force-aligned to its text"
+    lines = output["cues"]
+    assert len(lines) >= 4  # two long sentences, in lines of at most 42 characters
+    assert all(len(line["text"]) <= 42 for line in lines)
+    assert " ".join(line["text"] for line in lines) == " ".join(SPOKEN)
+    # The reference: the test's own alignment of the narration.
+    words = speech_timing.align(wav, " ".join(SPOKEN)).words
+    spoken = iter(words)
+    for line in lines:
+        first = speech_timing.normalise_words(line["text"])[0]
+        word = next(w for w in spoken if w.text == first)
+        assert abs(line["start"] - word.start) <= 0.1, (line, word)
+    # ... and in the MP4: each line's text shows from the frame of its start (±100 ms).
+    decoded = decode(run.read(output["video"]))
+    signature = [
+        (luma[int(luma.shape[0] * 0.7) :] > TEXT_LUMA).astype(np.int8) for luma in decoded.frames
+    ]
+    changes = [0.0] + [
+        index / 25
+        for index in range(1, len(signature))
+        if np.abs(signature[index] - signature[index - 1]).sum() > 20
+        and signature[index].sum() > 20
+    ]
+    for line in lines:
+        assert min(abs(line["start"] - t) for t in changes) <= 0.1, (line, changes)
+    # Nothing is shown in the pause before the first word.
+    assert signature[0].sum() == 0
+
+
+def test_caption_lines_break_at_sentences_pauses_and_42_characters() -> None:
+    from apps.capabilities.media import captions
+    from apps.capabilities.media.speech_timing import Word
+
+    text = "Hi there. A zorblaxian word, unknown to the dictionary, sits here quite happily today"
+    spoken = [
+        w for w in text.lower().replace(".", "").replace(",", "").split() if w != "zorblaxian"
+    ]
+    words = [Word(w, 0.5 + 0.3 * i, 0.5 + 0.3 * i + 0.25) for i, w in enumerate(spoken)]
+
+    cues = captions.word_cues(text, words)
+
+    assert cues is not None
+    assert [cue.text for cue in cues] == [
+        "Hi there.",
+        "A zorblaxian word, unknown to the",
+        "dictionary, sits here quite happily today",
+    ]
+    assert cues[0].start == 0.5
+    # "there" ends at 1.05; the hold would keep the line to 1.25, but the next starts at 1.1.
+    assert cues[0].end == pytest.approx(1.1)
+    assert cues[1].start == pytest.approx(1.1)
+    # The last line holds 0.2 s after its last word.
+    assert cues[2].end == pytest.approx(0.5 + 0.3 * (len(spoken) - 1) + 0.25 + 0.2)
+    assert all(a.end <= b.start for a, b in itertools.pairwise(cues))
+    assert captions.word_cues(text, words[:3]) is None  # too little of the text is timed
+    assert captions.parse_words([{"text": "a", "start": 1, "end": 0.5}]) is None
+    assert captions.parse_words([{"text": "a", "start": True, "end": 2}]) is None
+    assert captions.parse_words("words") is None

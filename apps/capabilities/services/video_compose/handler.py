@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from apps.capabilities.context import NodeContext
-from apps.capabilities.media import video
+from apps.capabilities.media import captions, speech_timing, video
 from myspinbot.errors import PermanentError
 
 # What this service takes from its predecessors, written once in its capability.json
@@ -61,7 +61,14 @@ def run(ctx: NodeContext) -> dict[str, Any]:
     workdir = ctx.workdir
 
     ctx.progress(0.0, "reading the narration")
-    narration = video.read_audio(ctx.artifacts.fetch(audio_ref, workdir, "narration"))
+    narration_path = ctx.artifacts.fetch(audio_ref, workdir, "narration")
+    narration = video.read_audio(narration_path)
+    timing = "none"
+    note = "captions are off"
+    if settings.captions and cues:
+        ctx.progress(0.01, "timing the captions by the speech")
+        cues, timing, note = caption_cues(ctx.inputs, narration_path, cues)
+    timed = {"caption_timing": timing, "caption_note": note, "cues": captions.as_json(cues)}
     output = workdir / "video.mp4"
     if talking is not None:
         clip = ctx.artifacts.fetch(talking["video"], workdir, "talking.mp4")
@@ -75,7 +82,7 @@ def run(ctx: NodeContext) -> dict[str, Any]:
             output,
             lambda fraction, message: ctx.progress(0.02 + 0.93 * fraction, message),
         )
-        return store(ctx, output, result, settings, clip_frames=0)
+        return {**store(ctx, output, result, settings, clip_frames=0), **timed}
     image_refs = find_images(ctx.inputs)
     clip_fps = find_clip_fps(ctx.inputs)
     if clip_fps is not None and len(image_refs) > MAX_CLIP_FRAMES:
@@ -105,7 +112,31 @@ def run(ctx: NodeContext) -> dict[str, Any]:
         lambda fraction, message: ctx.progress(0.02 + 0.93 * fraction, message),
         clip_fps=clip_fps,
     )
-    return store(ctx, output, result, settings, len(images) if clip_fps is not None else 0)
+    clip_frames = len(images) if clip_fps is not None else 0
+    return {**store(ctx, output, result, settings, clip_frames), **timed}
+
+
+def caption_cues(
+    inputs: Mapping[str, Any], narration: Path, cues: list[video.Cue]
+) -> tuple[list[video.Cue], str, str]:
+    """Caption lines timed by the narration's words, the timing and a note saying where the
+    times came from; the sentence ``cues`` unchanged when the words cannot be timed."""
+    text = " ".join(cue.text for cue in cues)
+    words = None
+    for value in inputs.values():
+        if isinstance(value, dict) and (words := captions.parse_words(value.get("words"))):
+            break
+    source = "a predecessor's alignment of the narration (lip-sync)"
+    if not words:
+        try:
+            words = list(speech_timing.align(narration, text).words)
+        except speech_timing.AlignmentError as error:
+            return cues, "sentences", f"the narration could not be aligned: {error}"[:300]
+        source = "the narration force-aligned to its text"
+    timed = captions.word_cues(text, words)
+    if timed is None:
+        return cues, "sentences", "the aligned words cover too little of the text"
+    return timed, "words", f"word times from {source}"
 
 
 def store(
