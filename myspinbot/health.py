@@ -2,11 +2,16 @@
 
 ``/healthz`` answers while the process runs. ``/readyz`` checks the database,
 Redis and the artifact store, each with a short timeout, and answers 200 when
-all are up or 503 naming what is down.
+all are up or 503 naming what is down. Each check's error text and latency go
+only to staff and to the metrics network (``METRICS_ALLOWED_NETWORKS`` or the
+``METRICS_TOKEN``); anyone else gets the status and the names of what is down,
+from a result at most ``PUBLIC_CACHE_SECONDS`` old, so a flood of anonymous
+calls opens no more connections than one caller every few seconds.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,9 +24,11 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from myspinbot.metrics.access import allowed
 from myspinbot.storage import get_artifact_store
 
 CHECK_TIMEOUT_SECONDS = 3.0
+PUBLIC_CACHE_SECONDS = 2.0
 
 
 def check_database() -> None:
@@ -82,11 +89,37 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
+_public_lock = threading.Lock()
+_public: tuple[float, dict[str, dict[str, object]]] | None = None
+
+
+def public_checks() -> dict[str, dict[str, object]]:
+    """The checks' results, run again only when the last run is older than
+    ``PUBLIC_CACHE_SECONDS`` (one caller runs them; the others wait for its answer)."""
+    global _public
+    with _public_lock:
+        if _public is None or time.monotonic() - _public[0] > PUBLIC_CACHE_SECONDS:
+            _public = (time.monotonic(), run_checks())
+        return _public[1]
+
+
+def privileged(request: HttpRequest) -> bool:
+    """Staff, or the metrics network: those who may read why a check failed."""
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated and user.is_staff:
+        return True
+    return allowed(request.META.get("REMOTE_ADDR"), request.headers.get("Authorization"))
+
+
 @never_cache
 @require_GET
 def readyz(request: HttpRequest) -> JsonResponse:
-    checks = run_checks()
+    detailed = privileged(request)
+    checks = run_checks() if detailed else public_checks()
     down = sorted(name for name, result in checks.items() if not result["ok"])
+    body: dict[str, object] = {"status": "unavailable" if down else "ok"}
     if down:
-        return JsonResponse({"status": "unavailable", "down": down, "checks": checks}, status=503)
-    return JsonResponse({"status": "ok", "checks": checks})
+        body["down"] = down
+    if detailed:
+        body["checks"] = checks
+    return JsonResponse(body, status=503 if down else 200)

@@ -55,7 +55,15 @@ class TokenAuth(HttpBearer):
 
 
 class SessionUserAuth(SessionAuth):
-    """Django session (CSRF checked on unsafe methods), active users only."""
+    """Django session (CSRF checked on unsafe methods), active users only. A request with
+    no signed-in session is not checked for CSRF: it authenticates no one, so it is a
+    401 (``docs/authorization.md``), not a 403 about a cookie it never had."""
+
+    def __call__(self, request: HttpRequest) -> Any:
+        user = getattr(request, "user", None)
+        if user is None or isinstance(user, AnonymousUser) or not user.is_active:
+            return None
+        return super().__call__(request)
 
     def authenticate(self, request: HttpRequest, key: str | None) -> Any:
         user = request.user

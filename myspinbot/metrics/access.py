@@ -24,7 +24,11 @@ def allowed(remote_addr: str | None, authorization: str | None) -> bool:
     token = settings.METRICS_TOKEN
     if token and authorization:
         scheme, _, presented = authorization.partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(presented.strip(), token):
+        # Bytes: compare_digest refuses a str with characters outside ASCII.
+        presented_bytes = presented.strip().encode("utf-8", "surrogateescape")
+        if scheme.lower() == "bearer" and hmac.compare_digest(
+            presented_bytes, token.encode("utf-8")
+        ):
             return True
     try:
         address = ipaddress.ip_address((remote_addr or "").strip())

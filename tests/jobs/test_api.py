@@ -109,6 +109,11 @@ def test_a_session_works_and_csrf_is_checked_on_writes(ada: User) -> None:
     refused = post_json(browser, "/api/jobs", {"graph": chain("debug.noop")})
     assert refused.status_code == 403
     assert error_of(refused)["code"] == "forbidden"
+    # No credentials at all: 401, as docs/authorization.md says, not a CSRF complaint.
+    for path in ("/api/jobs", "/api/uploads"):
+        anonymous = post_json(Client(enforce_csrf_checks=True), path, {})
+        assert anonymous.status_code == 401, path
+        assert error_of(anonymous)["code"] == "unauthenticated"
 
 
 def test_createapitoken_prints_a_working_token_last() -> None:

@@ -75,3 +75,50 @@ def test_readyz_names_storage_when_the_local_folder_is_not_writable(
 
     assert response.status_code == 503
     assert response.json()["down"] == ["storage"]
+
+
+def test_readyz_tells_outsiders_only_the_status_and_runs_its_checks_once_in_a_while() -> None:
+    """Anyone outside the metrics network gets the status and what is down, never the
+    checks' error text (hosts, users); a flood of such calls runs the checks (opens
+    connections) once per PUBLIC_CACHE_SECONDS. Staff and the metrics network see all."""
+    from django.contrib.auth.models import User
+
+    from myspinbot import health
+
+    runs = []
+    real = health.run_checks
+
+    def counted() -> dict[str, dict[str, object]]:
+        runs.append(1)
+        return real()
+
+    outsider = Client(REMOTE_ADDR="203.0.113.7")
+    health._public = None
+    original, health.run_checks = health.run_checks, counted
+    try:
+        answers = [outsider.get("/readyz") for _ in range(25)]
+        assert len(runs) == 1
+        assert {a.status_code for a in answers} == {200}
+        assert answers[0].json() == {"status": "ok"}
+        staff = User.objects.create_user("op", password="pw", is_staff=True)
+        operator = Client(REMOTE_ADDR="203.0.113.7")
+        operator.force_login(staff)
+        detailed = operator.get("/readyz").json()
+        assert sorted(detailed["checks"]) == ["database", "redis", "storage"]
+        assert len(runs) == 2  # staff get a fresh run
+    finally:
+        health.run_checks = original
+        health._public = None
+
+    redis_server = RedisServer()
+    redis_server.start()
+    with override_settings(REDIS_URL=redis_server.url):
+        redis_server.stop()
+        down = outsider.get("/readyz")
+        inside = Client().get("/readyz")  # 127.0.0.1: the metrics network
+    health._public = None
+    assert down.status_code == 503
+    assert down.json() == {"status": "unavailable", "down": ["redis"]}
+    assert "redis" not in str(down.json().get("checks", ""))
+    assert inside.status_code == 503
+    assert "Connection" in inside.json()["checks"]["redis"]["error"]

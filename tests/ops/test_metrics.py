@@ -271,3 +271,7 @@ def test_metrics_are_refused_to_other_networks_without_the_token(settings: Any) 
         assert set(refused.json()["error"]) == {"code", "message", "details"}
     assert bearer.get("/metrics").status_code == 200
     assert inside.get("/metrics").status_code == 200
+    # A token with characters outside ASCII is a wrong token, not a server error.
+    for odd in ("Bearer s3cret-tökén", "Bearer \u202es3cret-token", "Bearer \udcff"):
+        response = Client(REMOTE_ADDR="203.0.113.7", HTTP_AUTHORIZATION=odd).get("/metrics")
+        assert response.status_code == 403, odd
