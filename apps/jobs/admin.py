@@ -12,6 +12,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from apps.jobs import engine
+from apps.jobs.apps import announce
 from apps.jobs.models import ApiToken, Artifact, Job, JobEvent, NodeRun, Profile
 
 
@@ -162,7 +163,11 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke selected tokens")
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
-        count = queryset.filter(revoked_at=None).update(revoked_at=timezone.now())
+        live = queryset.filter(revoked_at=None)
+        users = set(live.values_list("user_id", flat=True))
+        count = live.update(revoked_at=timezone.now())
+        for user_id in users:  # their open WebSockets check their token now
+            announce(user_id)
         self.message_user(request, f"{count} token(s) revoked.", messages.SUCCESS)
 
 

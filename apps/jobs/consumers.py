@@ -3,7 +3,10 @@
 Both need an authenticated user (session cookie, or an API token in the
 ``Authorization: Bearer`` header or the ``?token=`` query parameter, see ``ws_auth``);
 otherwise the socket is accepted and closed at once with code 4401. A user sees only
-their own jobs.
+their own jobs. The credential is checked again on every subscribe, when its user's
+tokens, account or session change, and every ``MYSPINBOT_WS_AUTH_RECHECK`` seconds: once
+it no longer holds, the socket is closed with 4401. A user's sockets beyond
+``MYSPINBOT_WS_MAX_PER_USER`` are closed at once with 4429.
 
 ``/ws/jobs/`` — the event stream
 --------------------------------
@@ -71,8 +74,10 @@ from django.conf import settings
 from apps.graphs.walker import NodeState
 from apps.jobs.live import group_name
 from apps.jobs.models import Job, JobEvent
+from apps.jobs.ws_auth import Credential, SocketSlots, user_group
 
 UNAUTHENTICATED = 4401
+TOO_MANY_SOCKETS = 4429
 PING_TIMEOUT = 4408
 CATCH_UP_PAGE = 500
 MAX_SUBSCRIPTIONS = 100
@@ -152,6 +157,9 @@ class JobSocket(AsyncJsonWebsocketConsumer):
 
     user_id: int | None = None
     last_heard: float = 0.0
+    credential: Credential | None = None
+    slots: SocketSlots | None = None
+    guard: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
         self.user_id = None
@@ -161,8 +169,69 @@ class JobSocket(AsyncJsonWebsocketConsumer):
         if user is None or not user.is_authenticated or not user.is_active:
             await self.close(code=UNAUTHENTICATED)
             return
+        slots = SocketSlots()
+        if not await slots.claim(
+            user.pk, self.channel_name, self.slot_lapse(), settings.MYSPINBOT_WS_MAX_PER_USER
+        ):
+            await slots.release(user.pk, self.channel_name)
+            await self.close(code=TOO_MANY_SOCKETS)
+            return
+        self.slots = slots
         self.user_id = user.pk
+        self.credential = Credential.of(self.scope)
+        await self.channel_layer.group_add(user_group(user.pk), self.channel_name)
+        self.guard = asyncio.create_task(self.watch_credential())
         await self.opened()
+
+    @staticmethod
+    def recheck_interval() -> float:
+        return float(settings.MYSPINBOT_WS_AUTH_RECHECK)
+
+    def slot_lapse(self) -> float:
+        return 3 * self.recheck_interval() + 5
+
+    async def credential_holds(self) -> bool:
+        """Whether the socket's token or session still authenticates its user; if not,
+        the socket is closed with 4401 and False returned."""
+        if self.credential is None:
+            return False
+        if await database_sync_to_async(self.credential.holds)():
+            return True
+        await self.shut(UNAUTHENTICATED)
+        return False
+
+    async def watch_credential(self) -> None:
+        while True:
+            await asyncio.sleep(self.recheck_interval())
+            if not await self.credential_holds():
+                return
+            if self.slots is not None and self.user_id is not None:
+                await self.slots.renew(self.user_id, self.channel_name, self.slot_lapse())
+
+    async def auth_changed(self, message: dict[str, Any]) -> None:
+        """A revocation, deactivation or logout of this socket's user was announced."""
+        await self.credential_holds()
+
+    async def shut(self, code: int) -> None:
+        """Close the socket and give up its slot and its user's group."""
+        await self.release()
+        await self.close(code=code)
+
+    async def release(self) -> None:
+        if self.guard is not None and self.guard is not asyncio.current_task():
+            self.guard.cancel()
+        self.guard = None
+        if self.user_id is not None:
+            await self.channel_layer.group_discard(user_group(self.user_id), self.channel_name)
+        if self.slots is not None and self.user_id is not None:
+            slots, self.slots = self.slots, None
+            await slots.release(self.user_id, self.channel_name)
+        self.credential = None
+        self.user_id = None  # what the client sends from now on is ignored
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        await self.release()
+        await super().websocket_disconnect(message)
 
     @property
     def owner(self) -> int:
@@ -239,6 +308,8 @@ class JobEventsConsumer(JobSocket):
         await self.error(job_id, "bad_request", message)
 
     async def subscribe(self, raw_job_id: object, since: object) -> None:
+        if not await self.credential_holds():
+            return
         job_id = parse_job_id(raw_job_id)
         if not isinstance(since, int) or isinstance(since, bool) or since < 0:
             await self.bad_request(job_id, "since must be a non-negative integer")
@@ -335,6 +406,8 @@ class LegacyJobConsumer(JobSocket):
             if job_id is not None and self.seen.pop(job_id, None) is not None:
                 await self.leave(job_id)
             await self.respond("unsubscribed", raw_job_id)
+            return
+        if not await self.credential_holds():
             return
         if job_id is None or await owned_job_state(self.owner, job_id) is None:
             await self.bad_request(raw_job_id, "not found")

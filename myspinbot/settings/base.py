@@ -278,6 +278,11 @@ MYSPINBOT_UPLOAD_KINDS: dict[str, dict[str, Any]] = {
 # Images are decoded to check them; this many pixels at most (decompression bombs).
 MYSPINBOT_MAX_IMAGE_PIXELS = env_int("MYSPINBOT_MAX_IMAGE_PIXELS", 40_000_000, min_value=1)
 MYSPINBOT_WS_PING_INTERVAL = env_float("MYSPINBOT_WS_PING_INTERVAL", 20.0, min_value=0.1)
+# An open WebSocket checks its token or session again this often (s), besides on every
+# subscribe and at once when a revocation, deactivation or logout is announced.
+MYSPINBOT_WS_AUTH_RECHECK = env_float("MYSPINBOT_WS_AUTH_RECHECK", 5.0, min_value=0.1)
+# Open WebSockets per user, across the web processes; one more is closed with 4429.
+MYSPINBOT_WS_MAX_PER_USER = env_int("MYSPINBOT_WS_MAX_PER_USER", 20, min_value=1)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int(
     "DATA_UPLOAD_MAX_MEMORY_SIZE", 5 * 1024 * 1024, min_value=1024

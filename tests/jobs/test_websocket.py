@@ -594,3 +594,124 @@ def test_a_client_that_reconnects_with_since_gets_exactly_the_missed_events(
     assert received[-1]["event"] == "job.completed"
     # The first event after reconnecting was written while no one was listening.
     assert datetime.fromisoformat(received[seen_before]["timestamp"]) < reconnected_at
+
+
+# --- Revocation and the per-user cap --------------------------------------------------
+
+
+async def close_code(communicator: WebsocketCommunicator, timeout: float) -> tuple[int, float]:
+    """The code the server closes the socket with (messages before it are skipped), and
+    how long that took."""
+    started = time.monotonic()
+    while True:
+        left = timeout - (time.monotonic() - started)
+        output = await communicator.receive_output(max(0.01, left))
+        if output["type"] == "websocket.close":
+            return int(output["code"]), time.monotonic() - started
+
+
+def session_cookie(user: User) -> tuple[Client, list[tuple[bytes, bytes]]]:
+    client = Client()
+    client.force_login(user)
+    session = client.cookies[django_settings.SESSION_COOKIE_NAME].value
+    return client, [(b"cookie", f"{django_settings.SESSION_COOKIE_NAME}={session}".encode())]
+
+
+@pytest.mark.parametrize("change", ["admin_revoke", "token_deleted", "deactivated", "logout"])
+def test_a_revoked_deactivated_or_logged_out_socket_is_closed_within_seconds(
+    ada: User, change: str
+) -> None:
+    """The change is announced to the user's sockets: they close with 4401 long before
+    the periodic re-check (5 s) would have, and the subscription stops."""
+    job = make_job(ada)
+    token = token_for(ada)
+    client, cookie = session_cookie(ada)
+    staff = User.objects.create_user("op", password="pw", is_staff=True, is_superuser=True)
+    admin = Client()
+    admin.force_login(staff)
+
+    def make_change() -> None:
+        if change == "admin_revoke":
+            response = admin.post(
+                "/admin/jobs/apitoken/",
+                {
+                    "action": "revoke",
+                    "_selected_action": [str(t.pk) for t in ApiToken.objects.filter(user=ada)],
+                },
+            )
+            assert response.status_code == 302
+        elif change == "token_deleted":
+            ApiToken.objects.filter(user=ada).delete()
+        elif change == "deactivated":
+            ada.is_active = False
+            ada.save()
+        else:
+            assert client.post("/logout/").status_code in (200, 302)
+
+    async def scenario() -> None:
+        if change == "logout":
+            communicator = await opened(socket_to("/ws/jobs/", headers=cookie))
+        else:
+            communicator = await opened(socket_to("/ws/jobs/", token))
+        await communicator.send_json_to(subscribe(job))
+        assert (await messages(communicator, 1))[0]["type"] == "subscribed"
+        await sync_to_async(make_change)()
+        code, took = await close_code(communicator, timeout=4)
+        assert code == 4401
+        assert took < 3
+
+    run(scenario)
+
+
+def test_a_change_made_without_the_announcement_closes_the_socket_at_the_next_check(
+    ada: User, settings: Any
+) -> None:
+    """Revoked by SQL (no signal): the periodic re-check finds it; a subscribe finds it at
+    once."""
+    settings.MYSPINBOT_WS_AUTH_RECHECK = 0.5
+    job, token = make_job(ada), token_for(ada)
+
+    async def scenario() -> None:
+        communicator = await opened(socket_to("/ws/jobs/", token))
+        await sync_to_async(ApiToken.objects.filter(user=ada).update)(revoked_at=timezone.now())
+        code, took = await close_code(communicator, timeout=3)
+        assert (code, took < 2) == (4401, True)
+
+    run(scenario)
+
+    settings.MYSPINBOT_WS_AUTH_RECHECK = 60
+    token = token_for(ada)
+
+    async def subscribe_after_revocation() -> None:
+        for path in ("/ws/jobs/", "/ws"):
+            communicator = await opened(socket_to(path, token))
+            await sync_to_async(ApiToken.objects.filter(user=ada).update)(revoked_at=timezone.now())
+            await communicator.send_json_to(subscribe(job))
+            assert (await close_code(communicator, timeout=2))[0] == 4401
+            await sync_to_async(ApiToken.objects.filter(user=ada).update)(revoked_at=None)
+
+    run(subscribe_after_revocation)
+
+
+def test_a_user_holds_at_most_the_set_number_of_sockets(
+    ada: User, bob: User, settings: Any
+) -> None:
+    settings.MYSPINBOT_WS_MAX_PER_USER = 3
+    ada_token, bob_token = token_for(ada), token_for(bob)
+
+    async def scenario() -> None:
+        held = [
+            await opened(socket_to(path, ada_token)) for path in ("/ws/jobs/", "/ws", "/ws/jobs/")
+        ]
+        extra = await opened(socket_to("/ws/jobs/", ada_token))
+        assert (await close_code(extra, timeout=2))[0] == 4429
+        # Another user is not counted against ada; a socket that leaves frees its slot.
+        other = await opened(socket_to("/ws/jobs/", bob_token))
+        await other.send_json_to({"action": "ping"})
+        assert await messages(other, 1) == [{"type": "pong"}]
+        await held.pop().disconnect()
+        again = await opened(socket_to("/ws/jobs/", ada_token))
+        await again.send_json_to({"action": "ping"})
+        assert await messages(again, 1) == [{"type": "pong"}]
+
+    run(scenario)
