@@ -77,6 +77,18 @@ def wait_until_gpu_ready(worker: CeleryWorker, timeout: float = 120) -> None:
     raise AssertionError(f"the gpu worker never became ready: {report}")
 
 
+def wait_until_answering(worker: CeleryWorker, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        replies = app.control.broadcast(
+            "myspinbot_report", reply=True, timeout=2, destination=[worker.hostname]
+        )
+        if replies and replies[0].get(worker.hostname, {}).get("services"):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"the {worker.hostname} worker never answered its report")
+
+
 def photos(folder: Path, count: int) -> list[str]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -121,8 +133,10 @@ def test_lora_video_from_photos_then_again_with_its_lora(
         "MYSPINBOT_DEVICE": "cpu",
         "OMP_NUM_THREADS": "1",
     }
-    start_worker("cpu", [settings.CELERY_CPU_QUEUE], concurrency=2, env=env)
+    cpu = start_worker("cpu", [settings.CELERY_CPU_QUEUE], concurrency=2, env=env)
     wait_until_gpu_ready(start_worker("gpu", [settings.CELERY_GPU_QUEUE], env=env))
+    # The page lists a pipeline as runnable only once every worker answers its report.
+    wait_until_answering(cpu)
     ada = User.objects.create_user("ada", password="ada-secret-pw")
     _, voice, transcript = make_sample(tmp_path / "sample")
     tab = open_tab()
