@@ -89,7 +89,7 @@ def test_the_tree_keeps_every_contract(tmp_path: Path) -> None:
         # Benchmarks share helpers with the tests only through testkit.
         (
             "bench/shared.py",
-            "from tests.support import graphs\n",
+            "from tests.support import media\n",
             "share helpers only through testkit",
         ),
     ],

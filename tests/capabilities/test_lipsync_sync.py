@@ -21,8 +21,8 @@ from apps.capabilities.media import face_models, speech_timing, talking_head, vi
 from apps.capabilities.media.tts_engines import PiperEngine, Voice, write_wav
 from apps.capabilities.services.lipsync_sync import handler
 from myspinbot.errors import PermanentError
+from testkit.contexts import make_service_run
 from testkit.mouth import openings
-from tests.support.contexts import make_service_run
 from tests.support.portraits import turned
 
 SENTENCE = "Maybe the big blue balloon will float over the moon."

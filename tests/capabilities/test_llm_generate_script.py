@@ -16,7 +16,7 @@ from apps.capabilities.services.llm_generate_script.script import (
     word_floor,
 )
 from myspinbot.errors import Cancelled, PermanentError, TransientError
-from tests.support.contexts import ServiceRun, make_service_run
+from testkit.contexts import ServiceRun, make_service_run
 from tests.support.ollama import Answer, FakeOllama, chat_reply, closed_port_url, error_reply
 
 SERVICE = "llm.generate_script"

@@ -16,7 +16,7 @@ from django.test import Client
 
 from apps.capabilities.registry import SERVICES_DIR, get_registry
 from apps.jobs.models import ApiToken, Job, NodeRun
-from tests.support.graphs import graph, node, wait_for_job
+from testkit.graphs import graph, node, wait_for_job
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

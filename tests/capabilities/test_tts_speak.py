@@ -24,7 +24,7 @@ from apps.capabilities.services.tts_speak import handler
 from apps.capabilities.services.voice_build_profile import handler as build_profile
 from apps.jobs.models import Artifact, Profile
 from myspinbot.errors import PermanentError
-from tests.support.contexts import ServiceRun, make_service_run
+from testkit.contexts import ServiceRun, make_service_run
 
 SERVICE = "tts.speak"
 NARRATION = "Cats purr when they are happy. They also purr to calm down!\nIsn't that neat?"

@@ -22,7 +22,7 @@ from apps.capabilities.media import video
 from apps.capabilities.services.video_compose import handler
 from apps.jobs.models import Artifact
 from myspinbot.errors import Cancelled, PermanentError
-from tests.support.contexts import ServiceRun, make_service_run
+from testkit.contexts import ServiceRun, make_service_run
 from tests.support.media import png_bytes
 
 SERVICE = "video.compose"

@@ -23,7 +23,7 @@ from apps.capabilities.registry import get_registry
 from apps.capabilities.services.voice_build_profile import handler
 from apps.jobs.models import Artifact, Profile
 from myspinbot.errors import PermanentError
-from tests.support.contexts import ServiceRun, make_service_run
+from testkit.contexts import ServiceRun, make_service_run
 
 SERVICE = "voice.build_profile"
 TRANSCRIPT = "The quick brown fox jumps over the lazy dog, and then it runs away."

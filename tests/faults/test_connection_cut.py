@@ -15,8 +15,8 @@ from django.db import connection
 from apps.jobs import engine
 from apps.jobs.execution import Heartbeat, claim
 from apps.jobs.models import NodeRun
+from testkit.graphs import chain, wait_for_job
 from testkit.services import CeleryWorker
-from tests.support.graphs import chain, wait_for_job
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -14,8 +14,8 @@ from django.conf import settings
 from django.contrib.auth.models import User
 
 from apps.jobs.models import Job, JobEvent
+from testkit.graphs import edge, graph, node
 from tests.faults.stack import Api, Stack, Subscriber
-from tests.support.graphs import edge, graph, node
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -19,11 +19,11 @@ from apps.capabilities.registry import get_registry
 from apps.jobs import engine
 from apps.jobs.models import Artifact, JobEvent, NodeRun
 from myspinbot.storage import S3ArtifactStore
+from testkit.graphs import graph, node, wait_for_job, wait_for_node
 from testkit.services import CeleryWorker, S3Server
 from tests.conftest import make_s3_store, s3_settings
 from tests.faults.conftest import FAST_RECOVERY
 from tests.faults.stack import Api, Stack
-from tests.support.graphs import graph, node, wait_for_job, wait_for_node
 from tests.support.media import png_bytes, wav_bytes
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -17,10 +17,10 @@ from apps.capabilities.registry import get_registry
 from apps.jobs import engine
 from apps.jobs.models import Artifact, Job, JobEvent, NodeRun
 from myspinbot.storage import get_artifact_store
+from testkit.graphs import edge, graph, node, wait_for_job, wait_for_node
 from testkit.services import CeleryWorker
 from tests.faults.conftest import FAST_RECOVERY
 from tests.faults.stack import Stack
-from tests.support.graphs import edge, graph, node, wait_for_job, wait_for_node
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -25,7 +25,7 @@ from apps.jobs.profiles import NodeProfiles
 from gpu_tasks.model_cache import ModelCache
 from myspinbot.errors import Cancelled, PermanentError
 from myspinbot.storage import get_artifact_store
-from tests.support.contexts import Progress, ServiceRun, make_service_run
+from testkit.contexts import Progress, ServiceRun, make_service_run
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("gpu_settings")]
 

@@ -18,7 +18,7 @@ from apps.jobs.execution import _gpu_oom, _is_device_out_of_memory
 from gpu_tasks import backends, upscale, worker
 from gpu_tasks.model_cache import ModelCache
 from myspinbot.errors import PermanentError
-from tests.support.contexts import make_service_run
+from testkit.contexts import make_service_run
 
 REPO = Path(__file__).resolve().parent.parent.parent
 

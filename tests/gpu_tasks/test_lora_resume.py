@@ -13,10 +13,10 @@ from django.contrib.auth.models import User
 
 from apps.jobs import submission
 from apps.jobs.models import Artifact, NodeRun
+from testkit.graphs import graph, node, wait_for_job, wait_for_node
 from testkit.services import CeleryWorker
 from tests.gpu_tasks.test_gpu_services import TRAIN, png
 from tests.gpu_tasks.test_lora_video import upload
-from tests.support.graphs import graph, node, wait_for_job, wait_for_node
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

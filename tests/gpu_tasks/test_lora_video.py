@@ -27,9 +27,9 @@ from apps.jobs import engine, submission
 from apps.jobs.models import ApiToken, Artifact, NodeRun, Profile
 from myspinbot.celery import app
 from myspinbot.storage import get_artifact_store
+from testkit.graphs import graph, node, states, wait_for_job
 from testkit.services import CeleryWorker
 from tests.gpu_tasks.test_gpu_services import TRAIN, png
-from tests.support.graphs import graph, node, states, wait_for_job
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

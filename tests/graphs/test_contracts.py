@@ -15,7 +15,7 @@ import pytest
 from apps.capabilities.registry import SERVICES_DIR, CapabilityRegistry
 from apps.capabilities.services.video_compose import handler as compose_handler
 from apps.graphs.validation import GraphValidationError, ValidationIssue, validate_graph
-from tests.support.graphs import edge, graph, node
+from testkit.graphs import edge, graph, node
 
 
 @pytest.fixture(scope="module")

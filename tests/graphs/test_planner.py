@@ -9,7 +9,7 @@ from apps.capabilities.registry import get_registry
 from apps.graphs.planner import UnknownTemplate, choose_lipsync, load_templates, plan
 from apps.graphs.validation import GraphValidationError, validate_graph
 from apps.jobs import engine
-from tests.support.graphs import states
+from testkit.graphs import states
 
 INPUTS = {"photos": ["a1"], "voice_sample": "v1", "transcript": "Hello there."}
 

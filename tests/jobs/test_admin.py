@@ -8,7 +8,7 @@ from django.test import Client
 
 from apps.jobs import engine
 from apps.jobs.models import Job, NodeRun
-from tests.support.graphs import chain
+from testkit.graphs import chain
 
 pytestmark = pytest.mark.django_db
 

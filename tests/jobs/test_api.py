@@ -14,7 +14,7 @@ from apps.graphs.models import Graph
 from apps.jobs import engine
 from apps.jobs.models import ApiToken, Artifact, Job, JobEvent, NodeRun
 from myspinbot.storage import get_artifact_store
-from tests.support.graphs import chain, edge, graph, node, run_to_end
+from testkit.graphs import chain, edge, graph, node, run_to_end
 from tests.support.media import jpeg_bytes, png_bytes, wav_bytes
 
 pytestmark = pytest.mark.django_db

@@ -13,7 +13,7 @@ from apps.jobs import engine
 from apps.jobs.execution import claim, complete, fail
 from apps.jobs.models import Job, JobEvent, NodeRun
 from myspinbot.errors import TransientError
-from tests.support.graphs import (
+from testkit.graphs import (
     assert_gap_free,
     chain,
     edge,

@@ -15,8 +15,7 @@ from apps.capabilities.registry import get_registry
 from apps.jobs import engine
 from apps.jobs.models import Job, JobEvent, NodeRun
 from myspinbot.celery import app
-from testkit.services import CeleryWorker
-from tests.support.graphs import (
+from testkit.graphs import (
     assert_gap_free,
     chain,
     edge,
@@ -27,6 +26,7 @@ from tests.support.graphs import (
     wait_for_job,
     wait_for_node,
 )
+from testkit.services import CeleryWorker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

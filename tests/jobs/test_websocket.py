@@ -29,8 +29,8 @@ from apps.jobs import engine, live
 from apps.jobs.events import Event, emit
 from apps.jobs.models import ApiToken, Job, JobEvent
 from myspinbot.asgi import application
+from testkit.graphs import chain
 from testkit.services import AsgiServer, CeleryWorker
-from tests.support.graphs import chain
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -23,9 +23,9 @@ from django.conf import settings
 from django.contrib.auth.models import User
 
 from apps.jobs import engine
+from testkit.graphs import graph, node, wait_for_job
 from testkit.services import REPO, CeleryWorker
 from tests.ops.scrape import free_port
-from tests.support.graphs import graph, node, wait_for_job
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -20,9 +20,9 @@ from django.test import Client
 
 from apps.jobs.models import ApiToken, Artifact, Job, JobEvent
 from myspinbot.asgi import application
+from testkit.graphs import edge, graph, node, wait_for_job, wait_for_node
 from testkit.services import CeleryWorker
 from tests.ops.scrape import Samples, dashboard_series, free_port, parse, scrape
-from tests.support.graphs import edge, graph, node, wait_for_job, wait_for_node
 from tests.support.media import png_bytes
 
 pytestmark = pytest.mark.django_db(transaction=True)

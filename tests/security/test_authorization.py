@@ -28,9 +28,9 @@ from apps.jobs.uploads import accept_upload
 from myspinbot.asgi import application
 from myspinbot.celery import app as celery_app
 from myspinbot.storage import S3ArtifactStore, get_artifact_store
+from testkit.graphs import chain
 from tests.security.corpus import BOUNDARY, multipart
 from tests.security.routes import api_operations, http_routes, websocket_routes
-from tests.support.graphs import chain
 from tests.support.media import png_bytes, wav_bytes
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "authorization.md"

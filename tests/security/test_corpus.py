@@ -20,9 +20,9 @@ from apps.graphs.models import Graph
 from apps.jobs import engine
 from apps.jobs.models import ApiToken, Artifact, Job
 from myspinbot.storage import S3ArtifactStore, StoredObject, get_artifact_store
+from testkit.graphs import chain
 from tests.security.corpus import load_corpus, send
 from tests.security.routes import api_operations
-from tests.support.graphs import chain
 from tests.support.media import png_bytes
 
 ENTRIES = load_corpus()

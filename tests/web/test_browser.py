@@ -19,8 +19,8 @@ from apps.jobs import submission
 from apps.jobs.management.commands.spin import make_sample
 from apps.jobs.models import Job, NodeRun, Profile
 from myspinbot.celery import app
+from testkit.graphs import graph, node, wait_for_job
 from testkit.services import CeleryWorker
-from tests.support.graphs import graph, node, wait_for_job
 from tests.web.conftest import LAPTOP, PHONE, Tab, sign_in
 
 pytestmark = pytest.mark.django_db(transaction=True)

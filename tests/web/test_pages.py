@@ -426,7 +426,7 @@ def test_a_lora_video_reusing_a_lora_and_a_voice_profile_trains_nothing(ada: Use
     from apps.capabilities.services.lora_train import handler
     from apps.jobs.profiles import NodeProfiles
     from myspinbot.storage import get_artifact_store
-    from tests.support.contexts import Progress
+    from testkit.contexts import Progress
 
     progress = Progress()
     context = NodeContext(

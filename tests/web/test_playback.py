@@ -20,8 +20,8 @@ from apps.capabilities.media import video as media
 from apps.jobs import engine
 from apps.jobs.models import Artifact, Job
 from myspinbot.storage import get_artifact_store
+from testkit.graphs import graph, node, run_to_end
 from testkit.services import AsgiServer
-from tests.support.graphs import graph, node, run_to_end
 from tests.support.media import wav_bytes
 from tests.web.conftest import Tab, sign_in
 

@@ -19,7 +19,7 @@ from apps.jobs.execution import claim
 from apps.jobs.models import Artifact, Job
 from apps.jobs.profiles import NodeProfiles
 from myspinbot.storage import get_artifact_store
-from tests.support.graphs import graph, node
+from testkit.graphs import graph, node
 
 
 @dataclass
