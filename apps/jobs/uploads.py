@@ -7,6 +7,7 @@ nothing)."""
 from __future__ import annotations
 
 import re
+import unicodedata
 import uuid
 import warnings
 from dataclasses import dataclass
@@ -90,9 +91,13 @@ def _check_audio(stream: IO[bytes]) -> None:
 
 
 def clean_name(name: str) -> str:
-    """A display name without folders or control characters (never used as a key)."""
-    base = re.split(r"[\\/]", name or "")[-1]
-    base = re.sub(r"[\x00-\x1f\x7f]", "", base).strip()
+    """A display name without folders, control or format characters (never used as a
+    key): no bidi overrides or isolates that would show ``gpj.exe`` as ``exe.jpg``, no
+    zero-width characters that make two names look alike, no line separators."""
+    base = re.split(r"[\\/]", unicodedata.normalize("NFC", name or ""))[-1]
+    base = "".join(
+        char for char in base if unicodedata.category(char) not in ("Cc", "Cf", "Zl", "Zp")
+    ).strip()
     return base[:200] or "upload"
 
 

@@ -26,6 +26,11 @@ pytestmark = pytest.mark.django_db
         ("filename*=UTF-8''a%00b.png", "ab.png"),
         ("filename*=UTF-8''%2e%2e%2f%2e%2e%2fx.png", "x.png"),
         ('filename="/etc/shadow"', "shadow"),
+        # bidi override: shown as "photo.exe.png" reversed would read "photo.gnp.exe"
+        ("filename*=UTF-8''photo%E2%80%AEgnp.exe", "photognp.exe"),
+        ("filename*=UTF-8''a%E2%80%8Bb%E2%81%A6c%EF%BB%BF.png", "abc.png"),  # zero-width, isolate
+        ("filename*=UTF-8''line%E2%80%A8break.png", "linebreak.png"),
+        ("filename*=UTF-8''e%CC%81.png", "\u00e9.png"),  # NFC: one é
     ],
 )
 def test_a_hostile_name_never_becomes_a_key(disposition: str, shown: str) -> None:
