@@ -21,5 +21,7 @@ class ManifestOut(Schema):
 
 @router.get("/capabilities", response=ManifestOut)
 def capabilities(request: HttpRequest) -> dict[str, Any]:
-    """Every service declaration, and the live workers (queues, host, device, free memory)."""
-    return manifest()
+    """Every service declaration, and the live workers: what they run (queues, services,
+    device kind) for everyone; host, pid, memory and loaded models for staff only."""
+    user = getattr(request, "user", None)
+    return manifest(staff=bool(user is not None and user.is_staff))

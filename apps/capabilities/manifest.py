@@ -42,7 +42,31 @@ def runnable_services(workers: list[dict[str, Any]]) -> set[str]:
     return {service for worker in workers for service in worker.get("services", [])}
 
 
-def manifest(timeout: float = 1.0) -> dict[str, Any]:
+# What a user who is not staff sees of a worker: what it runs, not where or how loaded.
+PUBLIC_WORKER_FIELDS = ("queues", "services", "backends", "gpu")
+
+
+def public_workers(workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The workers as shown to users who are not staff: no host name, pid, memory or
+    loaded models (they map the deployment for an attacker); named "cpu worker 1", …"""
+    shown: list[dict[str, Any]] = []
+    counts: dict[str, int] = {}
+    for worker in workers:
+        device = worker.get("device") or {}
+        kind = str(device.get("type") or "cpu")
+        counts[kind] = counts.get(kind, 0) + 1
+        public = {key: worker[key] for key in PUBLIC_WORKER_FIELDS if key in worker}
+        if isinstance(public.get("gpu"), dict):
+            public["gpu"] = {"state": public["gpu"].get("state")}
+        public["hostname"] = f"{kind} worker {counts[kind]}"
+        public["device"] = {key: device[key] for key in ("type", "name", "count") if key in device}
+        shown.append(public)
+    return shown
+
+
+def manifest(timeout: float = 1.0, *, staff: bool = True) -> dict[str, Any]:
+    """Services with whether a live worker runs them, the workers (all they report for
+    ``staff``, else :func:`public_workers`), the broker's queues."""
     registry = get_registry()
     workers = live_workers(timeout)
     runnable = runnable_services(workers)
@@ -52,4 +76,5 @@ def manifest(timeout: float = 1.0) -> dict[str, Any]:
     ]
     queues = broker_queues()
     note = "" if workers else f"no worker answered within {timeout:g}s"
-    return {"services": services, "workers": workers, "queues": queues, "note": note}
+    shown = workers if staff else public_workers(workers)
+    return {"services": services, "workers": shown, "queues": queues, "note": note}

@@ -216,7 +216,7 @@ def queue_lengths() -> dict[str, int] | None:
 @login_required
 def system(request: HttpRequest) -> HttpResponse:
     """Workers online with their queues and devices, queue lengths, operator links."""
-    report = manifest()
+    report = manifest(staff=request.user.is_staff)
     context = {
         "workers": report["workers"],
         "note": report["note"],

@@ -27,8 +27,18 @@ def test_a_running_worker_reports_its_queues_services_device_and_memory(
     as_ada: Client, start_worker: Callable[..., CeleryWorker]
 ) -> None:
     worker = start_worker("cpu", [settings.CELERY_CPU_QUEUE])
+    _, staff_token = ApiToken.issue(User.objects.create_user("op", is_staff=True))
+    as_staff = Client(headers={"Authorization": f"Bearer {staff_token}"})
 
-    body = as_ada.get("/api/capabilities").json()
+    # A user who is not staff sees what the worker runs, not where or how loaded.
+    shown = as_ada.get("/api/capabilities").json()["workers"]
+    assert [w["hostname"] for w in shown] == ["cpu worker 1"]
+    assert not {"host", "pid", "memory", "models"} & set(shown[0])
+    assert worker.hostname not in str(shown)
+    assert shown[0]["queues"] == [settings.CELERY_CPU_QUEUE]
+    assert "debug.sleep" in shown[0]["services"]
+
+    body = as_staff.get("/api/capabilities").json()
 
     assert [w["hostname"] for w in body["workers"]] == [worker.hostname]
     report = body["workers"][0]
