@@ -45,6 +45,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "myspinbot.signin_throttle.SignInThrottleMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
@@ -281,6 +282,13 @@ MYSPINBOT_WS_PING_INTERVAL = env_float("MYSPINBOT_WS_PING_INTERVAL", 20.0, min_v
 # An open WebSocket checks its token or session again this often (s), besides on every
 # subscribe and at once when a revocation, deactivation or logout is announced.
 MYSPINBOT_WS_AUTH_RECHECK = env_float("MYSPINBOT_WS_AUTH_RECHECK", 5.0, min_value=0.1)
+# Failed sign-ins (web and admin forms) per client address and per user name within the
+# window; past it, sign-in posts are answered 429 until the window ends.
+MYSPINBOT_SIGNIN_MAX_FAILURES = env_int("MYSPINBOT_SIGNIN_MAX_FAILURES", 10, min_value=1)
+MYSPINBOT_SIGNIN_WINDOW_SECONDS = env_int("MYSPINBOT_SIGNIN_WINDOW_SECONDS", 900, min_value=1)
+# Flash messages live in the session (server side), never in a cookie: the admin's
+# message with a new token's clear text must not travel in the browser's cookies.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 # Open WebSockets per user, across the web processes; one more is closed with 4429.
 MYSPINBOT_WS_MAX_PER_USER = env_int("MYSPINBOT_WS_MAX_PER_USER", 20, min_value=1)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024

@@ -21,5 +21,9 @@ MYSPINBOT_DEBUG_SERVICES = False
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", True)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", True)
-SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0, min_value=0)
+# HSTS for a year once cookies are HTTPS-only (the default): browsers then refuse plain
+# HTTP to this host. Set SECURE_HSTS_SECONDS=0 to turn it off.
+SECURE_HSTS_SECONDS = env_int(
+    "SECURE_HSTS_SECONDS", 31_536_000 if SESSION_COOKIE_SECURE else 0, min_value=0
+)
 SECURE_CONTENT_TYPE_NOSNIFF = True

@@ -11,6 +11,9 @@ DEBUG = False
 MYSPINBOT_DEBUG_SERVICES = True
 # Planning a lip-sync job would otherwise wait a broadcast timeout for GPU workers.
 MYSPINBOT_LIPSYNC_GPU_PROBE = False
+# Every test signs in from 127.0.0.1 against one Redis: the throttle's own test sets a low
+# limit; the rest of the suite (the abuse corpus posts junk to /login/) must not trip it.
+MYSPINBOT_SIGNIN_MAX_FAILURES = 10_000
 
 _database_url = env_url(
     "TEST_DATABASE_URL",
