@@ -88,13 +88,17 @@ class Tab:
 
 @pytest.fixture
 def open_tab(chromium: Any, live_url: str) -> Iterator[Callable[..., Tab]]:
-    """Factory: ``open_tab(context=None)`` opens a page (in a new browser context unless
-    one is given) that collects console errors; contexts close at teardown."""
+    """Factory: ``open_tab(context=None, enforce_csp=False)`` opens a page (in a new
+    browser context unless one is given) that collects console errors; contexts close at
+    teardown."""
     contexts: list[Any] = []
 
-    def open_tab(context: Any = None) -> Tab:
+    def open_tab(context: Any = None, enforce_csp: bool = False) -> Tab:
         if context is None:
-            context = chromium.new_context(viewport=LAPTOP)
+            # Playwright's string predicates (wait_for_function) are evaluated with eval,
+            # which the pages' Content-Security-Policy forbids; tests that check the
+            # policy itself open their tab with enforce_csp=True.
+            context = chromium.new_context(viewport=LAPTOP, bypass_csp=not enforce_csp)
             contexts.append(context)
         page = context.new_page()
         page.set_default_timeout(20_000)
