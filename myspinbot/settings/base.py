@@ -271,12 +271,27 @@ MYSPINBOT_UPLOAD_KINDS: dict[str, dict[str, Any]] = {
         "max_bytes": env_int("MYSPINBOT_MAX_IMAGE_BYTES", 20 * 1024 * 1024, min_value=1),
     },
     "audio": {
-        "types": ["audio/x-wav", "audio/mpeg", "audio/x-flac", "audio/ogg", "audio/mp4"],
+        # (browsers record voice as WebM with Opus; filetype calls any WebM video/webm)
+        "types": [
+            "audio/x-wav",
+            "audio/mpeg",
+            "audio/x-flac",
+            "audio/ogg",
+            "audio/mp4",
+            "video/webm",
+        ],
         "max_bytes": env_int("MYSPINBOT_MAX_AUDIO_BYTES", 50 * 1024 * 1024, min_value=1),
     },
 }
 # Images are decoded to check them; this many pixels at most (decompression bombs).
 MYSPINBOT_MAX_IMAGE_PIXELS = env_int("MYSPINBOT_MAX_IMAGE_PIXELS", 40_000_000, min_value=1)
+# Audio anyone supplied (apps/capabilities/media/probe.py): at most this long, and at most
+# this many samples (seconds x rate x channels), checked from the header and again while
+# decoding; opening (and each read) and decoding each have a wall-clock limit.
+MYSPINBOT_MAX_AUDIO_SECONDS = env_float("MYSPINBOT_MAX_AUDIO_SECONDS", 600.0, min_value=1.0)
+MYSPINBOT_MAX_AUDIO_SAMPLES = env_int("MYSPINBOT_MAX_AUDIO_SAMPLES", 600 * 48_000 * 2, min_value=1)
+MYSPINBOT_MEDIA_OPEN_SECONDS = env_float("MYSPINBOT_MEDIA_OPEN_SECONDS", 5.0, min_value=0.1)
+MYSPINBOT_MEDIA_DECODE_SECONDS = env_float("MYSPINBOT_MEDIA_DECODE_SECONDS", 120.0, min_value=0.1)
 MYSPINBOT_WS_PING_INTERVAL = env_float("MYSPINBOT_WS_PING_INTERVAL", 20.0, min_value=0.1)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int(
