@@ -283,6 +283,17 @@ MYSPINBOT_UPLOAD_KINDS: dict[str, dict[str, Any]] = {
         "max_bytes": env_int("MYSPINBOT_MAX_AUDIO_BYTES", 50 * 1024 * 1024, min_value=1),
     },
 }
+# Request bodies, counted by the ASGI app before Django spools them (myspinbot/
+# request_limits.py): the upload routes may carry one image and one audio file plus the
+# multipart framing; every other route takes JSON or a small form.
+MYSPINBOT_MAX_UPLOAD_BYTES = env_int(
+    "MYSPINBOT_MAX_UPLOAD_BYTES",
+    MYSPINBOT_UPLOAD_KINDS["image"]["max_bytes"]
+    + MYSPINBOT_UPLOAD_KINDS["audio"]["max_bytes"]
+    + 1024 * 1024,
+    min_value=1024,
+)
+MYSPINBOT_MAX_JSON_BYTES = env_int("MYSPINBOT_MAX_JSON_BYTES", 1024 * 1024, min_value=1024)
 # Images are decoded to check them; this many pixels at most (decompression bombs).
 MYSPINBOT_MAX_IMAGE_PIXELS = env_int("MYSPINBOT_MAX_IMAGE_PIXELS", 40_000_000, min_value=1)
 # Audio anyone supplied (apps/capabilities/media/probe.py): at most this long, and at most
