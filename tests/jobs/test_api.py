@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -519,18 +520,18 @@ def test_an_sdp_description_sniffed_as_mp3_is_refused_quickly_and_calls_nobody(
 
 
 @pytest.mark.parametrize(
-    ("data", "status", "code"),
+    ("make", "status", "code"),
     [
-        (flac_silence(3 * 3600), 413, "audio_too_long"),
-        (flac_silence(3 * 3600, declared=False), 413, "audio_too_long"),
-        (wav_with_codec("adpcm_ms"), 415, "unsupported_media_type"),
+        (lambda: flac_silence(3 * 3600), 413, "audio_too_long"),
+        (lambda: flac_silence(3 * 3600, declared=False), 413, "audio_too_long"),
+        (lambda: wav_with_codec("adpcm_ms"), 415, "unsupported_media_type"),
     ],
     ids=["flac-3h", "flac-3h-undeclared", "adpcm-wav"],
 )
 def test_audio_past_the_bounds_or_off_the_list_is_refused(
-    as_ada: Client, data: bytes, status: int, code: str
+    as_ada: Client, make: Callable[[], bytes], status: int, code: str
 ) -> None:
-    response = as_ada.post("/api/uploads", {"file": _file("voice.flac", data)})
+    response = as_ada.post("/api/uploads", {"file": _file("voice.flac", make())})
 
     assert response.status_code == status
     assert error_of(response)["code"] == code
