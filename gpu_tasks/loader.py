@@ -54,9 +54,9 @@ def resolve(ref: str) -> str:
             return str(candidate.resolve())
     if _HUB_ID.match(ref) and not hub_offline():
         return ref
-    where = ", ".join(str(c) for c in candidates)
+    # (the message reaches users as a node error: it names the model, not the folders)
     hint = " (HF_HUB_OFFLINE is set)" if _HUB_ID.match(ref) else ""
-    raise ModelUnavailable(f"model {ref!r} not found at {where}{hint}")
+    raise ModelUnavailable(f"model {ref!r} is not installed on this worker{hint}")
 
 
 def is_available(ref: str) -> bool:

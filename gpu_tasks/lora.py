@@ -81,7 +81,12 @@ def face_friendly_crop(image: Image.Image) -> Image.Image:
 def prepare_image(source: bytes | Path, resolution: int) -> Image.Image:
     """Decode, turn upright by EXIF orientation, crop square and resize to ``resolution``."""
     return prepare_image_from(
-        Image.open(io.BytesIO(source) if isinstance(source, bytes) else source), resolution
+        # Only the plug-ins of the image kinds uploads accept (apps.capabilities.media.probe).
+        Image.open(
+            io.BytesIO(source) if isinstance(source, bytes) else source,
+            formats=("PNG", "JPEG", "WEBP"),
+        ),
+        resolution,
     )
 
 

@@ -21,16 +21,20 @@ from apps.jobs.ws_auth import (  # noqa: E402 - needs Django set up
 )
 from myspinbot import log_filters  # noqa: E402
 from myspinbot.metrics.websocket import WebSocketMetrics  # noqa: E402
+from myspinbot.request_limits import RequestSizeLimit  # noqa: E402
 from myspinbot.routing import websocket_urlpatterns  # noqa: E402
 
 # Tokens in WebSocket query strings and signed links must not reach the server's logs.
 log_filters.install()
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        "websocket": WebSocketMetrics(
-            BrowserOriginValidator(JobsAuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
-        ),
-    }
+# Request bodies are capped before Django reads them (myspinbot/request_limits.py).
+application = RequestSizeLimit(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            "websocket": WebSocketMetrics(
+                BrowserOriginValidator(JobsAuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+            ),
+        }
+    )
 )

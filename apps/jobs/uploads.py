@@ -1,16 +1,20 @@
 """Accepting user uploads: the kind is sniffed from the bytes (the client's content
 type and file name are not trusted), checked against the limits in settings, images
 are decoded to prove they are images (and not decompression bombs), and audio is
-opened to prove it has an audio stream (a sniffed ``RIFF....WAVE`` can be 20 bytes of
-nothing)."""
+probed to prove it is allowed, bounded audio (a sniffed ``RIFF....WAVE`` can be 20
+bytes of nothing, and an ``ID3`` tag can front an SDP description that FFmpeg would
+open as RTP streams): see :mod:`apps.capabilities.media.probe`."""
 
 from __future__ import annotations
 
 import re
+import shutil
+import tempfile
 import unicodedata
 import uuid
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO
 
 import filetype
@@ -18,9 +22,10 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
 
+from apps.capabilities.media import probe
 from apps.jobs.models import Artifact
 from myspinbot import metrics
-from myspinbot.errors import Rejected
+from myspinbot.errors import PermanentError, Rejected
 from myspinbot.storage import get_artifact_store
 
 SNIFF_BYTES = 8192
@@ -57,7 +62,7 @@ def _check_image(stream: IO[bytes]) -> None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(stream) as image:
+            with probe.open_image(stream) as image:
                 width, height = image.size
                 if width * height > limit:
                     raise Rejected(
@@ -74,18 +79,28 @@ def _check_image(stream: IO[bytes]) -> None:
         stream.seek(0)
 
 
-def _check_audio(stream: IO[bytes]) -> None:
-    import av
+# What the probe's refusals are called at the API: (status, code).
+AUDIO_REFUSALS = {
+    "bad_audio": (422, "corrupt_file"),
+    "unsupported_audio": (415, "unsupported_media_type"),
+    "audio_too_long": (413, "audio_too_long"),
+    "media_timeout": (422, "media_timeout"),
+}
 
+
+def _check_audio(stream: IO[bytes], content_type: str) -> None:
+    """Probe the audio from a file of our own naming, its demuxer forced by the sniffed
+    type (the client's file name never reaches FFmpeg)."""
     stream.seek(0)
     try:
-        with av.open(stream, mode="r") as container:
-            if not container.streams.audio:
-                raise Rejected(422, "corrupt_file", "the file has no audio stream")
-    except Rejected:
-        raise
-    except Exception as error:
-        raise Rejected(422, "corrupt_file", f"audio cannot be read: {error}"[:300]) from None
+        with tempfile.TemporaryDirectory(prefix="msb-probe-") as folder:
+            path = Path(folder) / "upload"
+            with path.open("wb") as copy:
+                shutil.copyfileobj(stream, copy, 1024 * 1024)
+            probe.probe_audio(path, content_type)
+    except PermanentError as error:
+        status, code = AUDIO_REFUSALS[error.code]
+        raise Rejected(status, code, error.message[:300], error.details) from None
     finally:
         stream.seek(0)
 
@@ -120,7 +135,7 @@ def accept_upload(owner: User, stream: IO[bytes], size: int, name: str) -> Artif
     if sniffed.kind == "image":
         _check_image(stream)
     elif sniffed.kind == "audio":
-        _check_audio(stream)
+        _check_audio(stream, sniffed.content_type)
     store = get_artifact_store()
     key = f"uploads/{owner.pk}/{uuid.uuid4().hex}.{sniffed.extension}"
     stored = store.save_file(key, stream, sniffed.content_type)

@@ -273,12 +273,38 @@ MYSPINBOT_UPLOAD_KINDS: dict[str, dict[str, Any]] = {
         "max_bytes": env_int("MYSPINBOT_MAX_IMAGE_BYTES", 20 * 1024 * 1024, min_value=1),
     },
     "audio": {
-        "types": ["audio/x-wav", "audio/mpeg", "audio/x-flac", "audio/ogg", "audio/mp4"],
+        # (browsers record voice as WebM with Opus; filetype calls any WebM video/webm)
+        "types": [
+            "audio/x-wav",
+            "audio/mpeg",
+            "audio/x-flac",
+            "audio/ogg",
+            "audio/mp4",
+            "video/webm",
+        ],
         "max_bytes": env_int("MYSPINBOT_MAX_AUDIO_BYTES", 50 * 1024 * 1024, min_value=1),
     },
 }
+# Request bodies, counted by the ASGI app before Django spools them (myspinbot/
+# request_limits.py): the upload routes may carry one image and one audio file plus the
+# multipart framing; every other route takes JSON or a small form.
+MYSPINBOT_MAX_UPLOAD_BYTES = env_int(
+    "MYSPINBOT_MAX_UPLOAD_BYTES",
+    MYSPINBOT_UPLOAD_KINDS["image"]["max_bytes"]
+    + MYSPINBOT_UPLOAD_KINDS["audio"]["max_bytes"]
+    + 1024 * 1024,
+    min_value=1024,
+)
+MYSPINBOT_MAX_JSON_BYTES = env_int("MYSPINBOT_MAX_JSON_BYTES", 1024 * 1024, min_value=1024)
 # Images are decoded to check them; this many pixels at most (decompression bombs).
 MYSPINBOT_MAX_IMAGE_PIXELS = env_int("MYSPINBOT_MAX_IMAGE_PIXELS", 40_000_000, min_value=1)
+# Audio anyone supplied (apps/capabilities/media/probe.py): at most this long, and at most
+# this many samples (seconds x rate x channels), checked from the header and again while
+# decoding; opening (and each read) and decoding each have a wall-clock limit.
+MYSPINBOT_MAX_AUDIO_SECONDS = env_float("MYSPINBOT_MAX_AUDIO_SECONDS", 600.0, min_value=1.0)
+MYSPINBOT_MAX_AUDIO_SAMPLES = env_int("MYSPINBOT_MAX_AUDIO_SAMPLES", 600 * 48_000 * 2, min_value=1)
+MYSPINBOT_MEDIA_OPEN_SECONDS = env_float("MYSPINBOT_MEDIA_OPEN_SECONDS", 5.0, min_value=0.1)
+MYSPINBOT_MEDIA_DECODE_SECONDS = env_float("MYSPINBOT_MEDIA_DECODE_SECONDS", 120.0, min_value=0.1)
 MYSPINBOT_WS_PING_INTERVAL = env_float("MYSPINBOT_WS_PING_INTERVAL", 20.0, min_value=0.1)
 # An open WebSocket checks its token or session again this often (s), besides on every
 # subscribe and at once when a revocation, deactivation or logout is announced.

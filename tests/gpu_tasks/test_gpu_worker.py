@@ -19,6 +19,7 @@ from gpu_tasks import backends, upscale, worker
 from gpu_tasks.model_cache import ModelCache
 from myspinbot.errors import PermanentError
 from testkit.contexts import make_service_run
+from tests.support.media import flac_silence, png_bytes
 
 REPO = Path(__file__).resolve().parent.parent.parent
 
@@ -129,6 +130,36 @@ def test_lipsync_without_a_backend_fails_clearly() -> None:
         "backend_unavailable",
         "lip-sync backend (any) is not available here; available: none",
     )
+
+
+@pytest.mark.django_db
+def test_a_lipsync_backend_never_sees_audio_past_the_bounds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from apps.capabilities.services.lipsync_gpu import handler as lipsync_handler
+    from gpu_tasks import lipsync
+
+    class Backend:
+        calls = 0
+
+        def available(self) -> bool:
+            return True
+
+        def run(self, face: Path, audio: Path, output: Path, progress: Any) -> Path:
+            Backend.calls += 1
+            return output
+
+    monkeypatch.setitem(lipsync.BACKENDS, "fake", Backend())
+    run = make_service_run("lipsync.gpu")
+    face = run.upload("face.png", png_bytes(64, 64), "image/png")
+    audio = run.upload("long.flac", flac_silence(3 * 3600), "audio/x-flac")
+    run.context.inputs = {"a": {"image": face}, "b": {"audio": audio}}
+
+    with pytest.raises(PermanentError) as caught:
+        lipsync_handler.run(run.context)
+
+    assert caught.value.code == "audio_too_long"
+    assert Backend.calls == 0
 
 
 def test_the_web_process_and_the_cpu_worker_code_never_import_torch() -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,7 +17,8 @@ from apps.jobs import engine
 from apps.jobs.models import ApiToken, Artifact, Job, JobEvent, NodeRun
 from myspinbot.storage import get_artifact_store
 from testkit.graphs import chain, edge, graph, node, run_to_end
-from tests.support.media import jpeg_bytes, png_bytes, wav_bytes
+from tests.support.listener import Listener, listening
+from tests.support.media import flac_silence, jpeg_bytes, png_bytes, wav_bytes, wav_with_codec
 
 pytestmark = pytest.mark.django_db
 
@@ -500,6 +503,68 @@ def test_bad_uploads_are_refused_and_nothing_is_stored(
     assert response.status_code == status
     assert error_of(response)["code"] == code
     assert Artifact.objects.count() == 0
+
+
+listener = pytest.fixture(listening, name="listener")
+
+
+def test_an_sdp_description_sniffed_as_mp3_is_refused_quickly_and_calls_nobody(
+    as_ada: Client, listener: Listener
+) -> None:
+    # An empty ID3 tag makes the bytes sniff as audio/mpeg; FFmpeg left to probe them
+    # finds the "c=IN IP" line and opens an RTP session to the address they name.
+    sdp = (
+        "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=voice\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        f"m=audio {listener.port} RTP/AVP 0\r\n"
+    ).encode()
+    data = b"ID3\x04\x00\x00\x00\x00\x00\x00" + sdp
+    started = time.monotonic()
+
+    response = as_ada.post("/api/uploads", {"file": _file("voice.mp3", data)})
+
+    assert time.monotonic() - started < 5
+    assert response.status_code == 422
+    assert error_of(response)["code"] == "corrupt_file"
+    assert listener.connections == 0
+    assert Artifact.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("make", "status", "code"),
+    [
+        (lambda: flac_silence(3 * 3600), 413, "audio_too_long"),
+        (lambda: flac_silence(3 * 3600, declared=False), 413, "audio_too_long"),
+        (lambda: wav_with_codec("adpcm_ms"), 415, "unsupported_media_type"),
+    ],
+    ids=["flac-3h", "flac-3h-undeclared", "adpcm-wav"],
+)
+def test_audio_past_the_bounds_or_off_the_list_is_refused(
+    as_ada: Client, make: Callable[[], bytes], status: int, code: str
+) -> None:
+    response = as_ada.post("/api/uploads", {"file": _file("voice.flac", make())})
+
+    assert response.status_code == status
+    assert error_of(response)["code"] == code
+    assert Artifact.objects.count() == 0
+
+
+def test_a_browser_recording_in_webm_is_accepted(as_ada: Client, tmp_path: Any) -> None:
+    import av
+    import numpy as np
+
+    path = tmp_path / "voice.webm"
+    with av.open(str(path), "w", format="webm") as out:
+        stream = out.add_stream("libopus", rate=48000, layout="mono")
+        samples = (np.sin(np.arange(48000) / 20) * 8000).astype(np.int16)[None, :]
+        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+        frame.rate = 48000
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            out.mux(packet)
+
+    response = as_ada.post("/api/uploads", {"file": _file("voice.webm", path.read_bytes())})
+
+    assert response.status_code == 201
+    assert response.json()["content_type"] == "video/webm"
 
 
 def test_an_oversized_upload_is_413(as_ada: Client, settings: Any) -> None:

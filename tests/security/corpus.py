@@ -16,7 +16,9 @@ raw bodies, ``{"$raw_nest": "[", "close": "]", "depth": N}``. Upload payloads ar
 ``{"text"}``, ``{"b64"}``, ``{"media": "png"|"jpeg"|"wav"|"gif"|"bmp"|"tiff"}``,
 ``{"png_header": [w, h]}`` (a valid PNG header claiming that size),
 ``{"png_bomb": [w, h]}`` (a real zlib-compressed all-black PNG), ``{"jpeg_header"}``,
-``{"webp_header"}``, ``{"zip": n}``/``{"gzip": n}`` (n zero bytes compressed),
+``{"webp_header"}``, ``{"flac_silence": seconds, "declared": bool}`` (8 kHz mono FLAC;
+undeclared: no length in its header), ``{"wav_codec": "adpcm_ms"}`` (a WAV whose
+samples use that codec), ``{"zip": n}``/``{"gzip": n}`` (n zero bytes compressed),
 ``{"pad": p, "to": n}``, ``{"truncate": p, "keep": n or fraction}``,
 ``{"flip": p, "at": i}`` and ``{"concat": [p, ...]}``.
 
@@ -39,7 +41,7 @@ from typing import Any
 
 from django.test import Client
 
-from tests.support.media import jpeg_bytes, png_bytes, wav_bytes
+from tests.support.media import flac_silence, jpeg_bytes, png_bytes, wav_bytes, wav_with_codec
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus"
 BOUNDARY = "CorpusBoundary7MA4YWxkTrZu0gW"
@@ -181,6 +183,10 @@ def payload(spec: dict[str, Any]) -> bytes:
         return jpeg_header(*spec["jpeg_header"])
     if "webp_header" in spec:
         return webp_header(*spec["webp_header"])
+    if "flac_silence" in spec:
+        return flac_silence(float(spec["flac_silence"]), declared=spec.get("declared", True))
+    if "wav_codec" in spec:
+        return wav_with_codec(str(spec["wav_codec"]))
     if "zip" in spec:
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:

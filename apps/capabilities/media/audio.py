@@ -6,7 +6,9 @@ loudness is measured to ITU-R BS.1770-4 (pyloudnorm) and levelled to EBU R128. A
 samples are float32 mono in [-1, 1]; all rates are in Hz.
 
 Helpers raise :class:`~myspinbot.errors.PermanentError` for input that is not
-usable audio (``bad_audio``, ``too_long``), so a service can let them through.
+usable audio (``bad_audio``, ``too_long``), so a service can let them through. Every
+file is opened through :mod:`~apps.capabilities.media.probe` (allowed containers and
+codecs only, no network, bounded decoding).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import av
 import numpy as np
 import numpy.typing as npt
 
+from apps.capabilities.media import probe
 from myspinbot.errors import PermanentError
 
 Samples = npt.NDArray[np.float32]
@@ -57,31 +60,29 @@ def duration_of(path: Path) -> float | None:
 
     Reads only the header, so a long file is refused before it is decoded. ``None`` when
     the container does not say (some streams only know their length once read).
-    Raises ``bad_audio`` when the file cannot be opened or has no audio stream.
+    Raises ``bad_audio`` when the file cannot be opened or has no audio stream, and the
+    errors of :func:`~apps.capabilities.media.probe.open_audio` (a container or codec not
+    allowed, a header past the bounds).
     """
-    with _open(path) as container:
-        stream = _audio_stream(container, path)
-        if stream.duration is not None and stream.time_base is not None:
-            return float(stream.duration * stream.time_base)
-        if container.duration is not None:
-            return float(container.duration) / av.time_base
-        return None
+    with probe.open_audio(path) as opened:
+        return opened.info.duration
 
 
 def decode_audio(path: Path, sample_rate: int, max_seconds: float | None = None) -> Samples:
     """Decode the first audio stream of ``path`` to float32 mono at ``sample_rate``.
 
-    Raises ``bad_audio`` when the file is not decodable audio, and ``too_long`` as soon as
-    more than ``max_seconds`` have been decoded (whatever the header claimed).
+    Raises ``bad_audio`` when the file is not decodable audio, ``too_long`` as soon as
+    more than ``max_seconds`` have been decoded (whatever the header claimed), and
+    ``audio_too_long`` / ``media_timeout`` at the bounds every audio file has
+    (:mod:`~apps.capabilities.media.probe`), so at most that much is ever held.
     """
     limit = None if max_seconds is None else math.ceil(max_seconds * sample_rate)
     chunks: list[Samples] = []
     total = 0
-    with _open(path) as container:
-        stream = _audio_stream(container, path)
+    with probe.open_audio(path) as opened:
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
         try:
-            for frame in container.decode(stream):
+            for frame in probe.decoded_frames(opened):
                 for out in resampler.resample(frame):
                     chunk = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
                     chunks.append(chunk)
@@ -117,19 +118,6 @@ def write_wav(path: Path, samples: Samples, sample_rate: int) -> Path:
         out.setframerate(sample_rate)
         out.writeframes(pcm.tobytes())
     return path
-
-
-def _open(path: Path) -> Any:
-    try:
-        return av.open(str(path), mode="r")
-    except (av.FFmpegError, UnicodeDecodeError, ValueError) as error:
-        raise PermanentError("bad_audio", f"{path.name} is not readable audio: {error}") from None
-
-
-def _audio_stream(container: Any, path: Path) -> Any:
-    if not container.streams.audio:
-        raise PermanentError("bad_audio", f"{path.name} has no audio stream")
-    return container.streams.audio[0]
 
 
 # --- Silence ---------------------------------------------------------------------------

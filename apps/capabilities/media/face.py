@@ -18,7 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from apps.capabilities.media import face_models
+from apps.capabilities.media import face_models, probe
 from myspinbot.errors import PermanentError
 
 # A face narrower than this (eye line, mesh width in px) has too few mouth pixels to move.
@@ -444,7 +444,7 @@ def check_portrait(stream: Any) -> dict[str, Any]:
     from PIL import Image, ImageOps
 
     stream.seek(0)
-    with Image.open(stream) as opened:
+    with probe.open_image(stream) as opened:
         width, height = opened.size
         scale = min(1.0, CHECK_SIDE / max(width, height))
         if scale < 0.5 and opened.format == "JPEG":

@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from apps.capabilities.media import face as facemesh
-from apps.capabilities.media import speech_timing, video
+from apps.capabilities.media import probe, speech_timing, video
 from apps.capabilities.media.face import Face
 from myspinbot.errors import PermanentError
 
@@ -482,7 +482,7 @@ class Clip:
 def load_portrait(path: Path) -> np.ndarray:
     """The portrait as RGB, upright (EXIF), at most ``MAX_CLIP_SIDE``, even sides."""
     try:
-        with Image.open(path) as opened:
+        with probe.open_image(path) as opened:
             image = ImageOps.exif_transpose(opened).convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise PermanentError("bad_image", f"cannot decode the portrait: {exc}") from None

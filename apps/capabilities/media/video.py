@@ -33,6 +33,7 @@ import numpy as np
 from django.conf import settings
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
+from apps.capabilities.media import probe
 from myspinbot.errors import PermanentError
 
 AAC_FRAME_SAMPLES = 1024
@@ -117,7 +118,7 @@ def check_image(path: Path, *, min_side: int) -> tuple[int, int]:
     than ``MYSPINBOT_MAX_IMAGE_PIXELS`` pixels.
     """
     try:
-        with Image.open(path) as image:
+        with probe.open_image(path) as image:
             width, height = image.size
     except Image.DecompressionBombError as exc:
         raise PermanentError("image_too_large", f"image is too large: {exc}") from None
@@ -147,20 +148,19 @@ def read_audio(path: Path) -> Audio:
 
     Keeps the sample rate when AAC supports it (else resamples to 48 kHz) and mixes more
     than two channels down to stereo. Raises ``PermanentError`` ``bad_audio`` when the
-    file has no decodable audio and ``empty_audio`` when it holds no samples.
+    file has no decodable audio and ``empty_audio`` when it holds no samples, and the
+    errors of :mod:`~apps.capabilities.media.probe` (containers and codecs not allowed,
+    bounds, time limits).
     """
     try:
-        with av.open(str(path)) as container:
-            if not container.streams.audio:
-                raise PermanentError("bad_audio", "the narration file has no audio stream")
-            stream = container.streams.audio[0]
-            rate = stream.rate if stream.rate in AAC_RATES else AAC_FALLBACK_RATE
-            channels = stream.codec_context.channels
+        with probe.open_audio(path) as opened:
+            rate = opened.info.rate if opened.info.rate in AAC_RATES else AAC_FALLBACK_RATE
+            channels = opened.info.channels
             resampler = av.AudioResampler(
                 format="fltp", layout="mono" if channels == 1 else "stereo", rate=rate
             )
             chunks: list[np.ndarray] = []
-            for frame in container.decode(stream):
+            for frame in probe.decoded_frames(opened):
                 chunks.extend(out.to_ndarray() for out in resampler.resample(frame))
             chunks.extend(out.to_ndarray() for out in resampler.resample(None))
     except av.FFmpegError as exc:
@@ -269,7 +269,7 @@ def _load_rgb(path: Path, video: VideoSettings) -> Image.Image:
     """Decode, orient and crop the image to the pan margin, scaled for ``video.zoom``."""
     frame_aspect = video.width / video.height
     try:
-        with Image.open(path) as opened:
+        with probe.open_image(path) as opened:
             width, height = opened.size
             needed = video.zoom * max(video.width / width, video.height / height)
             if needed < 0.5 and opened.format == "JPEG":

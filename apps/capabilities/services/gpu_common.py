@@ -3,6 +3,7 @@ torch here; the handlers import ``gpu_tasks`` inside their ``run``."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -56,5 +57,23 @@ def find_prompt(ctx: NodeContext) -> str:
     raise PermanentError("missing_input", "no prompt: give params.prompt or connect a script node")
 
 
+# A model a user may name: a relative folder under the model root, no "." or ".."
+# segments (the same pattern as the services' ``base_model`` parameter schema).
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}(/[A-Za-z0-9][A-Za-z0-9._-]{0,99}){0,3}")
+
+
 def base_model(ctx: NodeContext) -> str:
-    return str(ctx.params.get("base_model") or settings.MYSPINBOT_BASE_MODEL)
+    """The base model to load: the operator's ``MYSPINBOT_BASE_MODEL`` (a folder, an
+    absolute path or a hub id), or the ``base_model`` parameter, which may only name a
+    folder installed under ``MYSPINBOT_MODEL_ROOT``: never a path elsewhere and never
+    something to fetch. Raises ``model_unavailable`` naming what was asked, not where
+    it was looked for."""
+    ref = ctx.params.get("base_model")
+    if not ref:
+        return str(settings.MYSPINBOT_BASE_MODEL)
+    ref = str(ref)
+    if not MODEL_NAME.fullmatch(ref) or not (Path(settings.MYSPINBOT_MODEL_ROOT) / ref).is_dir():
+        raise PermanentError(
+            "model_unavailable", f"base model {ref[:200]!r} is not installed on this worker"
+        )
+    return ref

@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 from apps.capabilities.context import NodeContext
+from apps.capabilities.media import probe
 
 
 def save_frames(ctx: NodeContext, frames: list[Image.Image], prefix: str) -> list[dict[str, Any]]:
@@ -28,7 +29,7 @@ def load_frames(ctx: NodeContext, refs: list[dict[str, Any]]) -> list[Image.Imag
     frames = []
     for ref in refs:
         with ctx.artifacts.open(ref) as handle:
-            frames.append(Image.open(io.BytesIO(handle.read())).convert("RGB"))
+            frames.append(probe.open_image(io.BytesIO(handle.read())).convert("RGB"))
     return frames
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from apps.capabilities.context import NodeContext
+from apps.capabilities.media import probe
 from apps.capabilities.services.lipsync_sync.handler import find_inputs
 from myspinbot.errors import PermanentError
 
@@ -26,6 +27,9 @@ def run(ctx: NodeContext) -> dict[str, Any]:
     assert ctx.workdir is not None
     face = ctx.artifacts.fetch(face_ref, ctx.workdir, "face")
     audio = ctx.artifacts.fetch(audio_ref, ctx.workdir, "audio.wav")
+    # A backend hands the narration to its own decoder (FFmpeg, librosa): it gets only
+    # audio the probe allows, within the length bounds.
+    probe.probe_audio(audio)
     with worker.guarded({"backend": wanted}):
         output = lipsync.BACKENDS[wanted].run(
             face, audio, ctx.workdir / "lipsync.mp4", lambda f, m: ctx.progress(0.9 * f, m)

@@ -7,9 +7,9 @@ import io
 from typing import Any
 
 from django.conf import settings
-from PIL import Image
 
 from apps.capabilities.context import NodeContext
+from apps.capabilities.media import probe
 from apps.capabilities.services.gpu_common import base_model, fetch_lora, find_lora
 from apps.capabilities.services.gpu_frames import save_frames, write_clip
 from myspinbot.errors import PermanentError
@@ -49,7 +49,7 @@ def run(ctx: NodeContext) -> dict[str, Any]:
         trigger=trigger,
     )
     with ctx.artifacts.open(keyframe_ref) as handle:
-        keyframe_image = Image.open(io.BytesIO(handle.read())).convert("RGB")
+        keyframe_image = probe.open_image(io.BytesIO(handle.read())).convert("RGB")
     sizes = {
         "frames": request.frames,
         "width": keyframe_image.width,
