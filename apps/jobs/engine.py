@@ -289,7 +289,16 @@ def advance_locked(job: Job, events: Sequence[Event] = ()) -> None:
                 "cached_from",
             ],
         )
-    share_reused(job.pk, reused_from)
+    stored = share_reused(job.pk, reused_from)
+    if stored:  # a cached node announces its artifacts as a fresh run would
+        events = [
+            follow
+            for event in events
+            for follow in (
+                event,
+                *(stored.get(event.node_id or "", []) if event.type == "node.cached" else []),
+            )
+        ]
     job.progress = _weighted_progress(states, progress)
     fields = ["progress"]
     if plan.job_status is not None:
