@@ -258,6 +258,7 @@ def fail(run: NodeRun, attempt: int, error: ServiceError) -> None:
             current.status, current.attempt = Status.QUEUED, current.attempt + 1
             current.task_id = engine.task_id(job.pk, current.node_id, current.attempt)
             current.dispatched_at, current.error = timezone.now(), error.to_json()
+            current.sent_at = None
             current.worker, current.heartbeat_at = "", None
             current.save(
                 update_fields=[
@@ -265,6 +266,7 @@ def fail(run: NodeRun, attempt: int, error: ServiceError) -> None:
                     "attempt",
                     "task_id",
                     "dispatched_at",
+                    "sent_at",
                     "error",
                     "worker",
                     "heartbeat_at",
@@ -284,7 +286,7 @@ def fail(run: NodeRun, attempt: int, error: ServiceError) -> None:
                     )
                 ],
             )
-            transaction.on_commit(lambda: engine.send_runs([current], countdown=delay))
+            transaction.on_commit(lambda: engine.relay([current], countdown=delay))
             metrics.node_retried(current, error.code)
             return
         current.status, current.error = Status.FAILED, error.to_json()

@@ -4,8 +4,11 @@ A worker killed outright leaves its message unacknowledged in Redis until the
 visibility timeout (hours, for GPU work). Instead, every worker runs this sweep
 every few seconds: a running node whose heartbeat is older than
 ``MYSPINBOT_HEARTBEAT_TIMEOUT`` is dispatched again as a new attempt (the old
-attempt can no longer write anything), a queued node whose message may have been
-lost is sent again, and a cancelled handler that ignored the cancel is terminated.
+attempt can no longer write anything), a queued node whose message never reached the
+broker (the outbox entry is still unsent after ``MYSPINBOT_UNSENT_RESEND_AFTER``) is
+sent, one whose message the broker may have lost is sent again after
+``MYSPINBOT_REDISPATCH_AFTER``, and a cancelled handler that ignored the cancel is
+terminated.
 All changes are conditional updates, so any number of sweepers can run at once.
 """
 
@@ -14,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -37,6 +40,7 @@ class SweepReport:
     redispatched: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     resent: list[str] = field(default_factory=list)
+    unsent: list[str] = field(default_factory=list)
     terminated: list[str] = field(default_factory=list)
 
 
@@ -49,13 +53,20 @@ def sweep() -> SweepReport:
     for pk, job_id, attempt in stale.values_list("pk", "job_id", "attempt"):
         _recover(pk, job_id, attempt, cutoff, report)
 
+    unsent_cutoff = now - timedelta(seconds=settings.MYSPINBOT_UNSENT_RESEND_AFTER)
+    unsent = NodeRun.objects.filter(
+        status=Status.QUEUED, sent_at=None, dispatched_at__lt=unsent_cutoff
+    )
+    for run in unsent:
+        if _take_for_resend(run, now, sent_at=None) and engine.relay([run]):
+            report.unsent.append(run.task_id)
+
     resend_cutoff = now - timedelta(seconds=settings.MYSPINBOT_REDISPATCH_AFTER)
-    lost = NodeRun.objects.filter(status=Status.QUEUED, dispatched_at__lt=resend_cutoff)
+    lost = NodeRun.objects.filter(
+        status=Status.QUEUED, sent_at__isnull=False, dispatched_at__lt=resend_cutoff
+    )
     for run in lost:
-        if NodeRun.objects.filter(
-            pk=run.pk, attempt=run.attempt, status=Status.QUEUED, dispatched_at=run.dispatched_at
-        ).update(dispatched_at=now):
-            engine.send_runs([run])
+        if _take_for_resend(run, now) and engine.relay([run]):
             report.resent.append(run.task_id)
 
     grace_cutoff = now - timedelta(seconds=settings.MYSPINBOT_CANCEL_GRACE)
@@ -67,6 +78,20 @@ def sweep() -> SweepReport:
             engine.revoke([run.task_id], terminate=True)
             report.terminated.append(run.task_id)
     return report
+
+
+def _take_for_resend(run: NodeRun, now: datetime, **unchanged: object) -> bool:
+    """Whether this sweeper is the one to resend ``run`` now: a conditional update that
+    only one of several sweepers wins, and that a newer attempt or a claim makes miss."""
+    return bool(
+        NodeRun.objects.filter(
+            pk=run.pk,
+            attempt=run.attempt,
+            status=Status.QUEUED,
+            dispatched_at=run.dispatched_at,
+            **unchanged,
+        ).update(dispatched_at=now)
+    )
 
 
 def _recover(pk: int, job_id: object, attempt: int, cutoff: object, report: SweepReport) -> None:
@@ -101,6 +126,7 @@ def _recover(pk: int, job_id: object, attempt: int, cutoff: object, report: Swee
         run.lost_attempts += 1
         run.task_id = engine.task_id(job.pk, run.node_id, run.attempt)
         run.dispatched_at, run.heartbeat_at, run.worker = timezone.now(), None, ""
+        run.sent_at = None
         run.save(
             update_fields=[
                 "status",
@@ -108,6 +134,7 @@ def _recover(pk: int, job_id: object, attempt: int, cutoff: object, report: Swee
                 "lost_attempts",
                 "task_id",
                 "dispatched_at",
+                "sent_at",
                 "heartbeat_at",
                 "worker",
             ]
@@ -122,7 +149,7 @@ def _recover(pk: int, job_id: object, attempt: int, cutoff: object, report: Swee
                 )
             ],
         )
-        transaction.on_commit(lambda: engine.send_runs([run]))
+        transaction.on_commit(lambda: engine.relay([run]))
         metrics.node_retried(run, "worker_lost")
         report.redispatched.append(run.task_id)
 
@@ -139,7 +166,7 @@ class Sweeper(threading.Thread):
             while not self.stopped.wait(settings.MYSPINBOT_SWEEP_INTERVAL):
                 try:
                     report = sweep()
-                    if report.redispatched or report.failed or report.resent or report.terminated:
+                    if any(vars(report).values()):
                         logger.warning("sweep: %s", report)
                 except Exception:  # a database blip must not stop recovery for good
                     logger.exception("sweep failed")

@@ -222,6 +222,9 @@ MYSPINBOT_SWEEP_INTERVAL = env_float("MYSPINBOT_SWEEP_INTERVAL", 5.0, min_value=
 # A queued node whose message may have been lost (broker restarted without
 # persistence) is sent again after this long; a duplicate message is harmless.
 MYSPINBOT_REDISPATCH_AFTER = env_float("MYSPINBOT_REDISPATCH_AFTER", 600.0, min_value=5.0)
+# A queued node whose message was never handed to the broker (publish failed, the
+# process died right after commit) is sent by the sweeper once it is this old.
+MYSPINBOT_UNSENT_RESEND_AFTER = env_float("MYSPINBOT_UNSENT_RESEND_AFTER", 5.0, min_value=0.5)
 MYSPINBOT_MAX_LOST_ATTEMPTS = env_int("MYSPINBOT_MAX_LOST_ATTEMPTS", 3, min_value=0)
 MYSPINBOT_RETRY_BACKOFF = env_float("MYSPINBOT_RETRY_BACKOFF", 1.0, min_value=0.0)
 MYSPINBOT_RETRY_BACKOFF_MAX = env_float("MYSPINBOT_RETRY_BACKOFF_MAX", 60.0, min_value=0.0)
