@@ -431,6 +431,10 @@ def send_runs(runs: Sequence[NodeRun], countdown: float | None = None) -> None:
                 time_limit=capability.timeout_seconds + settings.MYSPINBOT_HARD_TIMEOUT_GRACE,
                 countdown=countdown,
                 producer=producer,
+                # Sent by name, Celery cannot see the task's ignore_result and would
+                # subscribe to the result backend per message: a round trip each, and a
+                # result consumer that, once Redis was away, fails every later send.
+                ignore_result=True,
             )
 
 
