@@ -21,6 +21,8 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Expression
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from apps.jobs import engine
@@ -48,7 +50,9 @@ def sweep() -> SweepReport:
     """One pass over stale, lost and unstoppable node runs."""
     report = SweepReport()
     now = timezone.now()
-    cutoff = now - timedelta(seconds=settings.MYSPINBOT_HEARTBEAT_TIMEOUT)
+    # Heartbeats are written with the database's clock and compared with it: the
+    # workers that beat and the one sweeping may be different machines.
+    cutoff = Now() - timedelta(seconds=settings.MYSPINBOT_HEARTBEAT_TIMEOUT)
     stale = NodeRun.objects.filter(status=Status.RUNNING, heartbeat_at__lt=cutoff)
     for pk, job_id, attempt in stale.values_list("pk", "job_id", "attempt"):
         _recover(pk, job_id, attempt, cutoff, report)
@@ -94,7 +98,9 @@ def _take_for_resend(run: NodeRun, now: datetime, **unchanged: object) -> bool:
     )
 
 
-def _recover(pk: int, job_id: object, attempt: int, cutoff: object, report: SweepReport) -> None:
+def _recover(
+    pk: int, job_id: object, attempt: int, cutoff: Expression, report: SweepReport
+) -> None:
     with transaction.atomic():
         job = engine.lock_job(str(job_id))
         if job is None:
