@@ -7,3 +7,6 @@ class JobsConfig(AppConfig):
     name = "apps.jobs"
     label = "jobs"
     verbose_name = "Jobs"
+
+    def ready(self) -> None:
+        from apps.jobs import checks  # noqa: F401 - registers the system checks

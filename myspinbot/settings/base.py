@@ -191,8 +191,10 @@ CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 3600, min_value=1)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 3900, min_value=1)
 # Redis redelivers an unacknowledged message after this long; it must exceed the
-# longest task or a running task would be handed to a second worker.
-CELERY_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", 7200, min_value=60)
+# longest task or a running task would be handed to a second worker. lora.train may
+# run 14,400 s (plus the hard-limit grace); the check jobs.E001 compares this with
+# every service's limit.
+CELERY_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", 21600, min_value=60)
 if CELERY_TASK_SOFT_TIME_LIMIT >= CELERY_TASK_TIME_LIMIT:
     raise ImproperlyConfigured("CELERY_TASK_SOFT_TIME_LIMIT must be below CELERY_TASK_TIME_LIMIT")
 if CELERY_VISIBILITY_TIMEOUT <= CELERY_TASK_TIME_LIMIT:
