@@ -25,6 +25,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import DatabaseError, transaction
 from django.db.models import F, FloatField, Sum
+from django.db.models.functions import Now
 from django.utils import timezone
 from kombu.exceptions import OperationalError
 
@@ -408,7 +409,7 @@ def relay(runs: Sequence[NodeRun], countdown: float | None = None) -> bool:
     try:
         NodeRun.objects.filter(
             pk__in=[run.pk for run in runs], task_id__in=[run.task_id for run in runs]
-        ).filter(sent_at=None).update(sent_at=timezone.now())
+        ).filter(sent_at=None).update(sent_at=Now())  # the clock the sweeper compares with
     except DatabaseError:  # the sweeper will send a duplicate, which is harmless
         logger.exception("could not mark %s sent", [run.task_id for run in runs])
     return True

@@ -6,7 +6,8 @@ every few seconds: a running node whose heartbeat is older than
 ``MYSPINBOT_HEARTBEAT_TIMEOUT`` is dispatched again as a new attempt (the old
 attempt can no longer write anything), a queued node whose message never reached the
 broker (the outbox entry is still unsent after ``MYSPINBOT_UNSENT_RESEND_AFTER``) is
-sent, one whose message the broker may have lost is sent again after
+sent, one whose message went to a Redis that restarted since is sent again at once,
+one whose message the broker may have lost is sent again after
 ``MYSPINBOT_REDISPATCH_AFTER``, and a cancelled handler that ignored the cancel is
 terminated.
 All changes are conditional updates, so any number of sweepers can run at once.
@@ -19,6 +20,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import redis
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Expression
@@ -43,6 +45,7 @@ class SweepReport:
     failed: list[str] = field(default_factory=list)
     resent: list[str] = field(default_factory=list)
     unsent: list[str] = field(default_factory=list)
+    forgotten: list[str] = field(default_factory=list)
     terminated: list[str] = field(default_factory=list)
 
 
@@ -56,6 +59,8 @@ def sweep() -> SweepReport:
     stale = NodeRun.objects.filter(status=Status.RUNNING, heartbeat_at__lt=cutoff)
     for pk, job_id, attempt in stale.values_list("pk", "job_id", "attempt"):
         _recover(pk, job_id, attempt, cutoff, report)
+
+    report.forgotten = _forget_sent_before_broker_start()
 
     unsent_cutoff = now - timedelta(seconds=settings.MYSPINBOT_UNSENT_RESEND_AFTER)
     unsent = NodeRun.objects.filter(
@@ -82,6 +87,45 @@ def sweep() -> SweepReport:
             engine.revoke([run.task_id], terminate=True)
             report.terminated.append(run.task_id)
     return report
+
+
+def broker_uptime() -> float | None:
+    """Seconds since the Redis broker started, or None (another broker, or Redis does
+    not answer within ``REDIS_TIMEOUT_SECONDS``)."""
+    url = str(settings.CELERY_BROKER_URL)
+    if not url.startswith(("redis://", "rediss://")):
+        return None
+    client = redis.Redis.from_url(
+        url,
+        socket_timeout=settings.REDIS_TIMEOUT_SECONDS,
+        socket_connect_timeout=settings.REDIS_TIMEOUT_SECONDS,
+    )
+    try:
+        return float(client.info("server")["uptime_in_seconds"])
+    except (redis.RedisError, OSError):
+        return None
+    finally:
+        client.close()
+
+
+def _forget_sent_before_broker_start() -> list[str]:
+    """Mark unsent the queued runs whose message went to a Redis that has restarted since
+    (it may have kept nothing), so the outbox pass sends them again now.
+
+    Sends are marked with the database's clock and the restart is placed on it as
+    ``now() - uptime``, so every sweeper draws the same line and a message sent again
+    after the restart is not forgotten twice. A Redis that kept its data gets a
+    duplicate, which the claim makes harmless."""
+    uptime = broker_uptime()
+    if uptime is None:
+        return []
+    before = NodeRun.objects.filter(
+        status=Status.QUEUED, sent_at__lt=Now() - timedelta(seconds=uptime)
+    )
+    forgotten = dict(before.values_list("pk", "task_id"))
+    if forgotten:
+        before.filter(pk__in=forgotten).update(sent_at=None)
+    return list(forgotten.values())
 
 
 def _take_for_resend(run: NodeRun, now: datetime, **unchanged: object) -> bool:

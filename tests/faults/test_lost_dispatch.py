@@ -41,3 +41,30 @@ def test_a_job_submitted_while_the_broker_is_down_runs_seconds_after_it_returns(
     assert took < 15.0, f"ran {took:.1f}s after Redis came back"
     assert NodeRun.objects.get(pk=unsent.pk).attempt == 1  # sent late, not retried
     print(f"lost dispatch: job completed {took:.1f}s after Redis came back")
+
+
+@pytest.mark.slow
+def test_a_message_lost_in_a_redis_restart_is_sent_again_within_seconds(
+    stack: Stack, api_for: Callable[[User], Api]
+) -> None:
+    stack.env["MYSPINBOT_REDISPATCH_AFTER"] = "600"
+    stack.start_web()
+    api = api_for(User.objects.create_user("ada"))
+    job_id = api.submit(chain("debug.echo", "debug.echo"))  # sent; no worker takes it yet
+    sent = NodeRun.objects.get(job_id=job_id, node_id="n0")
+
+    stack.redis.stop()  # keeps nothing on disk: the queued message is gone
+    stack.redis.start()
+    stack.start_worker("cpu", [settings.CELERY_CPU_QUEUE])
+    ready = time.monotonic()
+    statuses = api.wait_finished([job_id], timeout=60)
+    took = time.monotonic() - ready
+
+    assert sent.sent_at is not None
+    assert statuses == {job_id: "completed"}
+    assert took < 15.0, f"ran {took:.1f}s after the worker was ready"
+    assert NodeRun.objects.get(pk=sent.pk).attempt == 1  # the same attempt, sent again
+    log = stack.workers[0].log_path
+    assert log is not None
+    assert f"forgotten=['{sent.task_id}']" in log.read_text()
+    print(f"redis restart: job completed {took:.1f}s after the worker was ready")
