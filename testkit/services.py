@@ -169,6 +169,14 @@ class CeleryWorker:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        try:
+            self._wait_ready(app, ready_timeout)
+        except BaseException:  # a worker that never got ready must not outlive the test
+            self.stop()
+            raise
+
+    def _wait_ready(self, app: Any, ready_timeout: float) -> None:
+        assert self.process is not None
         deadline = time.monotonic() + ready_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -17,6 +17,7 @@ class JobsConfig(AppConfig):
         from django.contrib.auth.signals import user_logged_out
         from django.db.models.signals import post_delete, post_save
 
+        from apps.jobs import checks  # noqa: F401 - registers the system checks
         from apps.jobs.models import ApiToken
 
         def token_changed(sender: Any, instance: ApiToken, **kwargs: Any) -> None:

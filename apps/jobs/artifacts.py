@@ -12,8 +12,9 @@ instead. When a node reaches its final state, what earlier attempts of it stored
 removed (:func:`discard_superseded`), so a killed or retried attempt leaves nothing behind.
 
 A node answered from the cache stores nothing: :func:`share_reused` lists the artifacts
-of the run it reused as the job's own (a ``ReusedArtifact`` row each, no bytes copied),
-and :func:`unreferenced_after` says which artifacts a deleted job may take with it.
+of the run it reused as the job's own (a ``ReusedArtifact`` row each, no bytes copied) and
+announces each with the ``artifact.stored`` event a fresh run would have emitted.
+:func:`unreferenced_after` says which artifacts a deleted job may take with it.
 """
 
 from __future__ import annotations
@@ -232,26 +233,43 @@ def artifact_ids(value: Any) -> set[str]:
     return found
 
 
-def share_reused(job_id: UUID | str, reused: Mapping[str, tuple[UUID | str, str]]) -> None:
+def share_reused(
+    job_id: UUID | str, reused: Mapping[str, tuple[UUID | str, str]]
+) -> dict[str, list[Event]]:
     """List for the job's cached nodes (``{node: (source job, source node)}``) what the
-    runs they reused hold: what those nodes stored and what they themselves reused."""
+    runs they reused hold: what those nodes stored and what they themselves reused.
+
+    Returns, per cached node, the ``artifact.stored`` events a fresh run of it would have
+    emitted (oldest artifact first), for the caller to append after its ``node.cached``."""
     if not reused:
-        return
+        return {}
     wanted = {(str(job), node): target for target, (job, node) in reused.items()}
     made = Q()
     for job, node in wanted:
         made |= Q(job_id=job, node_id=node)
-    links = [
-        ReusedArtifact(job_id=job_id, node_id=wanted[(str(job), node)], artifact_id=pk)
-        for pk, job, node in Artifact.objects.filter(made).values_list("pk", "job_id", "node_id")
-    ]
-    links += [
-        ReusedArtifact(job_id=job_id, node_id=wanted[(str(job), node)], artifact_id=pk)
-        for pk, job, node in ReusedArtifact.objects.filter(made).values_list(
-            "artifact_id", "job_id", "node_id"
-        )
-    ]
-    ReusedArtifact.objects.bulk_create(links, ignore_conflicts=True)
+    fields = ("name", "content_type", "size_bytes", "created_at")
+    rows = list(Artifact.objects.filter(made).values_list("pk", "job_id", "node_id", *fields))
+    rows += ReusedArtifact.objects.filter(made).values_list(
+        "artifact_id", "job_id", "node_id", *(f"artifact__{name}" for name in fields)
+    )
+    ReusedArtifact.objects.bulk_create(
+        [
+            ReusedArtifact(job_id=job_id, node_id=wanted[(str(job), node)], artifact_id=pk)
+            for pk, job, node, *_ in rows
+        ],
+        ignore_conflicts=True,
+    )
+    stored: dict[str, list[Event]] = {}
+    for pk, job, node, name, content_type, size, _ in sorted(rows, key=lambda row: row[-1]):
+        target = wanted[(str(job), node)]
+        payload = {
+            "artifact": str(pk),
+            "name": name,
+            "content_type": content_type,
+            "size_bytes": size,
+        }
+        stored.setdefault(target, []).append(Event("artifact.stored", target, payload))
+    return stored
 
 
 def job_artifacts(job_id: UUID | str) -> list[Artifact]:

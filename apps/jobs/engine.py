@@ -2,7 +2,13 @@
 
 Every function that changes a job's NodeRuns first locks the job row, so two
 nodes finishing at once are planned one after the other and a successor is
-dispatched once. Messages are sent only after the transaction commits.
+dispatched once.
+
+A dispatch is an outbox entry written with the state change: the run is queued with
+its attempt's ``task_id`` and ``sent_at`` null, in the same transaction. After commit
+:func:`relay` sends the message and marks the run sent; a message that could not be
+sent (broker away, the process died right after commit) is sent again by the sweeper
+within ``MYSPINBOT_UNSENT_RESEND_AFTER`` seconds.
 """
 
 from __future__ import annotations
@@ -17,9 +23,11 @@ from uuid import UUID
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import F, FloatField, Sum
+from django.db.models.functions import Now
 from django.utils import timezone
+from kombu.exceptions import OperationalError
 
 from apps.capabilities.registry import Capability, get_registry
 from apps.graphs import walker
@@ -250,6 +258,7 @@ def advance_locked(job: Job, events: Sequence[Event] = ()) -> None:
                 continue
             run.status, run.attempt = Status.QUEUED, run.attempt + 1
             run.task_id, run.dispatched_at = task_id(job.pk, node_id, run.attempt), now
+            run.sent_at = None
             states[node_id] = Status.QUEUED
             to_send.append(run)
             events.append(
@@ -268,6 +277,7 @@ def advance_locked(job: Job, events: Sequence[Event] = ()) -> None:
                 attempt=run.attempt,
                 task_id=run.task_id,
                 dispatched_at=run.dispatched_at,
+                sent_at=run.sent_at,
                 progress=run.progress,
                 finished_at=run.finished_at,
                 output=run.output,
@@ -282,6 +292,7 @@ def advance_locked(job: Job, events: Sequence[Event] = ()) -> None:
                 "attempt",
                 "task_id",
                 "dispatched_at",
+                "sent_at",
                 "progress",
                 "finished_at",
                 "output",
@@ -289,7 +300,16 @@ def advance_locked(job: Job, events: Sequence[Event] = ()) -> None:
                 "cached_from",
             ],
         )
-    share_reused(job.pk, reused_from)
+    stored = share_reused(job.pk, reused_from)
+    if stored:  # a cached node announces its artifacts as a fresh run would
+        events = [
+            follow
+            for event in events
+            for follow in (
+                event,
+                *(stored.get(event.node_id or "", []) if event.type == "node.cached" else []),
+            )
+        ]
     job.progress = _weighted_progress(states, progress)
     fields = ["progress"]
     if plan.job_status is not None:
@@ -305,7 +325,7 @@ def advance_locked(job: Job, events: Sequence[Event] = ()) -> None:
         )
         metrics.job_finished(job)
     if to_send:  # registered before emit() so messages leave before events are published
-        transaction.on_commit(lambda: send_runs(to_send))
+        transaction.on_commit(lambda: relay(to_send))
     emit(job, events, save=fields)
 
 
@@ -370,6 +390,31 @@ def retry_delay(attempts_used: int) -> float:
     return ceiling / 2 + random.random() * ceiling / 2
 
 
+def relay(runs: Sequence[NodeRun], countdown: float | None = None) -> bool:
+    """Send the messages of runs whose queuing has committed, and mark them sent.
+
+    A broker that cannot be reached leaves them unsent (logged, not raised: the caller's
+    transaction has committed and the outbox keeps the dispatch); the sweeper sends them
+    again. Marking is fenced by ``task_id``, so it never marks a newer attempt. Returns
+    whether the messages went out."""
+    try:
+        send_runs(runs, countdown)
+    except (OperationalError, OSError) as error:
+        logger.warning(
+            "could not send %s (%s); the sweeper sends them again",
+            [run.task_id for run in runs],
+            error,
+        )
+        return False
+    try:
+        NodeRun.objects.filter(
+            pk__in=[run.pk for run in runs], task_id__in=[run.task_id for run in runs]
+        ).filter(sent_at=None).update(sent_at=Now())  # the clock the sweeper compares with
+    except DatabaseError:  # the sweeper will send a duplicate, which is harmless
+        logger.exception("could not mark %s sent", [run.task_id for run in runs])
+    return True
+
+
 def send_runs(runs: Sequence[NodeRun], countdown: float | None = None) -> None:
     """One Celery message per run, named after its service, on its capability's queue."""
     from myspinbot.celery import app
@@ -387,6 +432,10 @@ def send_runs(runs: Sequence[NodeRun], countdown: float | None = None) -> None:
                 time_limit=capability.timeout_seconds + settings.MYSPINBOT_HARD_TIMEOUT_GRACE,
                 countdown=countdown,
                 producer=producer,
+                # Sent by name, Celery cannot see the task's ignore_result and would
+                # subscribe to the result backend per message: a round trip each, and a
+                # result consumer that, once Redis was away, fails every later send.
+                ignore_result=True,
             )
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import connection, connections, transaction
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from apps.capabilities.context import NodeContext
@@ -44,7 +45,10 @@ def _current(run_pk: int, attempt: int, status: str = Status.RUNNING) -> Any:
 
 
 class Heartbeat(threading.Thread):
-    """Writes ``heartbeat_at`` every third of the heartbeat timeout while a handler runs."""
+    """Writes ``heartbeat_at`` every third of the heartbeat timeout while a handler runs.
+
+    Heartbeats are the database's clock (``now()``), as is the sweeper's cutoff, so a
+    worker whose clock is behind another machine's is not taken for dead."""
 
     def __init__(self, run_pk: int, attempt: int) -> None:
         super().__init__(name=f"heartbeat-{run_pk}", daemon=True)
@@ -56,7 +60,7 @@ class Heartbeat(threading.Thread):
         try:
             while not self.stopped.wait(self.interval):
                 try:
-                    _current(self.run_pk, self.attempt).update(heartbeat_at=timezone.now())
+                    _current(self.run_pk, self.attempt).update(heartbeat_at=Now())
                 except Exception:  # the database may be briefly away: keep beating
                     logger.exception("heartbeat of NodeRun %s failed", self.run_pk)
                     # A broken connection is not reopened by Django on its own: drop it
@@ -93,7 +97,7 @@ def claim(job_id: str, node_id: str, attempt: int, worker: str) -> Claimed | Non
         ).update(
             status=Status.RUNNING,
             started_at=now,
-            heartbeat_at=now,
+            heartbeat_at=Now(),
             worker=worker,
             progress=0.0,
             finished_at=None,
@@ -258,6 +262,7 @@ def fail(run: NodeRun, attempt: int, error: ServiceError) -> None:
             current.status, current.attempt = Status.QUEUED, current.attempt + 1
             current.task_id = engine.task_id(job.pk, current.node_id, current.attempt)
             current.dispatched_at, current.error = timezone.now(), error.to_json()
+            current.sent_at = None
             current.worker, current.heartbeat_at = "", None
             current.save(
                 update_fields=[
@@ -265,6 +270,7 @@ def fail(run: NodeRun, attempt: int, error: ServiceError) -> None:
                     "attempt",
                     "task_id",
                     "dispatched_at",
+                    "sent_at",
                     "error",
                     "worker",
                     "heartbeat_at",
@@ -284,7 +290,7 @@ def fail(run: NodeRun, attempt: int, error: ServiceError) -> None:
                     )
                 ],
             )
-            transaction.on_commit(lambda: engine.send_runs([current], countdown=delay))
+            transaction.on_commit(lambda: engine.relay([current], countdown=delay))
             metrics.node_retried(current, error.code)
             return
         current.status, current.error = Status.FAILED, error.to_json()
@@ -323,7 +329,7 @@ class ProgressReporter:
             if engine.lock_job(self.job_id) is None:
                 return
             if not _current(self.run_pk, self.attempt).update(
-                progress=fraction, heartbeat_at=timezone.now()
+                progress=fraction, heartbeat_at=Now()
             ):
                 return
             engine.refresh_job_progress(self.job_id)

@@ -86,6 +86,10 @@ class NodeRun(models.Model):
     progress = models.FloatField(default=0.0)
     progress_weight = models.FloatField(default=1.0)
     dispatched_at = models.DateTimeField(null=True, blank=True)
+    # The outbox: a dispatch (status queued, this attempt's task_id) is written with
+    # sent_at null in the transaction that queues the node; the relay sets it once the
+    # broker has the message, and the sweeper resends a queued run still unsent.
+    sent_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -104,7 +108,12 @@ class NodeRun(models.Model):
             models.UniqueConstraint(fields=["job", "node_id"], name="noderun_unique_node")
         ]
         indexes = [
-            models.Index(fields=["status", "heartbeat_at"], name="graphs_node_status_d769ff_idx")
+            models.Index(fields=["status", "heartbeat_at"], name="graphs_node_status_d769ff_idx"),
+            models.Index(
+                fields=["dispatched_at"],
+                name="noderun_unsent",
+                condition=models.Q(status="queued", sent_at=None),
+            ),
         ]
 
     def __str__(self) -> str:

@@ -193,8 +193,10 @@ CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 3600, min_value=1)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 3900, min_value=1)
 # Redis redelivers an unacknowledged message after this long; it must exceed the
-# longest task or a running task would be handed to a second worker.
-CELERY_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", 7200, min_value=60)
+# longest task or a running task would be handed to a second worker. lora.train may
+# run 14,400 s (plus the hard-limit grace); the check jobs.E001 compares this with
+# every service's limit.
+CELERY_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", 21600, min_value=60)
 if CELERY_TASK_SOFT_TIME_LIMIT >= CELERY_TASK_TIME_LIMIT:
     raise ImproperlyConfigured("CELERY_TASK_SOFT_TIME_LIMIT must be below CELERY_TASK_TIME_LIMIT")
 if CELERY_VISIBILITY_TIMEOUT <= CELERY_TASK_TIME_LIMIT:
@@ -224,6 +226,9 @@ MYSPINBOT_SWEEP_INTERVAL = env_float("MYSPINBOT_SWEEP_INTERVAL", 5.0, min_value=
 # A queued node whose message may have been lost (broker restarted without
 # persistence) is sent again after this long; a duplicate message is harmless.
 MYSPINBOT_REDISPATCH_AFTER = env_float("MYSPINBOT_REDISPATCH_AFTER", 600.0, min_value=5.0)
+# A queued node whose message was never handed to the broker (publish failed, the
+# process died right after commit) is sent by the sweeper once it is this old.
+MYSPINBOT_UNSENT_RESEND_AFTER = env_float("MYSPINBOT_UNSENT_RESEND_AFTER", 5.0, min_value=0.5)
 MYSPINBOT_MAX_LOST_ATTEMPTS = env_int("MYSPINBOT_MAX_LOST_ATTEMPTS", 3, min_value=0)
 MYSPINBOT_RETRY_BACKOFF = env_float("MYSPINBOT_RETRY_BACKOFF", 1.0, min_value=0.0)
 MYSPINBOT_RETRY_BACKOFF_MAX = env_float("MYSPINBOT_RETRY_BACKOFF_MAX", 60.0, min_value=0.0)

@@ -72,3 +72,35 @@ def test_spin_without_inputs_says_what_is_missing() -> None:
 
     with pytest.raises(CommandError, match="give --portrait and --voice"):
         call_command("spin", "--topic", "otters", stdout=StringIO())
+
+
+def test_spin_again_on_the_same_files_is_answered_from_the_cache_and_returns_the_video(
+    start_worker: Callable[..., CeleryWorker], tmp_path: Path, settings: Any
+) -> None:
+    from apps.jobs.management.commands.spin import make_sample
+
+    User.objects.create_user("demo")
+    start_worker("cpu", [settings.CELERY_CPU_QUEUE], concurrency=2)
+    portrait, voice, text = make_sample(tmp_path / "inputs")
+    arguments = [
+        *("--portrait", str(portrait), "--voice", str(voice), "--ref-text", text),
+        *("--narration", "Otters hold hands while they sleep."),
+        *("--width", "320", "--height", "240", "--fps", "12", "--wait"),
+        *("--out", str(tmp_path / "out")),
+    ]
+    call_command("spin", *arguments, stdout=StringIO())
+    first = Job.objects.get()
+
+    out = StringIO()
+    call_command("spin", *arguments, stdout=out)
+
+    second = Job.objects.exclude(pk=first.pk).get()
+    runs = NodeRun.objects.filter(job=second)
+    assert second.status == "completed"
+    assert {run.node_id: run.cached_from_id is not None for run in runs} == {
+        run.node_id: True for run in runs
+    }
+    path = Path(out.getvalue().strip().splitlines()[-1])
+    assert path == (tmp_path / "out" / f"{second.pk}.mp4").resolve()
+    assert path.read_bytes() == (tmp_path / "out" / f"{first.pk}.mp4").read_bytes()
+    assert Artifact.objects.filter(job=second).count() == 0  # listed from the first, not copied

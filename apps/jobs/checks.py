@@ -1,0 +1,36 @@
+"""System checks of the engine's configuration against the services it runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import Error, register
+
+from apps.capabilities.registry import get_registry
+
+
+def longest_task_seconds() -> int:
+    """The most seconds any service's task may run: its limit plus the hard-limit grace."""
+    limits = [capability.timeout_seconds for capability in get_registry().all()]
+    return max(limits, default=0) + settings.MYSPINBOT_HARD_TIMEOUT_GRACE
+
+
+@register("celery")
+def visibility_timeout_covers_every_task(**_: Any) -> list[Error]:
+    """Redis hands an unacknowledged message to another worker after the visibility
+    timeout; shorter than a task's limit, a task still running would start twice."""
+    if not str(settings.CELERY_BROKER_URL).startswith(("redis://", "rediss://")):
+        return []
+    visibility = int(settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"])
+    longest = longest_task_seconds()
+    if visibility > longest:
+        return []
+    return [
+        Error(
+            f"CELERY_VISIBILITY_TIMEOUT ({visibility}s) must exceed the longest task "
+            f"({longest}s: a service's timeoutSeconds plus MYSPINBOT_HARD_TIMEOUT_GRACE)",
+            hint="raise CELERY_VISIBILITY_TIMEOUT",
+            id="jobs.E001",
+        )
+    ]
