@@ -118,7 +118,7 @@ def measured_dbtp(samples: np.ndarray) -> float:
 def test_declaration_is_registered() -> None:
     capability = get_registry().get(SERVICE)
 
-    assert (capability.queue, capability.version) == ("cpu", "2")
+    assert (capability.queue, capability.version) == ("cpu", "3")
     assert (capability.cacheable, capability.timeout_seconds, capability.max_attempts) == (
         True,
         600,
@@ -179,6 +179,7 @@ def test_profile_from_padded_speech_measures_pitch_rate_levels_and_trims() -> No
         "pitch": output["pitch"],
         "speaking_rate_wps": output["speaking_rate_wps"],
         "transcript_words": 14,
+        "timbre": output["timbre"],
         "transcript": TRANSCRIPT,
         "reference": output["reference"],
     }

@@ -1,8 +1,9 @@
 """tts.speak: a narration spoken sentence by sentence, following a voice profile.
 
-check inputs → speak each sentence (matching the profile's speaking rate) → move the
-pitch onto the profile's with WORLD → join with pauses → level to -16 LUFS (true peak
-≤ -2 dBTP, so the encoded video stays under -1) → store ``speech.wav``.
+check inputs → speak each sentence (matching the profile's speaking rate) → in one
+WORLD resynthesis, move the pitch onto the profile's and conform the timbre to the
+speaker's (``media.timbre``) → join with pauses → level to -16 LUFS (true peak ≤ -2
+dBTP, so the encoded video stays under -1) → store ``speech.wav``.
 
 Speaking rate is measured as in ``voice.build_profile``: words per second of sound
 (pauses left out). An engine's nominal words-per-minute is not that, so when the rate
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from apps.capabilities.context import NodeContext
-from apps.capabilities.media import audio
+from apps.capabilities.media import audio, timbre
 from apps.capabilities.media.tts_engines import (
     PIPER_VOICE,
     EngineUnavailable,
@@ -46,6 +47,9 @@ SENTENCE_MARGIN_SECONDS = 0.02
 # 64 kb/s AAC overshoots the WAV's true peak by up to 0.6 dB on our narrations (measured:
 # -1.04 dBTP in the WAV gave -0.62 in the MP4; -2.04 gives -1.70 to -1.99).
 NARRATION_CEILING_DBTP = -2.0
+# Timbre conform defaults (params timbre_strength and timbre_warp): TUNED BELOW.
+TIMBRE_STRENGTH = 1.0
+TIMBRE_WARP = 1.0
 
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|(?<=[.!?…][\"'”’)\]])\s+|\n+")
 
@@ -57,6 +61,7 @@ class VoiceProfile:
     profile_id: str
     pitch: audio.PitchStats
     speaking_rate_wps: float
+    timbre: timbre.Timbre | None  # None for a profile built before timbre was described
 
 
 def run(ctx: NodeContext) -> dict[str, Any]:
@@ -92,8 +97,17 @@ def run(ctx: NodeContext) -> dict[str, Any]:
     else:
         clips, rate = speak(ctx, engine, sentences, voice)
 
-    if profile is not None and ctx.params.get("pitch_shift", True):
-        clips = follow_pitch(ctx, clips, rate, profile.pitch)
+    conform: dict[str, Any] = {"conformed": False, "reason": "no voice profile"}
+    if profile is not None:
+        clips, conform = follow_profile(
+            ctx,
+            clips,
+            rate,
+            profile,
+            move_pitch=bool(ctx.params.get("pitch_shift", True)),
+            strength=float(ctx.params.get("timbre_strength", TIMBRE_STRENGTH)),
+            warp_strength=float(ctx.params.get("timbre_warp", TIMBRE_WARP)),
+        )
 
     ctx.progress(0.95, "joining sentences")
     speech, cues = join(clips, sentences, rate)
@@ -117,6 +131,8 @@ def run(ctx: NodeContext) -> dict[str, Any]:
         "true_peak_dbtp": (
             None if loudness.true_peak_dbtp is None else round(loudness.true_peak_dbtp, 2)
         ),
+        "timbre_conformed": conform["conformed"],
+        "timbre": conform,
         "words": words,
         "cues": cues,
     }
@@ -172,7 +188,7 @@ def _profile_from(profile_id: str, data: dict[str, Any]) -> VoiceProfile:
         raise PermanentError("bad_input", f"voice profile {profile_id} is incomplete") from None
     if not (stats.p05_hz > 0 and stats.median_hz > 0 and stats.p95_hz > 0 and rate > 0):
         raise PermanentError("bad_input", f"voice profile {profile_id} is incomplete")
-    return VoiceProfile(profile_id, stats, rate)
+    return VoiceProfile(profile_id, stats, rate, timbre.Timbre.from_json(data.get("timbre")))
 
 
 def split_sentences(text: str) -> list[str]:
@@ -246,25 +262,58 @@ def spoken_rate_wps(clips: list[audio.Samples], sentences: list[str], rate: int)
     return sum(audio.count_words(sentence) for sentence in sentences) / sound
 
 
-def follow_pitch(
-    ctx: NodeContext, clips: list[audio.Samples], rate: int, target: audio.PitchStats
-) -> list[audio.Samples]:
-    """Resynthesize every clip with WORLD so that the narration's F0 distribution (all
-    sentences together, so intonation between sentences is kept) lands on ``target``."""
+def follow_profile(
+    ctx: NodeContext,
+    clips: list[audio.Samples],
+    rate: int,
+    profile: VoiceProfile,
+    move_pitch: bool,
+    strength: float,
+    warp_strength: float,
+) -> tuple[list[audio.Samples], dict[str, Any]]:
+    """Resynthesize every clip once with WORLD so that the narration's F0 distribution
+    lands on the profile's (when ``move_pitch``) and its long-term envelope moves toward
+    the speaker's (when the profile describes a timbre and ``strength`` > 0). Both maps
+    are fitted on all sentences together, so intonation and the differences between
+    sentences are kept. Returns the clips and what was done to the timbre."""
+    conform: dict[str, Any] = {"conformed": False, "reason": "timbre_strength is 0"}
+    if profile.timbre is None:
+        conform = {"conformed": False, "reason": "the profile describes no timbre"}
+    wants_timbre = profile.timbre is not None and strength > 0
+    if not (move_pitch or wants_timbre):
+        return clips, conform
     # (a sentence the engine left silent has nothing to analyse)
-    contours = [audio.world_f0(clip, rate) if clip.size else np.zeros(0) for clip in clips]
-    voiced = np.concatenate([contour[contour > 0] for contour in contours])
+    frames = [audio.world_analyse(clip, rate) if clip.size else None for clip in clips]
+    analysed = [f for f in frames if f is not None]
+    voiced = np.concatenate([f.f0[f.f0 > 0] for f in analysed]) if analysed else np.zeros(0)
     if voiced.size < audio.MIN_VOICED_FRAMES:
-        return clips  # nothing voiced to move (whispered or unvoiced engine output)
-    mapping = audio.PitchMap.between(voiced, target)
-    shifted: list[audio.Samples] = []
-    for index, (clip, contour) in enumerate(zip(clips, contours, strict=True)):
-        if clip.size:
-            clip = audio.resynthesize(clip, rate, contour, mapping.apply(contour))
-        shifted.append(clip)
+        # nothing voiced to move (whispered or unvoiced engine output)
+        return clips, {"conformed": False, "reason": "the speech has no voiced frames"}
+    pitch_map = audio.PitchMap.between(voiced, profile.pitch) if move_pitch else None
+    timbre_map = None
+    if wants_timbre:
+        assert profile.timbre is not None
+        source = timbre.long_term_envelope(analysed)
+        assert source is not None, "enough voiced frames were checked above"
+        timbre_map = timbre.TimbreMap.between(
+            source, rate, profile.timbre, strength=strength, warp_strength=warp_strength
+        )
+        conform = {
+            "conformed": True,
+            "strength": strength,
+            "warp_strength": warp_strength,
+            **timbre_map.to_json(),
+        }
+    moved: list[audio.Samples] = []
+    for index, (clip, analysis) in enumerate(zip(clips, frames, strict=True)):
+        if analysis is not None:
+            new_f0 = analysis.f0 if pitch_map is None else pitch_map.apply(analysis.f0)
+            envelope = None if timbre_map is None else timbre_map.apply(analysis.envelope, rate)
+            clip = audio.world_synthesize(analysis, new_f0, envelope)
+        moved.append(clip)
         done = 0.3 + 0.65 * (index + 1) / len(clips)
-        ctx.progress(done, f"moved the pitch of sentence {index + 1} of {len(clips)}")
-    return shifted
+        ctx.progress(done, f"followed the voice profile in sentence {index + 1} of {len(clips)}")
+    return moved, conform
 
 
 def join(
