@@ -193,6 +193,22 @@ def test_profile_from_padded_speech_measures_pitch_rate_levels_and_trims() -> No
 
 
 @pytest.mark.django_db
+def test_profile_stores_the_speakers_long_term_envelope() -> None:
+    output, run = build(wav(piper()))
+
+    described = output["timbre"]
+    assert described["method"] == "world-cheaptrick-mel40"
+    assert len(described["grid_hz"]) == len(described["envelope_db"]) == 40
+    assert (described["grid_hz"][0], described["grid_hz"][-1]) == (100.0, 7600.0)
+    assert sum(described["envelope_db"]) == pytest.approx(0.0, abs=0.05)
+    # voiced 5 ms frames: most of the 3.9 s of speech
+    assert 300 < described["voiced_frames"] < 780
+    # and it is kept with the profile, for tts.speak to conform to
+    assert Profile.objects.get().data["timbre"] == described
+    assert json.loads(run.read(output["profile"]))["timbre"] == described
+
+
+@pytest.mark.django_db
 def test_profile_from_real_speech(tmp_path: Path) -> None:
     output, _ = build(speech(tmp_path, 50))
 
