@@ -312,6 +312,31 @@ def world_analyse(
     return WorldFrames(f0, envelope, aperiodicity, sample_rate, samples.size)
 
 
+def stretch_frames(frames: WorldFrames, factor: float) -> WorldFrames:
+    """``frames`` lasting ``factor`` times as long (above 1: slower speech), pitch and
+    timbre kept: each new frame reads the analysis at its time divided by ``factor``,
+    F0 from the nearest frame (so voicing stays crisp), the envelope and aperiodicity
+    interpolated between the two around it."""
+    count = frames.f0.size
+    new_count = max(1, round(count * factor))
+    position = np.minimum(np.arange(new_count) / factor, count - 1.0)
+    low = np.floor(position).astype(int)
+    high = np.minimum(low + 1, count - 1)
+    weight = (position - low)[:, None]
+
+    def between(rows: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        return np.ascontiguousarray(rows[low] * (1.0 - weight) + rows[high] * weight)
+
+    nearest = np.minimum(np.round(position).astype(int), count - 1)
+    return WorldFrames(
+        np.ascontiguousarray(frames.f0[nearest]),
+        between(frames.envelope),
+        between(frames.aperiodicity),
+        frames.sample_rate,
+        round(frames.length * factor),
+    )
+
+
 def world_synthesize(
     frames: WorldFrames,
     new_f0: npt.NDArray[np.float64],

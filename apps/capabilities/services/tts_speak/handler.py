@@ -39,6 +39,11 @@ DEFAULT_RATE_WPM = 175
 MIN_RATE_WPM, MAX_RATE_WPM = 80, 450
 # Rate correction: takes at most, and the relative error that stops them.
 RATE_TAKES, RATE_TOLERANCE = 3, 0.05
+# A take this close to the profile's rate (as a duration ratio) is time-stretched in the
+# WORLD resynthesis rather than spoken again: a second take of the neural voice costs
+# about as much as the whole resynthesis, and WORLD stretches by 20 % keeping pitch and
+# timbre (frames repeated or dropped 5 ms at a time).
+STRETCH_BOUNDS = (0.8, 1.25)
 # Silence between two sentences in speech.wav.
 PAUSE_SECONDS = 0.3
 # Keep a little of each sentence's own silence so it does not start or end abruptly.
@@ -88,25 +93,31 @@ def run(ctx: NodeContext) -> dict[str, Any]:
     workdir = ctx.workdir
     assert workdir is not None, "the worker gives every attempt a workdir"
 
+    move_pitch = bool(ctx.params.get("pitch_shift", True))
+    strength = float(ctx.params.get("timbre_strength", TIMBRE_STRENGTH))
+    warp_strength = float(ctx.params.get("timbre_warp", TIMBRE_WARP))
+    # (whether the speech goes through WORLD anyway: then a rate error is cheaper to
+    # correct there than by speaking the whole narration again)
+    resynthesized = profile is not None and (
+        move_pitch or (profile.timbre is not None and (strength > 0 or warp_strength > 0))
+    )
+
     ctx.progress(0.0, f"speaking {len(sentences)} sentences")
+    stretch = 1.0
     if "rate_wpm" in ctx.params:
         voice = Voice(voice.name, int(ctx.params["rate_wpm"]), voice.pitch)
         clips, rate = speak(ctx, engine, sentences, voice)
     elif profile is not None:
-        voice, clips, rate = speak_at_profile_rate(ctx, engine, sentences, voice, profile)
+        voice, clips, rate, stretch = speak_at_profile_rate(
+            ctx, engine, sentences, voice, profile, can_stretch=resynthesized
+        )
     else:
         clips, rate = speak(ctx, engine, sentences, voice)
 
     conform: dict[str, Any] = {"conformed": False, "reason": "no voice profile"}
     if profile is not None:
         clips, conform = follow_profile(
-            ctx,
-            clips,
-            rate,
-            profile,
-            move_pitch=bool(ctx.params.get("pitch_shift", True)),
-            strength=float(ctx.params.get("timbre_strength", TIMBRE_STRENGTH)),
-            warp_strength=float(ctx.params.get("timbre_warp", TIMBRE_WARP)),
+            ctx, clips, rate, profile, move_pitch, strength, warp_strength, stretch
         )
 
     ctx.progress(0.95, "joining sentences")
@@ -125,6 +136,7 @@ def run(ctx: NodeContext) -> dict[str, Any]:
         "engine": engine.name,
         "voice": PIPER_VOICE if engine.name == "piper" else voice.name,
         "rate_wpm": voice.rate_wpm,
+        "time_stretch": round(stretch, 3),
         "profile_id": profile.profile_id if profile else None,
         "median_pitch_hz": round(measured.median_hz, 2) if measured else None,
         "loudness_lufs": None if loudness.lufs is None else round(loudness.lufs, 2),
@@ -231,11 +243,16 @@ def speak_at_profile_rate(
     sentences: list[str],
     voice: Voice,
     profile: VoiceProfile,
-) -> tuple[Voice, list[audio.Samples], int]:
+    can_stretch: bool = False,
+) -> tuple[Voice, list[audio.Samples], int, float]:
     """Speak at the profile's rate: at the nominal rate first, then corrected by the rate
     measured on the last take (engines' words per minute include their pauses, and a
     neural voice's duration is not proportional to its rate), until within
-    ``RATE_TOLERANCE`` or ``RATE_TAKES`` takes."""
+    ``RATE_TOLERANCE`` or ``RATE_TAKES`` takes.
+
+    With ``can_stretch`` (the speech is resynthesized with WORLD afterwards), a take
+    within ``STRETCH_BOUNDS`` of the profile's rate is kept and the time stretch that
+    corrects it is returned (else 1.0), instead of speaking everything again."""
     current = Voice(voice.name, _bounded_rate(profile.speaking_rate_wps * 60), voice.pitch)
     step = 0.3 / RATE_TAKES
     clips, rate = speak(ctx, engine, sentences, current, (0.0, step))
@@ -243,12 +260,15 @@ def speak_at_profile_rate(
         measured = spoken_rate_wps(clips, sentences, rate)
         if measured is None or abs(measured / profile.speaking_rate_wps - 1) <= RATE_TOLERANCE:
             break
+        stretch = measured / profile.speaking_rate_wps
+        if can_stretch and STRETCH_BOUNDS[0] <= stretch <= STRETCH_BOUNDS[1]:
+            return current, clips, rate, stretch
         corrected_rate = _bounded_rate(current.rate_wpm * profile.speaking_rate_wps / measured)
         if corrected_rate == current.rate_wpm:
             break
         current = Voice(voice.name, corrected_rate, voice.pitch)
         clips, rate = speak(ctx, engine, sentences, current, (step * take, step * (take + 1)))
-    return current, clips, rate
+    return current, clips, rate, 1.0
 
 
 def _bounded_rate(wpm: float) -> int:
@@ -270,17 +290,22 @@ def follow_profile(
     move_pitch: bool,
     strength: float,
     warp_strength: float,
+    stretch: float = 1.0,
 ) -> tuple[list[audio.Samples], dict[str, Any]]:
     """Resynthesize every clip once with WORLD so that the narration's F0 distribution
     lands on the profile's (when ``move_pitch``) and its long-term envelope moves toward
     the speaker's (when the profile describes a timbre and ``strength`` > 0). Both maps
     are fitted on all sentences together, so intonation and the differences between
-    sentences are kept. Returns the clips and what was done to the timbre."""
-    conform: dict[str, Any] = {"conformed": False, "reason": "timbre_strength is 0"}
+    sentences are kept; every clip is made ``stretch`` times as long. Returns the clips
+    and what was done to the timbre."""
+    conform: dict[str, Any] = {
+        "conformed": False,
+        "reason": "timbre_strength and timbre_warp are 0",
+    }
     if profile.timbre is None:
         conform = {"conformed": False, "reason": "the profile describes no timbre"}
-    wants_timbre = profile.timbre is not None and strength > 0
-    if not (move_pitch or wants_timbre):
+    wants_timbre = profile.timbre is not None and (strength > 0 or warp_strength > 0)
+    if not (move_pitch or wants_timbre or stretch != 1.0):
         return clips, conform
     # (a sentence the engine left silent has nothing to analyse)
     frames = [audio.world_analyse(clip, rate) if clip.size else None for clip in clips]
@@ -307,6 +332,8 @@ def follow_profile(
     moved: list[audio.Samples] = []
     for index, (clip, analysis) in enumerate(zip(clips, frames, strict=True)):
         if analysis is not None:
+            if stretch != 1.0:
+                analysis = audio.stretch_frames(analysis, stretch)
             new_f0 = analysis.f0 if pitch_map is None else pitch_map.apply(analysis.f0)
             envelope = None if timbre_map is None else timbre_map.apply(analysis.envelope, rate)
             clip = audio.world_synthesize(analysis, new_f0, envelope)
