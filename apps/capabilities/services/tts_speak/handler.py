@@ -52,9 +52,15 @@ SENTENCE_MARGIN_SECONDS = 0.02
 # 64 kb/s AAC overshoots the WAV's true peak by up to 0.6 dB on our narrations (measured:
 # -1.04 dBTP in the WAV gave -0.62 in the MP4; -2.04 gives -1.70 to -1.99).
 NARRATION_CEILING_DBTP = -2.0
-# Timbre conform defaults (params timbre_strength and timbre_warp): TUNED BELOW.
+# Timbre conform defaults (params timbre_strength and timbre_warp), chosen by speaker
+# similarity in ``bench/voice.py --tune`` (6 made speakers, Resemblyzer cosine, a 4 x 3
+# grid; bench/RESULTS.md): the full correction scored best or within 0.01 of it on
+# every speaker, the warp at 1 only on the higher-pitched ones (a low voice's long-term
+# envelope fits a warp poorly: the misfit is flat within 0.9-1.0) and half the fitted
+# warp best on average (mean 0.857, against 0.851 at 1, 0.840 at 0 and 0.784 with no
+# conform).
 TIMBRE_STRENGTH = 1.0
-TIMBRE_WARP = 1.0
+TIMBRE_WARP = 0.5
 
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|(?<=[.!?…][\"'”’)\]])\s+|\n+")
 
