@@ -20,7 +20,8 @@ Measured on the stored ``speech.wav``:
 - intelligibility: word error rate of PocketSphinx 5 (its US English acoustic model,
   language model and dictionary; free recognition, nothing told about the text) on each
   sentence, cut out by the output's cues (goal: (c) ≤ 10 %; (b) is the recogniser's
-  own baseline on clean neural speech);
+  own baseline on clean neural speech), and again with a closed vocabulary (a grammar
+  of the 20 sentences' words in any order, instead of the language model);
 - speed: seconds of speech per second of ``tts.speak`` wall clock (profile already
   built, voices loaded), the process pinned to one core with every thread pool at one
   thread (goal: (c) ≥ 5×).
@@ -239,12 +240,22 @@ class Similarity:
 
 
 class Recogniser:
-    """PocketSphinx 5 with its bundled US English model, language model and dictionary."""
+    """PocketSphinx 5 with its bundled US English model and dictionary; with its general
+    language model, or with ``vocabulary`` a grammar of those words in any order and
+    number (closed vocabulary: the language model's guesses left out, not the text)."""
 
-    def __init__(self) -> None:
+    def __init__(self, vocabulary: list[str] | None = None) -> None:
         from pocketsphinx import Decoder
 
         self._decoder = Decoder(loglevel="FATAL")
+        if vocabulary is not None:
+            known = [word for word in vocabulary if self._decoder.lookup_word(word) is not None]
+            grammar = (
+                "#JSGF V1.0;\ngrammar vocabulary;\npublic <utterance> = <word>+;\n"
+                f"<word> = {' | '.join(known)};\n"
+            )
+            self._decoder.add_jsgf_string("vocabulary", grammar)
+            self._decoder.activate_search("vocabulary")
 
     def words(self, samples: np.ndarray, rate: int) -> list[str]:
         from math import gcd
@@ -284,6 +295,7 @@ def edit_distance(reference: list[str], hypothesis: list[str]) -> int:
 class Outcome:
     similarity: list[float] = field(default_factory=list)
     errors: int = 0
+    closed_errors: int = 0
     words: int = 0
     speech_seconds: float = 0.0
     wall_seconds: float = 0.0
@@ -292,6 +304,10 @@ class Outcome:
     @property
     def wer(self) -> float:
         return self.errors / max(1, self.words)
+
+    @property
+    def closed_wer(self) -> float:
+        return self.closed_errors / max(1, self.words)
 
     @property
     def speed_x(self) -> float:
@@ -370,6 +386,8 @@ def main() -> int:
 
     similarity = Similarity()
     recogniser = None if args.tune else Recogniser()
+    vocabulary = sorted({word for sentence in SENTENCES for word in speech_timing_words(sentence)})
+    closed = None if args.tune else Recogniser(vocabulary)
     # (load the engines before anything is timed)
     from apps.capabilities.media.tts_engines import get_engine
 
@@ -407,6 +425,9 @@ def main() -> int:
                     heard = recogniser.words(speech[start:end], speech_rate)
                     said = speech_timing_words(cue["text"])
                     outcome.errors += edit_distance(said, heard)
+                    assert closed is not None
+                    heard = closed.words(speech[start:end], speech_rate)
+                    outcome.closed_errors += edit_distance(said, heard)
                     outcome.words += len(said)
         print(
             f"{reference.name:>14}: "
@@ -444,6 +465,10 @@ def print_table(
     if not args.tune:
         wers = " | ".join(f"{o.wer:.1%} ({o.errors}/{o.words})" for o in outcomes.values())
         print(f"| WER (PocketSphinx) | | {wers} |")
+        wers = " | ".join(
+            f"{o.closed_wer:.1%} ({o.closed_errors}/{o.words})" for o in outcomes.values()
+        )
+        print(f"| WER, closed vocabulary | | {wers} |")
     speeds = " | ".join(f"{o.speed_x:.1f}×" for o in outcomes.values())
     print(f"| speed (× real time) | | {speeds} |")
     if "piper+timbre" in outcomes:

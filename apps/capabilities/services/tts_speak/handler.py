@@ -53,12 +53,13 @@ SENTENCE_MARGIN_SECONDS = 0.02
 # -1.04 dBTP in the WAV gave -0.62 in the MP4; -2.04 gives -1.70 to -1.99).
 NARRATION_CEILING_DBTP = -2.0
 # Timbre conform defaults (params timbre_strength and timbre_warp), chosen by speaker
-# similarity in ``bench/voice.py --tune`` (6 made speakers, Resemblyzer cosine, a 4 x 3
-# grid; bench/RESULTS.md): the full correction scored best or within 0.01 of it on
-# every speaker, the warp at 1 only on the higher-pitched ones (a low voice's long-term
-# envelope fits a warp poorly: the misfit is flat within 0.9-1.0) and half the fitted
-# warp best on average (mean 0.857, against 0.851 at 1, 0.840 at 0 and 0.784 with no
-# conform).
+# similarity in ``bench/voice.py --tune`` (6 made speakers, Resemblyzer cosine over a
+# strength 0/0.5/0.75/1 x warp 0/0.5/1 grid; bench/RESULTS.md). The full correction
+# scored best on average at every warp. The full warp helped the higher voices most
+# (high-fast 0.846 -> 0.894) but cost the low ones (deep-slow 0.880 -> 0.862): a low
+# voice's long-term envelope has no clear best warp, so the fit is noisy. Half the
+# fitted warp scored best on average: mean 0.857, against 0.851 at 1, 0.840 at 0 and
+# 0.784 with no conform.
 TIMBRE_STRENGTH = 1.0
 TIMBRE_WARP = 0.5
 
