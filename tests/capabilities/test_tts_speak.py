@@ -104,6 +104,13 @@ def test_sentences_split_after_stops_and_line_breaks() -> None:
     ]
 
 
+def test_the_rate_probe_is_the_first_sentences_up_to_25_words() -> None:
+    sentences = ["One two three four five six seven eight nine ten."] * 5
+
+    assert handler.probe_sentences(sentences) == sentences[:3]
+    assert handler.probe_sentences(sentences[:2]) == sentences[:2]
+
+
 # --- speaking ----------------------------------------------------------------------
 
 
