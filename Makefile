@@ -24,6 +24,10 @@ $(VENV)/.test.stamp: $(VENV)/.local.stamp requirements/test.txt
 	$(PY) -m pip install --quiet -r requirements/test.txt
 	@touch $@
 
+$(VENV)/.bench.stamp: $(VENV)/.test.stamp requirements/bench.txt
+	$(PY) -m pip install --quiet -r requirements/bench.txt
+	@touch $@
+
 venv: $(VENV)/.local.stamp
 
 # The face models the talking head runs, taken from the wheel pinned in requirements/models.txt
@@ -85,11 +89,12 @@ lint: $(VENV)/.test.stamp
 	$(BIN)/mypy apps myspinbot gpu_tasks testkit
 	$(BIN)/lint-imports --no-cache
 
-bench: $(VENV)/.test.stamp
+bench: $(VENV)/.bench.stamp
 	@$(PY) -m myspinbot.devservices postgres
 	@$(PY) -m myspinbot.devservices ensure-redis redis://127.0.0.1:6379/0
 	$(PY) bench/walker.py
 	$(PY) bench/ws_latency.py
+	$(PY) bench/voice.py
 
 soak: $(VENV)/.test.stamp  ## 1,000 jobs through the API with WebSocket watchers (bench/soak.py); minutes
 	@$(PY) -m myspinbot.devservices postgres

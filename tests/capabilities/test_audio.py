@@ -109,6 +109,21 @@ def test_world_resynthesis_moves_a_voice_onto_a_target_pitch() -> None:
     assert stats.median_hz == pytest.approx(200.0, rel=0.05)
 
 
+@pytest.mark.parametrize("factor", [0.8, 1.25])
+def test_world_time_stretch_changes_the_length_and_keeps_the_pitch(factor: float) -> None:
+    source = vibrato(150.0, 0.05, 1.5)
+    frames = audio.world_analyse(source, RATE)
+
+    stretched = audio.stretch_frames(frames, factor)
+    out = audio.world_synthesize(stretched, stretched.f0)
+
+    assert out.size == round(source.size * factor)
+    assert stretched.f0.size == round(frames.f0.size * factor)
+    stats = audio.measure_pitch(out, RATE)
+    assert stats is not None
+    assert stats.median_hz == pytest.approx(150.0, rel=0.03)
+
+
 def test_pitch_map_moves_the_median_and_scales_the_range_in_log_frequency() -> None:
     mapping = audio.PitchMap(source_median_hz=100.0, target_median_hz=200.0, range_scale=0.5)
 

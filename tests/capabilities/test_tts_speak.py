@@ -84,7 +84,7 @@ def stored_profile(owner: User, median: float, rate_wps: float) -> Profile:
 def test_declaration_is_registered() -> None:
     capability = get_registry().get(SERVICE)
 
-    assert (capability.queue, capability.version) == ("cpu", "2")
+    assert (capability.queue, capability.version) == ("cpu", "3")
     assert (capability.cacheable, capability.timeout_seconds, capability.max_attempts) == (
         True,
         900,
@@ -102,6 +102,13 @@ def test_sentences_split_after_stops_and_line_breaks() -> None:
         'He said "stop."',
         "Then he left…",
     ]
+
+
+def test_the_rate_probe_is_the_first_sentences_up_to_25_words() -> None:
+    sentences = ["One two three four five six seven eight nine ten."] * 5
+
+    assert handler.probe_sentences(sentences) == sentences[:3]
+    assert handler.probe_sentences(sentences[:2]) == sentences[:2]
 
 
 # --- speaking ----------------------------------------------------------------------
@@ -323,3 +330,105 @@ def test_neural_speech_never_imports_torch() -> None:
     )
     root = Path(handler.__file__).resolve().parents[4]
     subprocess.run([sys.executable, "-c", code], cwd=root, check=True, timeout=60)
+
+
+# --- timbre --------------------------------------------------------------------------
+
+
+def long_term_bands(samples: np.ndarray, rate: int) -> np.ndarray:
+    """Measured apart from media.timbre: the mean FFT power spectrum (Hann, 1024-sample
+    frames, hop 512) of the frames within 30 dB of the loudest, in 12 log-spaced bands
+    over 200-6000 Hz, in dB with the mean taken out."""
+    size, hop = 1024, 512
+    starts = range(0, samples.size - size, hop)
+    frames = np.stack([samples[start : start + size] for start in starts]).astype(np.float64)
+    loud = (energy := np.sum(frames**2, axis=1)) > energy.max() * 1e-3
+    power = np.mean(np.abs(np.fft.rfft(frames[loud] * np.hanning(size), axis=1)) ** 2, axis=0)
+    hz = np.fft.rfftfreq(size, 1 / rate)
+    edges = np.geomspace(200.0, 6000.0, 13)
+    bands = np.array([power[(hz >= lo) & (hz < hi)].mean() for lo, hi in itertools.pairwise(edges)])
+    db = 10 * np.log10(bands)
+    return np.asarray(db - db.mean())
+
+
+def dark_speaker_profile() -> tuple[dict[str, Any], np.ndarray]:
+    """A real voice.build_profile output for a darker speaker (the neural voice through a
+    2nd-order 1.5 kHz low-pass), and that speaker's clip."""
+    from scipy.signal import butter, sosfilt
+
+    from apps.capabilities.media.tts_engines import get_engine
+
+    speech, rate = get_engine("piper").synthesize(TRANSCRIPT, Voice())
+    dark = sosfilt(butter(2, 1500, fs=rate, output="sos"), speech).astype(np.float32)
+    dark, _ = audio.normalize_loudness(dark, rate)
+    run = make_service_run("voice.build_profile")
+    run.context.inputs = {
+        "voice_sample": run.upload(
+            f"dark-{uuid.uuid4().hex[:8]}.wav",
+            audio.write_wav(Path(run.context.workdir or ".") / "dark.wav", dark, rate).read_bytes(),
+            "audio/wav",
+        ),
+        "transcript": TRANSCRIPT,
+    }
+    return build_profile.run(run.context), dark
+
+
+@pytest.mark.django_db
+def test_timbre_conform_moves_the_speech_toward_the_speakers_long_term_spectrum() -> None:
+    # Given a profile of a darker speaker than the neural voice
+    profile, reference = dark_speaker_profile()
+    assert profile["timbre"]["method"] == "world-cheaptrick-mel40"
+    target = long_term_bands(reference, 22050)
+
+    # When the narration is spoken with and without the timbre conform
+    plain, plain_run = speak(
+        {"narration": NARRATION, "profile_id": profile["profile_id"]},
+        {"timbre_strength": 0.0, "timbre_warp": 0.0},
+    )
+    conformed, conformed_run = speak({"narration": NARRATION, "profile_id": profile["profile_id"]})
+
+    # Then each output says what was done
+    assert (plain["engine"], plain["timbre_conformed"]) == ("piper", False)
+    assert plain["timbre"] == {
+        "conformed": False,
+        "reason": "timbre_strength and timbre_warp are 0",
+    }
+    assert (conformed["engine"], conformed["timbre_conformed"]) == ("piper", True)
+    assert conformed["timbre"]["strength"] == handler.TIMBRE_STRENGTH
+    assert conformed["timbre"]["distance_after_db"] < conformed["timbre"]["distance_before_db"]
+    # and, measured on speech.wav, the conformed speech's long-term spectrum is less than
+    # half as far from the speaker's (RMS dB over the bands) as the unconformed one's
+    distances = {}
+    for name, output, run in (("plain", plain, plain_run), ("conformed", conformed, conformed_run)):
+        samples, rate = decoded(run, output["audio"])
+        distances[name] = float(np.sqrt(np.mean((long_term_bands(samples, rate) - target) ** 2)))
+        # and it is still levelled to -16 LUFS
+        lufs = pyloudnorm.Meter(rate).integrated_loudness(samples.astype(np.float64))
+        assert lufs == pytest.approx(-16.0, abs=1.0)
+    assert distances["conformed"] < 0.5 * distances["plain"]
+    # (the neural voice really was brighter than the speaker to begin with)
+    assert distances["plain"] > 4.0
+
+
+@pytest.mark.django_db
+def test_a_profile_built_before_timbre_was_described_still_speaks() -> None:
+    # Given a stored profile from before voice.build_profile 3: pitch and rate, no timbre
+    owner, _ = User.objects.get_or_create(username="media")
+    old = stored_profile(owner, median=150.0, rate_wps=3.0)
+
+    output, run = speak({"narration": NARRATION, "profile_id": str(old.pk)})
+
+    # Then it is spoken, pitch followed, timbre left alone and saying why
+    assert output["median_pitch_hz"] == pytest.approx(150.0, rel=0.1)
+    assert output["timbre_conformed"] is False
+    assert output["timbre"] == {"conformed": False, "reason": "the profile describes no timbre"}
+    samples, rate = decoded(run, output["audio"])
+    lufs = pyloudnorm.Meter(rate).integrated_loudness(samples.astype(np.float64))
+    assert lufs == pytest.approx(-16.0, abs=1.0)
+
+
+@pytest.mark.django_db
+def test_without_a_profile_nothing_is_conformed() -> None:
+    output, _ = speak({"narration": "Hello there."})
+
+    assert output["timbre"] == {"conformed": False, "reason": "no voice profile"}

@@ -118,7 +118,7 @@ def measured_dbtp(samples: np.ndarray) -> float:
 def test_declaration_is_registered() -> None:
     capability = get_registry().get(SERVICE)
 
-    assert (capability.queue, capability.version) == ("cpu", "2")
+    assert (capability.queue, capability.version) == ("cpu", "3")
     assert (capability.cacheable, capability.timeout_seconds, capability.max_attempts) == (
         True,
         600,
@@ -179,6 +179,7 @@ def test_profile_from_padded_speech_measures_pitch_rate_levels_and_trims() -> No
         "pitch": output["pitch"],
         "speaking_rate_wps": output["speaking_rate_wps"],
         "transcript_words": 14,
+        "timbre": output["timbre"],
         "transcript": TRANSCRIPT,
         "reference": output["reference"],
     }
@@ -189,6 +190,22 @@ def test_profile_from_padded_speech_measures_pitch_rate_levels_and_trims() -> No
         ("reference.wav", "audio/wav"),
     ]
     assert run.progress.reports[-1] == (1.0, "voice profile ready")
+
+
+@pytest.mark.django_db
+def test_profile_stores_the_speakers_long_term_envelope() -> None:
+    output, run = build(wav(piper()))
+
+    described = output["timbre"]
+    assert described["method"] == "world-cheaptrick-mel40"
+    assert len(described["grid_hz"]) == len(described["envelope_db"]) == 40
+    assert (described["grid_hz"][0], described["grid_hz"][-1]) == (100.0, 7600.0)
+    assert sum(described["envelope_db"]) == pytest.approx(0.0, abs=0.05)
+    # voiced 5 ms frames: most of the 3.9 s of speech
+    assert 300 < described["voiced_frames"] < 780
+    # and it is kept with the profile, for tts.speak to conform to
+    assert Profile.objects.get().data["timbre"] == described
+    assert json.loads(run.read(output["profile"]))["timbre"] == described
 
 
 @pytest.mark.django_db

@@ -270,6 +270,79 @@ class PitchMap:
         return mapped
 
 
+@dataclass(frozen=True)
+class WorldFrames:
+    """WORLD's analysis of a clip, one row per ``WORLD_FRAME_MS``: F0 (0 when unvoiced),
+    the spectral envelope (power, ``fft_size // 2 + 1`` bins from 0 Hz to Nyquist) and
+    the aperiodicity, plus the clip's length in samples."""
+
+    f0: npt.NDArray[np.float64]
+    envelope: npt.NDArray[np.float64]
+    aperiodicity: npt.NDArray[np.float64]
+    sample_rate: int
+    length: int
+
+
+def world_analyse(
+    samples: Samples, sample_rate: int, f0: npt.NDArray[np.float64] | None = None
+) -> WorldFrames:
+    """F0 (:func:`world_f0`, unless given), CheapTrick envelope and D4C aperiodicity."""
+    world = pyworld()
+    x = np.ascontiguousarray(samples, dtype=np.float64)
+    if f0 is None:
+        f0 = world_f0(samples, sample_rate)
+    times = np.arange(f0.size, dtype=np.float64) * WORLD_FRAME_MS / 1000.0
+    fft_size = world.get_cheaptrick_fft_size(sample_rate, PITCH_FLOOR_HZ)
+    envelope = world.cheaptrick(
+        x, f0, times, sample_rate, f0_floor=PITCH_FLOOR_HZ, fft_size=fft_size
+    )
+    aperiodicity = world.d4c(x, f0, times, sample_rate, fft_size=fft_size)
+    return WorldFrames(f0, envelope, aperiodicity, sample_rate, samples.size)
+
+
+def stretch_frames(frames: WorldFrames, factor: float) -> WorldFrames:
+    """``frames`` lasting ``factor`` times as long (above 1: slower speech), pitch and
+    timbre kept: each new frame reads the analysis at its time divided by ``factor``,
+    F0 from the nearest frame (so voicing stays crisp), the envelope and aperiodicity
+    interpolated between the two around it."""
+    count = frames.f0.size
+    new_count = max(1, round(count * factor))
+    position = np.minimum(np.arange(new_count) / factor, count - 1.0)
+    low = np.floor(position).astype(int)
+    high = np.minimum(low + 1, count - 1)
+    weight = (position - low)[:, None]
+
+    def between(rows: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        return np.ascontiguousarray(rows[low] * (1.0 - weight) + rows[high] * weight)
+
+    nearest = np.minimum(np.round(position).astype(int), count - 1)
+    return WorldFrames(
+        np.ascontiguousarray(frames.f0[nearest]),
+        between(frames.envelope),
+        between(frames.aperiodicity),
+        frames.sample_rate,
+        round(frames.length * factor),
+    )
+
+
+def world_synthesize(
+    frames: WorldFrames,
+    new_f0: npt.NDArray[np.float64],
+    envelope: npt.NDArray[np.float64] | None = None,
+) -> Samples:
+    """The clip resynthesized from ``frames`` following ``new_f0``, with ``envelope``
+    in place of the analysed one when given. Same length as the analysed clip."""
+    world = pyworld()
+    spectrum = frames.envelope if envelope is None else np.ascontiguousarray(envelope)
+    y = world.synthesize(
+        new_f0, spectrum, frames.aperiodicity, frames.sample_rate, frame_period=WORLD_FRAME_MS
+    )
+    out = np.zeros(frames.length, dtype=np.float32)
+    n = min(frames.length, y.size)
+    out[:n] = y[:n]
+    return out
+
+
 def resynthesize(
     samples: Samples,
     sample_rate: int,
@@ -278,19 +351,7 @@ def resynthesize(
 ) -> Samples:
     """Resynthesize ``samples`` with WORLD, keeping its spectral envelope and aperiodicity
     (so the voice's timbre and timing) but following ``new_f0``. Same length as input."""
-    world = pyworld()
-    x = np.ascontiguousarray(samples, dtype=np.float64)
-    times = np.arange(f0.size, dtype=np.float64) * WORLD_FRAME_MS / 1000.0
-    fft_size = world.get_cheaptrick_fft_size(sample_rate, PITCH_FLOOR_HZ)
-    envelope = world.cheaptrick(
-        x, f0, times, sample_rate, f0_floor=PITCH_FLOOR_HZ, fft_size=fft_size
-    )
-    aperiodicity = world.d4c(x, f0, times, sample_rate, fft_size=fft_size)
-    y = world.synthesize(new_f0, envelope, aperiodicity, sample_rate, frame_period=WORLD_FRAME_MS)
-    out = np.zeros(samples.size, dtype=np.float32)
-    n = min(samples.size, y.size)
-    out[:n] = y[:n]
-    return out
+    return world_synthesize(world_analyse(samples, sample_rate, f0), new_f0)
 
 
 # --- Loudness (EBU R128) ---------------------------------------------------------------

@@ -1,8 +1,9 @@
 """tts.speak: a narration spoken sentence by sentence, following a voice profile.
 
-check inputs → speak each sentence (matching the profile's speaking rate) → move the
-pitch onto the profile's with WORLD → join with pauses → level to -16 LUFS (true peak
-≤ -2 dBTP, so the encoded video stays under -1) → store ``speech.wav``.
+check inputs → speak each sentence (matching the profile's speaking rate) → in one
+WORLD resynthesis, move the pitch onto the profile's and conform the timbre to the
+speaker's (``media.timbre``) → join with pauses → level to -16 LUFS (true peak ≤ -2
+dBTP, so the encoded video stays under -1) → store ``speech.wav``.
 
 Speaking rate is measured as in ``voice.build_profile``: words per second of sound
 (pauses left out). An engine's nominal words-per-minute is not that, so when the rate
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from apps.capabilities.context import NodeContext
-from apps.capabilities.media import audio
+from apps.capabilities.media import audio, timbre
 from apps.capabilities.media.tts_engines import (
     PIPER_VOICE,
     EngineUnavailable,
@@ -38,6 +39,16 @@ DEFAULT_RATE_WPM = 175
 MIN_RATE_WPM, MAX_RATE_WPM = 80, 450
 # Rate correction: takes at most, and the relative error that stops them.
 RATE_TAKES, RATE_TOLERANCE = 3, 0.05
+# A take this close to the profile's rate (as a duration ratio) is time-stretched in the
+# WORLD resynthesis rather than spoken again: a second take of the neural voice costs
+# about as much as the whole resynthesis, and WORLD stretches by 20 % keeping pitch and
+# timbre (frames repeated or dropped 5 ms at a time).
+STRETCH_BOUNDS = (0.8, 1.25)
+# A narration longer than this many words is first probed with its first sentences (at
+# least this many words): the engine's rate measured on them sets the first full take's,
+# because an engine's nominal words per minute can be 30 % off the profile's words per
+# second of sound (measured on Piper), beyond what the stretch corrects.
+PROBE_WORDS = 25
 # Silence between two sentences in speech.wav.
 PAUSE_SECONDS = 0.3
 # Keep a little of each sentence's own silence so it does not start or end abruptly.
@@ -46,6 +57,16 @@ SENTENCE_MARGIN_SECONDS = 0.02
 # 64 kb/s AAC overshoots the WAV's true peak by up to 0.6 dB on our narrations (measured:
 # -1.04 dBTP in the WAV gave -0.62 in the MP4; -2.04 gives -1.70 to -1.99).
 NARRATION_CEILING_DBTP = -2.0
+# Timbre conform defaults (params timbre_strength and timbre_warp), chosen by speaker
+# similarity in ``bench/voice.py --tune`` (6 made speakers, Resemblyzer cosine over a
+# strength 0/0.5/0.75/1 x warp 0/0.5/1 grid; bench/RESULTS.md). The full correction
+# scored best on average at every warp. The full warp helped the higher voices most
+# (high-fast 0.846 -> 0.894) but cost the low ones (deep-slow 0.880 -> 0.862): a low
+# voice's long-term envelope has no clear best warp, so the fit is noisy. Half the
+# fitted warp scored best on average: mean 0.857, against 0.851 at 1, 0.840 at 0 and
+# 0.784 with no conform.
+TIMBRE_STRENGTH = 1.0
+TIMBRE_WARP = 0.5
 
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|(?<=[.!?…][\"'”’)\]])\s+|\n+")
 
@@ -57,6 +78,7 @@ class VoiceProfile:
     profile_id: str
     pitch: audio.PitchStats
     speaking_rate_wps: float
+    timbre: timbre.Timbre | None  # None for a profile built before timbre was described
 
 
 def run(ctx: NodeContext) -> dict[str, Any]:
@@ -83,17 +105,32 @@ def run(ctx: NodeContext) -> dict[str, Any]:
     workdir = ctx.workdir
     assert workdir is not None, "the worker gives every attempt a workdir"
 
+    move_pitch = bool(ctx.params.get("pitch_shift", True))
+    strength = float(ctx.params.get("timbre_strength", TIMBRE_STRENGTH))
+    warp_strength = float(ctx.params.get("timbre_warp", TIMBRE_WARP))
+    # (whether the speech goes through WORLD anyway: then a rate error is cheaper to
+    # correct there than by speaking the whole narration again)
+    resynthesized = profile is not None and (
+        move_pitch or (profile.timbre is not None and (strength > 0 or warp_strength > 0))
+    )
+
     ctx.progress(0.0, f"speaking {len(sentences)} sentences")
+    stretch = 1.0
     if "rate_wpm" in ctx.params:
         voice = Voice(voice.name, int(ctx.params["rate_wpm"]), voice.pitch)
         clips, rate = speak(ctx, engine, sentences, voice)
     elif profile is not None:
-        voice, clips, rate = speak_at_profile_rate(ctx, engine, sentences, voice, profile)
+        voice, clips, rate, stretch = speak_at_profile_rate(
+            ctx, engine, sentences, voice, profile, can_stretch=resynthesized
+        )
     else:
         clips, rate = speak(ctx, engine, sentences, voice)
 
-    if profile is not None and ctx.params.get("pitch_shift", True):
-        clips = follow_pitch(ctx, clips, rate, profile.pitch)
+    conform: dict[str, Any] = {"conformed": False, "reason": "no voice profile"}
+    if profile is not None:
+        clips, conform = follow_profile(
+            ctx, clips, rate, profile, move_pitch, strength, warp_strength, stretch
+        )
 
     ctx.progress(0.95, "joining sentences")
     speech, cues = join(clips, sentences, rate)
@@ -111,12 +148,15 @@ def run(ctx: NodeContext) -> dict[str, Any]:
         "engine": engine.name,
         "voice": PIPER_VOICE if engine.name == "piper" else voice.name,
         "rate_wpm": voice.rate_wpm,
+        "time_stretch": round(stretch, 3),
         "profile_id": profile.profile_id if profile else None,
         "median_pitch_hz": round(measured.median_hz, 2) if measured else None,
         "loudness_lufs": None if loudness.lufs is None else round(loudness.lufs, 2),
         "true_peak_dbtp": (
             None if loudness.true_peak_dbtp is None else round(loudness.true_peak_dbtp, 2)
         ),
+        "timbre_conformed": conform["conformed"],
+        "timbre": conform,
         "words": words,
         "cues": cues,
     }
@@ -172,7 +212,7 @@ def _profile_from(profile_id: str, data: dict[str, Any]) -> VoiceProfile:
         raise PermanentError("bad_input", f"voice profile {profile_id} is incomplete") from None
     if not (stats.p05_hz > 0 and stats.median_hz > 0 and stats.p95_hz > 0 and rate > 0):
         raise PermanentError("bad_input", f"voice profile {profile_id} is incomplete")
-    return VoiceProfile(profile_id, stats, rate)
+    return VoiceProfile(profile_id, stats, rate, timbre.Timbre.from_json(data.get("timbre")))
 
 
 def split_sentences(text: str) -> list[str]:
@@ -215,24 +255,53 @@ def speak_at_profile_rate(
     sentences: list[str],
     voice: Voice,
     profile: VoiceProfile,
-) -> tuple[Voice, list[audio.Samples], int]:
+    can_stretch: bool = False,
+) -> tuple[Voice, list[audio.Samples], int, float]:
     """Speak at the profile's rate: at the nominal rate first, then corrected by the rate
     measured on the last take (engines' words per minute include their pauses, and a
     neural voice's duration is not proportional to its rate), until within
-    ``RATE_TOLERANCE`` or ``RATE_TAKES`` takes."""
+    ``RATE_TOLERANCE`` or ``RATE_TAKES`` takes; a narration of more than
+    ``PROBE_WORDS`` words has its first take's rate set by a probe of its first sentences.
+
+    With ``can_stretch`` (the speech is resynthesized with WORLD afterwards), a take
+    within ``STRETCH_BOUNDS`` of the profile's rate is kept and the time stretch that
+    corrects it is returned (else 1.0), instead of speaking everything again."""
     current = Voice(voice.name, _bounded_rate(profile.speaking_rate_wps * 60), voice.pitch)
     step = 0.3 / RATE_TAKES
+    probe = probe_sentences(sentences)
+    if len(probe) < len(sentences):
+        # a long narration: its first sentences tell the engine's rate for less
+        clips, rate = speak(ctx, engine, probe, current, (0.0, 0.0))
+        measured = spoken_rate_wps(clips, probe, rate)
+        if measured is not None:
+            corrected_rate = current.rate_wpm * profile.speaking_rate_wps / measured
+            current = Voice(voice.name, _bounded_rate(corrected_rate), voice.pitch)
     clips, rate = speak(ctx, engine, sentences, current, (0.0, step))
     for take in range(1, RATE_TAKES):
         measured = spoken_rate_wps(clips, sentences, rate)
         if measured is None or abs(measured / profile.speaking_rate_wps - 1) <= RATE_TOLERANCE:
             break
+        stretch = measured / profile.speaking_rate_wps
+        if can_stretch and STRETCH_BOUNDS[0] <= stretch <= STRETCH_BOUNDS[1]:
+            return current, clips, rate, stretch
         corrected_rate = _bounded_rate(current.rate_wpm * profile.speaking_rate_wps / measured)
         if corrected_rate == current.rate_wpm:
             break
         current = Voice(voice.name, corrected_rate, voice.pitch)
         clips, rate = speak(ctx, engine, sentences, current, (step * take, step * (take + 1)))
-    return current, clips, rate
+    return current, clips, rate, 1.0
+
+
+def probe_sentences(sentences: list[str]) -> list[str]:
+    """The first sentences, up to the one that brings them to ``PROBE_WORDS`` words."""
+    probe: list[str] = []
+    words = 0
+    for sentence in sentences:
+        probe.append(sentence)
+        words += audio.count_words(sentence)
+        if words >= PROBE_WORDS:
+            break
+    return probe
 
 
 def _bounded_rate(wpm: float) -> int:
@@ -246,25 +315,65 @@ def spoken_rate_wps(clips: list[audio.Samples], sentences: list[str], rate: int)
     return sum(audio.count_words(sentence) for sentence in sentences) / sound
 
 
-def follow_pitch(
-    ctx: NodeContext, clips: list[audio.Samples], rate: int, target: audio.PitchStats
-) -> list[audio.Samples]:
-    """Resynthesize every clip with WORLD so that the narration's F0 distribution (all
-    sentences together, so intonation between sentences is kept) lands on ``target``."""
+def follow_profile(
+    ctx: NodeContext,
+    clips: list[audio.Samples],
+    rate: int,
+    profile: VoiceProfile,
+    move_pitch: bool,
+    strength: float,
+    warp_strength: float,
+    stretch: float = 1.0,
+) -> tuple[list[audio.Samples], dict[str, Any]]:
+    """Resynthesize every clip once with WORLD so that the narration's F0 distribution
+    lands on the profile's (when ``move_pitch``) and its long-term envelope moves toward
+    the speaker's (when the profile describes a timbre and ``strength`` > 0). Both maps
+    are fitted on all sentences together, so intonation and the differences between
+    sentences are kept; every clip is made ``stretch`` times as long. Returns the clips
+    and what was done to the timbre."""
+    conform: dict[str, Any] = {
+        "conformed": False,
+        "reason": "timbre_strength and timbre_warp are 0",
+    }
+    if profile.timbre is None:
+        conform = {"conformed": False, "reason": "the profile describes no timbre"}
+    wants_timbre = profile.timbre is not None and (strength > 0 or warp_strength > 0)
+    if not (move_pitch or wants_timbre or stretch != 1.0):
+        return clips, conform
     # (a sentence the engine left silent has nothing to analyse)
-    contours = [audio.world_f0(clip, rate) if clip.size else np.zeros(0) for clip in clips]
-    voiced = np.concatenate([contour[contour > 0] for contour in contours])
+    frames = [audio.world_analyse(clip, rate) if clip.size else None for clip in clips]
+    analysed = [f for f in frames if f is not None]
+    voiced = np.concatenate([f.f0[f.f0 > 0] for f in analysed]) if analysed else np.zeros(0)
     if voiced.size < audio.MIN_VOICED_FRAMES:
-        return clips  # nothing voiced to move (whispered or unvoiced engine output)
-    mapping = audio.PitchMap.between(voiced, target)
-    shifted: list[audio.Samples] = []
-    for index, (clip, contour) in enumerate(zip(clips, contours, strict=True)):
-        if clip.size:
-            clip = audio.resynthesize(clip, rate, contour, mapping.apply(contour))
-        shifted.append(clip)
+        # nothing voiced to move (whispered or unvoiced engine output)
+        return clips, {"conformed": False, "reason": "the speech has no voiced frames"}
+    pitch_map = audio.PitchMap.between(voiced, profile.pitch) if move_pitch else None
+    timbre_map = None
+    if wants_timbre:
+        assert profile.timbre is not None
+        source = timbre.long_term_envelope(analysed)
+        assert source is not None, "enough voiced frames were checked above"
+        timbre_map = timbre.TimbreMap.between(
+            source, rate, profile.timbre, strength=strength, warp_strength=warp_strength
+        )
+        conform = {
+            "conformed": True,
+            "strength": strength,
+            "warp_strength": warp_strength,
+            **timbre_map.to_json(),
+        }
+    moved: list[audio.Samples] = []
+    for index, (clip, analysis) in enumerate(zip(clips, frames, strict=True)):
+        if analysis is not None:
+            if stretch != 1.0:
+                analysis = audio.stretch_frames(analysis, stretch)
+            new_f0 = analysis.f0 if pitch_map is None else pitch_map.apply(analysis.f0)
+            envelope = None if timbre_map is None else timbre_map.apply(analysis.envelope, rate)
+            clip = audio.world_synthesize(analysis, new_f0, envelope)
+        moved.append(clip)
         done = 0.3 + 0.65 * (index + 1) / len(clips)
-        ctx.progress(done, f"moved the pitch of sentence {index + 1} of {len(clips)}")
-    return shifted
+        ctx.progress(done, f"followed the voice profile in sentence {index + 1} of {len(clips)}")
+    return moved, conform
 
 
 def join(

@@ -1,9 +1,10 @@
 """voice.build_profile: measure a speaker from a voice sample and keep the result.
 
 check inputs → decode (refusing long files from the header) → refuse clipped audio →
-trim silence → refuse a clip too short, mostly silent or not speech → measure pitch and
-speaking rate → level the reference to -16 LUFS → store ``reference.wav``,
-``profile.json`` and the ``Profile``. A refused clip stores nothing.
+trim silence → refuse a clip too short, mostly silent or not speech → measure pitch,
+speaking rate and timbre (``media.timbre``: the long-term spectral envelope) → level
+the reference to -16 LUFS → store ``reference.wav``, ``profile.json`` and the
+``Profile``. A refused clip stores nothing.
 
 Speaking rate is transcript words per second of *sound*: the 20 ms frames above the
 silence threshold of the trimmed clip, so pauses between phrases do not slow it down.
@@ -19,7 +20,7 @@ import numpy as np
 from django.conf import settings
 
 from apps.capabilities.context import NodeContext
-from apps.capabilities.media import audio
+from apps.capabilities.media import audio, timbre
 from myspinbot.errors import PermanentError
 
 DEFAULT_SAMPLE_RATE = 22050
@@ -77,6 +78,9 @@ def run(ctx: NodeContext) -> dict[str, Any]:
     ctx.progress(0.6, "measuring the speaking rate")
     words = audio.count_words(transcript)
     speaking_rate = words / audio.sound_seconds(clip, rate)
+    ctx.progress(0.7, "describing the timbre")
+    # (None only if WORLD hears no voicing where Praat did: tts.speak then says so)
+    described = timbre.describe(clip, rate)
 
     ctx.progress(0.8, "storing the profile")
     levelled, loudness = audio.normalize_loudness(clip, rate)
@@ -90,6 +94,7 @@ def run(ctx: NodeContext) -> dict[str, Any]:
         "pitch": pitch.to_json(),
         "speaking_rate_wps": round(speaking_rate, 3),
         "transcript_words": words,
+        "timbre": None if described is None else described.to_json(),
     }
     name = str(ctx.params.get("name", "")).strip()
     document = {
