@@ -327,7 +327,7 @@ class Outcome:
 
 def build_profile(reference: Reference, samples: np.ndarray, rate: int) -> dict[str, Any]:
     from apps.capabilities.services.voice_build_profile import handler
-    from tests.support.contexts import make_service_run
+    from testkit.contexts import make_service_run
 
     run = make_service_run("voice.build_profile", {"name": reference.name}, username="bench")
     run.context.inputs = {
@@ -343,7 +343,7 @@ def speak(
     profile_id: str, params: dict[str, Any]
 ) -> tuple[dict[str, Any], np.ndarray, int, float, float]:
     from apps.capabilities.services.tts_speak import handler
-    from tests.support.contexts import make_service_run
+    from testkit.contexts import make_service_run
 
     run = make_service_run("tts.speak", params, username="bench")
     run.context.inputs = {"narration": "\n".join(SENTENCES), "profile_id": profile_id}

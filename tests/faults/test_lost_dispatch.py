@@ -12,8 +12,8 @@ from django.conf import settings
 from django.contrib.auth.models import User
 
 from apps.jobs.models import NodeRun
+from testkit.graphs import chain
 from tests.faults.stack import Api, Stack
-from tests.support.graphs import chain
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

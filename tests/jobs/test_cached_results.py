@@ -15,8 +15,8 @@ from apps.capabilities.registry import get_registry
 from apps.jobs import engine
 from apps.jobs.models import Artifact, Job, JobEvent
 from myspinbot.storage import get_artifact_store
+from testkit.graphs import edge, event_types, graph, node, wait_for_job
 from testkit.services import CeleryWorker
-from tests.support.graphs import edge, event_types, graph, node, wait_for_job
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -14,7 +14,7 @@ from apps.jobs import engine
 from apps.jobs.execution import ProgressReporter, claim
 from apps.jobs.models import NodeRun
 from apps.jobs.sweeper import sweep
-from tests.support.graphs import chain
+from testkit.graphs import chain
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -20,8 +20,8 @@ from apps.jobs.models import NodeRun
 from apps.jobs.sweeper import sweep
 from myspinbot.celery import app
 from myspinbot.errors import TransientError
+from testkit.graphs import chain, event_types, wait_for_job
 from testkit.services import CeleryWorker
-from tests.support.graphs import chain, event_types, wait_for_job
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
