@@ -11,7 +11,6 @@ Uses its own database and Redis database; artifacts go to a temporary folder.
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
 import tempfile
@@ -25,10 +24,7 @@ if str(REPO) not in sys.path:  # run as a script: make the project importable
 
 from bench import common  # noqa: E402
 
-DATABASE_URL = os.environ.get(
-    "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/myspinbot_bench"
-)
-REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
+DATABASE_URL, REDIS_URL = common.DATABASE_URL, common.REDIS_URL
 CPU_QUEUE, GPU_QUEUE = "bench-cpu", "bench-gpu"
 COMPOSE_GOAL = 5.0
 WORDS_PER_SECOND = 3.7  # what the sample voice profile speaks at, measured

@@ -16,7 +16,6 @@ Uses its own database (``BENCH_DATABASE_URL``, default ``myspinbot_bench``).
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import statistics
 import sys
@@ -29,10 +28,7 @@ if str(REPO) not in sys.path:  # run as a script: make the project importable
 
 from bench import common  # noqa: E402
 
-DATABASE_URL = os.environ.get(
-    "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/myspinbot_bench"
-)
-REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
+DATABASE_URL, REDIS_URL = common.DATABASE_URL, common.REDIS_URL
 
 
 def median_ns(samples: list[int]) -> float:

@@ -69,11 +69,9 @@ if str(REPO) not in sys.path:  # run as a script: make the project importable
     sys.path.insert(0, str(REPO))
 
 from bench import common  # noqa: E402
+from testkit.wav import pcm16_wav  # noqa: E402
 
-DATABASE_URL = os.environ.get(
-    "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/myspinbot_bench"
-)
-REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
+DATABASE_URL, REDIS_URL = common.DATABASE_URL, common.REDIS_URL
 
 GOALS = {"wer": 0.10, "speed_x": 5.0}
 
@@ -202,16 +200,6 @@ def reshape_voice(speech: np.ndarray, rate: int, reference: Reference) -> np.nda
     return audio.world_synthesize(reshaped, frames.f0 * reference.pitch, envelope)
 
 
-def wav_bytes(samples: np.ndarray, rate: int) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-    return buffer.getvalue()
-
-
 def samples_of(data: bytes) -> tuple[np.ndarray, int]:
     with wave.open(io.BytesIO(data)) as read:
         pcm = np.frombuffer(read.readframes(read.getnframes()), dtype="<i2")
@@ -332,7 +320,7 @@ def build_profile(reference: Reference, samples: np.ndarray, rate: int) -> dict[
     run = make_service_run("voice.build_profile", {"name": reference.name}, username="bench")
     run.context.inputs = {
         "voice_sample": run.upload(
-            f"{reference.name}-{uuid.uuid4().hex[:6]}.wav", wav_bytes(samples, rate), "audio/wav"
+            f"{reference.name}-{uuid.uuid4().hex[:6]}.wav", pcm16_wav(samples, rate), "audio/wav"
         ),
         "transcript": REFERENCE_TEXT,
     }
@@ -418,7 +406,7 @@ def main() -> int:
         profile = build_profile(reference, samples, rate)
         reference_embedding = similarity.embed(samples, rate)
         if args.keep:
-            (args.keep / f"{reference.name}.wav").write_bytes(wav_bytes(samples, rate))
+            (args.keep / f"{reference.name}.wav").write_bytes(pcm16_wav(samples, rate))
         per_voice[reference.name] = {"pitch_hz": profile["pitch"]["median_hz"]}
         for name, params in conditions.items():
             output, speech, speech_rate, wall, cpu = speak(profile["profile_id"], params)
@@ -434,7 +422,7 @@ def main() -> int:
             if args.keep:
                 slug = name.replace("+", "-").replace(" ", "_").replace("=", "")
                 (args.keep / f"{reference.name}.{slug}.wav").write_bytes(
-                    wav_bytes(speech, speech_rate)
+                    pcm16_wav(speech, speech_rate)
                 )
             if recogniser is not None:
                 for cue in output["cues"]:

@@ -41,10 +41,7 @@ if str(REPO) not in sys.path:  # run as a script: make the project importable
 
 from bench import common  # noqa: E402
 
-DATABASE_URL = os.environ.get(
-    "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/myspinbot_bench"
-)
-REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
+DATABASE_URL, REDIS_URL = common.DATABASE_URL, common.REDIS_URL
 CPU_QUEUE = os.environ.get("BENCH_CPU_QUEUE", "bench-cpu")
 GPU_QUEUE = os.environ.get("BENCH_GPU_QUEUE", "bench-gpu")
 

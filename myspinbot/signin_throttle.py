@@ -12,6 +12,8 @@ the log) rather than locking everyone out.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import logging
 from collections.abc import Callable
@@ -29,11 +31,13 @@ SIGN_IN_PATHS = ("/login/", "/admin/login/")
 
 
 def _client() -> redis.Redis:
-    return redis.Redis.from_url(
-        str(settings.REDIS_URL),
-        socket_timeout=settings.REDIS_TIMEOUT_SECONDS,
-        socket_connect_timeout=settings.REDIS_TIMEOUT_SECONDS,
-    )
+    """One client (and connection pool) per Redis URL, shared by every sign-in."""
+    return _client_for(str(settings.REDIS_URL), float(settings.REDIS_TIMEOUT_SECONDS))
+
+
+@functools.lru_cache(maxsize=4)
+def _client_for(url: str, timeout: float) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
 
 
 def _keys(address: str | None, username: str | None) -> list[str]:
@@ -58,8 +62,6 @@ def retry_after(address: str | None, username: str | None) -> int:
     except redis.RedisError:
         logger.warning("sign-in throttle: Redis does not answer; not throttling")
         return 0
-    finally:
-        client.close()
 
 
 def _failed(
@@ -77,18 +79,11 @@ def _failed(
         pipe.execute()
     except redis.RedisError:
         logger.warning("sign-in throttle: Redis does not answer; a failure went uncounted")
-    finally:
-        client.close()
 
 
 def _succeeded(sender: Any, request: HttpRequest | None, user: Any, **kwargs: Any) -> None:
-    client = _client()
-    try:
-        client.delete(*_keys(None, user.get_username())[1:])
-    except redis.RedisError:
-        pass
-    finally:
-        client.close()
+    with contextlib.suppress(redis.RedisError):
+        _client().delete(*_keys(None, user.get_username())[1:])
 
 
 user_login_failed.connect(_failed, weak=False, dispatch_uid="myspinbot-signin-failed")

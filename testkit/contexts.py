@@ -45,19 +45,7 @@ class ServiceRun:
 
     def upload(self, name: str, data: bytes, content_type: str) -> dict[str, Any]:
         """Store bytes as the owner's upload and return its reference (as job inputs carry)."""
-        stored = get_artifact_store().save_bytes(
-            f"uploads/{self.owner.pk}/{name}", data, content_type
-        )
-        artifact = Artifact.objects.create(
-            owner=self.owner,
-            name=name,
-            bucket=stored.bucket,
-            key=stored.key,
-            size_bytes=stored.size_bytes,
-            sha256=stored.sha256,
-            content_type=content_type,
-        )
-        return artifact_ref(artifact)
+        return store_upload(self.owner, name, data, content_type)
 
     def read(self, ref: dict[str, Any]) -> bytes:
         with self.context.artifacts.open(ref) as handle:
@@ -97,3 +85,18 @@ def make_service_run(
         profiles=NodeProfiles(job_id=str(job.pk), node_id="n", attempt=1, owner_id=owner.pk),
     )
     return ServiceRun(context, progress, job, owner)
+
+
+def store_upload(owner: User, name: str, data: bytes, content_type: str) -> dict[str, Any]:
+    """Store bytes as ``owner``'s upload and return its reference (as job inputs carry)."""
+    stored = get_artifact_store().save_bytes(f"uploads/{owner.pk}/{name}", data, content_type)
+    artifact = Artifact.objects.create(
+        owner=owner,
+        name=name,
+        bucket=stored.bucket,
+        key=stored.key,
+        size_bytes=stored.size_bytes,
+        sha256=stored.sha256,
+        content_type=content_type,
+    )
+    return artifact_ref(artifact)

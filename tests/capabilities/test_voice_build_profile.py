@@ -24,6 +24,7 @@ from apps.capabilities.services.voice_build_profile import handler
 from apps.jobs.models import Artifact, Profile
 from myspinbot.errors import PermanentError
 from testkit.contexts import ServiceRun, make_service_run
+from testkit.wav import pcm16_wav
 
 SERVICE = "voice.build_profile"
 TRANSCRIPT = "The quick brown fox jumps over the lazy dog, and then it runs away."
@@ -31,13 +32,7 @@ RATE = 22050
 
 
 def wav(samples: np.ndarray, rate: int = RATE) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-    return buffer.getvalue()
+    return pcm16_wav(samples, rate)
 
 
 def samples_of(data: bytes) -> np.ndarray:

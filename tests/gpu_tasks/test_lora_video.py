@@ -24,9 +24,10 @@ from PIL import Image
 from apps.capabilities.media import video as composing
 from apps.capabilities.media.tts_engines import sample_voice
 from apps.jobs import engine, submission
-from apps.jobs.models import ApiToken, Artifact, NodeRun, Profile
+from apps.jobs.models import ApiToken, NodeRun, Profile
 from myspinbot.celery import app
 from myspinbot.storage import get_artifact_store
+from testkit.contexts import store_upload
 from testkit.graphs import graph, node, states, wait_for_job
 from testkit.services import CeleryWorker
 from tests.gpu_tasks.test_gpu_services import TRAIN, png
@@ -37,17 +38,7 @@ StartWorker = Callable[..., CeleryWorker]
 
 
 def upload(owner: User, name: str, data: bytes, content_type: str) -> dict[str, str]:
-    stored = get_artifact_store().save_bytes(f"uploads/{owner.pk}/{name}", data, content_type)
-    artifact = Artifact.objects.create(
-        owner=owner,
-        name=name,
-        bucket=stored.bucket,
-        key=stored.key,
-        size_bytes=stored.size_bytes,
-        sha256=stored.sha256,
-        content_type=content_type,
-    )
-    return {"artifact": str(artifact.pk)}
+    return {"artifact": store_upload(owner, name, data, content_type)["artifact"]}
 
 
 def gpu_report(worker: CeleryWorker) -> dict[str, Any]:
