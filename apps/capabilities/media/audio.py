@@ -48,6 +48,12 @@ MIN_VOICED_FRAMES = 5
 
 # WORLD analysis frame period (ms).
 WORLD_FRAME_MS = 5.0
+# The lowest F0 CheapTrick's window is sized for (WORLD's own default). Its FFT is the
+# next power of two above three periods of this floor: at 22,050 and 24,000 Hz, 1,024
+# points where the 60 Hz pitch floor would ask for 2,048, which halves the cost of the
+# envelope and aperiodicity and the synthesis that reads them. F0 below it (rare in
+# speech) still drives synthesis; only the envelope's window stops growing.
+ENVELOPE_FLOOR_HZ = 71.0
 
 _WORD = re.compile(r"\w+(?:['’]\w+)*")
 
@@ -291,13 +297,32 @@ def world_analyse(
     x = np.ascontiguousarray(samples, dtype=np.float64)
     if f0 is None:
         f0 = world_f0(samples, sample_rate)
-    times = np.arange(f0.size, dtype=np.float64) * WORLD_FRAME_MS / 1000.0
-    fft_size = world.get_cheaptrick_fft_size(sample_rate, PITCH_FLOOR_HZ)
-    envelope = world.cheaptrick(
-        x, f0, times, sample_rate, f0_floor=PITCH_FLOOR_HZ, fft_size=fft_size
-    )
+    times = world_times(f0)
+    fft_size = envelope_fft_size(sample_rate)
+    envelope = world_envelope(x, f0, sample_rate)
     aperiodicity = world.d4c(x, f0, times, sample_rate, fft_size=fft_size)
     return WorldFrames(f0, envelope, aperiodicity, sample_rate, samples.size)
+
+
+def world_times(f0: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """The time of each WORLD frame, in seconds."""
+    return np.arange(f0.size, dtype=np.float64) * WORLD_FRAME_MS / 1000.0
+
+
+def envelope_fft_size(sample_rate: int) -> int:
+    """CheapTrick's and D4C's FFT size at ``sample_rate`` (see :data:`ENVELOPE_FLOOR_HZ`)."""
+    return int(pyworld().get_cheaptrick_fft_size(sample_rate, ENVELOPE_FLOOR_HZ))
+
+
+def world_envelope(
+    x: npt.NDArray[np.float64], f0: npt.NDArray[np.float64], sample_rate: int
+) -> npt.NDArray[np.float64]:
+    """CheapTrick's spectral envelope of ``x`` (float64) along ``f0``, one row per frame."""
+    fft_size = envelope_fft_size(sample_rate)
+    return np.asarray(
+        pyworld().cheaptrick(x, f0, world_times(f0), sample_rate, fft_size=fft_size),
+        dtype=np.float64,
+    )
 
 
 def stretch_frames(frames: WorldFrames, factor: float) -> WorldFrames:
@@ -438,10 +463,15 @@ def normalize_loudness(
     gain_db = target_lufs - lufs
     limited = False
     previous: tuple[float, float] | None = None
+    # Oversampling is linear: the true peak of x times a static gain is that gain times
+    # x's, so x is oversampled once, not once per pass.
+    over = np.abs(_oversampled(x))
+    peak = float(over.max(initial=0.0))
     for _ in range(LOUDNESS_PASSES):
-        y = x * 10 ** (gain_db / 20)
-        if true_peak(y) > ceiling:
-            y = _limit(y, sample_rate, ceiling)
+        scale = 10 ** (gain_db / 20)
+        y = x * scale
+        if peak * scale > ceiling:
+            y = _limit(y, sample_rate, ceiling, over * scale)
             limited = True
         measured = integrated_loudness(y, sample_rate)
         assert measured is not None, "a gain cannot silence a measured signal"
@@ -457,7 +487,8 @@ def normalize_loudness(
         lufs = measured
         gain_db += (target_lufs - measured) / slope
     out = y.astype(np.float32)
-    return out, Loudness(lufs, to_dbtp(true_peak(out)), gain_db, limited)
+    out_peak = true_peak(out) if limited else peak * 10 ** (gain_db / 20)
+    return out, Loudness(lufs, to_dbtp(out_peak), gain_db, limited)
 
 
 def _oversampled(x: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
@@ -468,18 +499,29 @@ def _oversampled(x: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
     return np.asarray(resample_poly(x.astype(np.float64), TRUE_PEAK_OVERSAMPLING, 1))
 
 
-def _limit(x: npt.NDArray[np.float64], sample_rate: int, ceiling: float) -> npt.NDArray[np.float64]:
+def _limit(
+    x: npt.NDArray[np.float64],
+    sample_rate: int,
+    ceiling: float,
+    over: npt.NDArray[np.float64] | None = None,
+) -> npt.NDArray[np.float64]:
     """Look-ahead peak limiter: the gain each sample needs to keep its true peak under
     ``ceiling``, spread (minimum over the look-ahead and hold) and then smoothed with a
     moving average as long as the look-ahead, which keeps it at or below the needed
-    gain everywhere. Gain changes are a few ms long, so there is no hard clip."""
+    gain everywhere. Gain changes are a few ms long, so there is no hard clip.
+
+    ``over`` is ``|x|`` oversampled, when the caller has it. Between rounds it is scaled
+    by the gain held over each sample's oversampled points rather than computed again
+    (the gain moves over milliseconds, the interpolation filter spans one); the exact
+    true peak is taken once at the end, and any excess goes with one static gain."""
     from scipy.ndimage import minimum_filter1d
 
     factor = TRUE_PEAK_OVERSAMPLING
     # (a little under the ceiling: the gain changes between the samples it was set on)
     target = ceiling * 0.995
-    for _ in range(LIMITER_ROUNDS):
+    if over is None:
         over = np.abs(_oversampled(x))
+    for _ in range(LIMITER_ROUNDS):
         per_sample = np.zeros(x.size)
         usable = min(x.size, over.size // factor)
         per_sample[:usable] = over[: usable * factor].reshape(usable, factor).max(axis=1)
@@ -494,10 +536,14 @@ def _limit(x: npt.NDArray[np.float64], sample_rate: int, ceiling: float) -> npt.
         # every sample of the mean's window covers n, so the result is <= needed[n].
         size = hold + ahead
         spread = minimum_filter1d(needed, size=size, origin=hold - size // 2, mode="nearest")
-        kernel = np.ones(ahead) / ahead
         padded = np.concatenate([np.full(ahead - 1, spread[0]), spread])
-        gain = np.convolve(padded, kernel, mode="valid")
+        # (the moving mean from running sums: linear time, where a convolution with the
+        # window is as slow as it is long)
+        sums = np.concatenate([[0.0], np.cumsum(padded)])
+        gain = (sums[ahead:] - sums[:-ahead]) / ahead
         x = x * gain
+        held = np.repeat(gain, factor)
+        over = over[: held.size] * held[: over.size]
     # (what the rounds left over the ceiling, if anything, goes with one static gain)
     peak = true_peak(x)
     return x * (ceiling / peak) if peak > ceiling else x

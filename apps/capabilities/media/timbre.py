@@ -112,14 +112,9 @@ def on_grid(envelope_db: Floats, sample_rate: int, warp: float = 1.0) -> Floats:
 
 def describe(samples: audio.Samples, sample_rate: int) -> Timbre | None:
     """The long-term envelope of a speaker's clip (``None`` when it is hardly voiced)."""
-    world = audio.pyworld()
     f0 = audio.world_f0(samples, sample_rate)
     x = np.ascontiguousarray(samples, dtype=np.float64)
-    times = np.arange(f0.size, dtype=np.float64) * audio.WORLD_FRAME_MS / 1000.0
-    fft_size = world.get_cheaptrick_fft_size(sample_rate, audio.PITCH_FLOOR_HZ)
-    envelope = world.cheaptrick(
-        x, f0, times, sample_rate, f0_floor=audio.PITCH_FLOOR_HZ, fft_size=fft_size
-    )
+    envelope = audio.world_envelope(x, f0, sample_rate)
     empty = np.zeros((0, 1))
     frames = audio.WorldFrames(f0, envelope, empty, sample_rate, samples.size)
     mean = long_term_envelope([frames])
