@@ -15,6 +15,7 @@ from typing import Any, Literal
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
+from django.db.models import Sum
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 from django.utils import timezone
@@ -24,8 +25,8 @@ from pydantic import Field, model_validator
 
 from apps.graphs.document import DOCUMENT_STATUS
 from apps.graphs.models import Graph
-from apps.jobs import engine, submission
-from apps.jobs.artifacts import job_artifacts, unreferenced_after
+from apps.jobs import engine, quotas, submission
+from apps.jobs.artifacts import delete_stored, job_artifacts, unreferenced_after
 from apps.jobs.models import Artifact, Job, JobEvent, NodeRun
 from apps.jobs.submission import ARTIFACT_REF
 from apps.jobs.uploads import accept_upload
@@ -122,6 +123,30 @@ class UploadOut(Schema):
     face: FaceCheckOut | None = None
 
 
+class UploadItem(Schema):
+    id: uuid.UUID
+    name: str
+    content_type: str
+    size_bytes: int
+    sha256: str
+    created_at: str
+    last_used_at: str | None
+    expires_at: str | None
+    in_use_by: list[str]
+
+
+class StorageOut(Schema):
+    used_bytes: int
+    quota_bytes: int
+    uploads_bytes: int
+
+
+class UploadList(Schema):
+    uploads: list[UploadItem]
+    storage: StorageOut
+    pagination: Pagination
+
+
 class ArtifactOut(Schema):
     id: uuid.UUID
     bucket: str
@@ -141,6 +166,11 @@ class JobFilters(Schema):
     limit: int = 20
     offset: int = Field(0, ge=0, le=1_000_000)
     status: Literal["queued", "running", "completed", "failed", "cancelled"] | None = None
+
+
+class PageQuery(Schema):
+    limit: int = 20
+    offset: int = Field(0, ge=0, le=1_000_000)
 
 
 class EventWindow(Schema):
@@ -331,7 +361,6 @@ def delete_job(request: HttpRequest, job_id: uuid.UUID) -> Status[None]:
     job = own_job(request, job_id)
     if not job.is_finished:
         raise Rejected(409, "job_running", f"job {job.pk} is {job.status}; cancel it first")
-    store = get_artifact_store()
     with transaction.atomic():
         doomed = unreferenced_after(job)
         graph_id = job.graph_id
@@ -339,7 +368,7 @@ def delete_job(request: HttpRequest, job_id: uuid.UUID) -> Status[None]:
         job.delete()
         Graph.objects.filter(pk=graph_id).delete()
         keys = [a.key for a in doomed]
-        transaction.on_commit(lambda: [store.delete(key) for key in keys])
+        transaction.on_commit(lambda: delete_stored(keys))
     return Status(204, None)
 
 
@@ -384,6 +413,59 @@ def upload(request: HttpRequest, file: File[UploadedFile]) -> Status[dict[str, A
             "face": face,
         },
     )
+
+
+@router.get("/uploads", response={200: UploadList, 401: ErrorOut})
+def list_uploads(request: HttpRequest, page: Query[PageQuery]) -> dict[str, Any]:
+    """The caller's uploads, newest first, with who holds each (unfinished jobs and
+    profiles: such an upload cannot be deleted), when a job last named it, when it
+    expires if nothing names it again, and the caller's storage against the quota."""
+    owner = caller(request)
+    limit = min(100, max(1, page.limit))
+    uploads = quotas.uploads_of(owner)
+    total = uploads.count()
+    chosen = list(uploads[page.offset : page.offset + limit])
+    found = quotas.uses(owner, {str(u.pk) for u in chosen})
+    days = settings.MYSPINBOT_UPLOAD_EXPIRE_DAYS
+    items = []
+    for upload in chosen:
+        use = found[str(upload.pk)]
+        held = [f"job:{j}" for j in use.running_jobs] + [f"profile:{p}" for p in use.profiles]
+        last = use.last_used or upload.created_at
+        expires = None if not days or held else (last + timedelta(days=days)).isoformat()
+        items.append(
+            {
+                "id": upload.pk,
+                "name": upload.name,
+                "content_type": upload.content_type,
+                "size_bytes": upload.size_bytes,
+                "sha256": upload.sha256,
+                "created_at": upload.created_at.isoformat(),
+                "last_used_at": use.last_used.isoformat() if use.last_used else None,
+                "expires_at": expires,
+                "in_use_by": held,
+            }
+        )
+    uploads_bytes = uploads.aggregate(total=Sum("size_bytes"))["total"] or 0
+    return {
+        "uploads": items,
+        "storage": {
+            "used_bytes": quotas.storage_used(owner),
+            "quota_bytes": settings.MYSPINBOT_QUOTA_STORAGE_BYTES,
+            "uploads_bytes": int(uploads_bytes),
+        },
+        "pagination": {"limit": limit, "offset": page.offset, "total": total},
+    }
+
+
+@router.delete(
+    "/uploads/{upload_id}", response={204: None, 401: ErrorOut, 404: ErrorOut, 409: ErrorOut}
+)
+def delete_upload(request: HttpRequest, upload_id: uuid.UUID) -> Status[None]:
+    """Delete one of the caller's uploads and its bytes (409 ``upload_in_use`` while an
+    unfinished job or a profile holds it)."""
+    quotas.delete_upload(caller(request), upload_id)
+    return Status(204, None)
 
 
 @router.get(

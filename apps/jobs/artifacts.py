@@ -35,7 +35,13 @@ from apps.jobs.events import Event, emit
 from apps.jobs.models import Artifact, ReusedArtifact
 from myspinbot import metrics
 from myspinbot.errors import Cancelled, PermanentError
-from myspinbot.storage import ArtifactNotFound, ArtifactStore, StorageError, StoredObject
+from myspinbot.storage import (
+    ArtifactNotFound,
+    ArtifactStore,
+    StorageError,
+    StoredObject,
+    get_artifact_store,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -215,6 +221,18 @@ def _delete_objects(store: ArtifactStore, keys: list[str]) -> None:
 
 
 # --- Reuse and references -----------------------------------------------------------------
+
+
+def delete_stored(keys: list[str]) -> None:
+    """Delete these objects from the artifact store (their rows are gone already); one
+    that cannot be deleted is logged and left for the operator, never raised to a
+    client whose deletion has committed."""
+    store = get_artifact_store()
+    for key in keys:
+        try:
+            store.delete(key)
+        except StorageError:
+            logger.exception("could not delete %s from the artifact store", key)
 
 
 def artifact_ids(value: Any) -> set[str]:

@@ -35,6 +35,7 @@ from apps.graphs.caching import cache_key
 from apps.graphs.document import GraphDocument
 from apps.graphs.models import Graph
 from apps.graphs.validation import validate_graph
+from apps.jobs import quotas
 from apps.jobs.artifacts import share_reused
 from apps.jobs.events import Event, emit
 from apps.jobs.models import Job, NodeRun
@@ -131,9 +132,13 @@ def submit_template(
 
 def create_job(owner: User, graph_doc: GraphDocument, *, template: str = "") -> Job:
     """Store a validated graph as a job with its NodeRuns in one transaction, and queue
-    the nodes that are ready (their messages go out when the transaction commits)."""
+    the nodes that are ready (their messages go out when the transaction commits).
+
+    Raises ``Rejected`` when the owner's quotas leave no room (``apps.jobs.quotas``)."""
     registry = get_registry()
     with transaction.atomic():
+        quotas.lock_user(owner)
+        quotas.check_job(owner, graph_doc, registry)
         graph = Graph.objects.create(
             document=graph_doc.to_json(),
             workflow_id=graph_doc.workflow_id or "",

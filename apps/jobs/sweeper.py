@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -27,7 +28,7 @@ from django.db.models import Expression
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from apps.jobs import engine
+from apps.jobs import engine, quotas
 from apps.jobs.artifacts import discard_superseded
 from apps.jobs.events import Event, emit
 from apps.jobs.models import NodeRun
@@ -212,12 +213,18 @@ class Sweeper(threading.Thread):
         self.stopped = threading.Event()
 
     def run(self) -> None:
+        # Uploads expire on a slower beat than recovery (apps.jobs.quotas).
+        next_expiry = time.monotonic()
         try:
             while not self.stopped.wait(settings.MYSPINBOT_SWEEP_INTERVAL):
                 try:
                     report = sweep()
                     if any(vars(report).values()):
                         logger.warning("sweep: %s", report)
+                    if time.monotonic() >= next_expiry:
+                        next_expiry = time.monotonic() + settings.MYSPINBOT_UPLOAD_EXPIRE_EVERY
+                        if expired := quotas.expire_uploads():
+                            logger.warning("expired %d unused uploads", len(expired))
                 except Exception:  # a database blip must not stop recovery for good
                     logger.exception("sweep failed")
                     connection.close()

@@ -23,6 +23,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 
 from apps.capabilities.media import probe
+from apps.jobs import quotas
 from apps.jobs.models import Artifact
 from myspinbot import metrics
 from myspinbot.errors import PermanentError, Rejected
@@ -136,11 +137,16 @@ def accept_upload(owner: User, stream: IO[bytes], size: int, name: str) -> Artif
         _check_image(stream)
     elif sniffed.kind == "audio":
         _check_audio(stream, sniffed.content_type)
+    # (checked before the bytes are stored, and again under the user's lock before the
+    # row is written: a concurrent upload may have taken the room meanwhile)
+    quotas.check_upload(owner, size)
     store = get_artifact_store()
-    key = f"uploads/{owner.pk}/{uuid.uuid4().hex}.{sniffed.extension}"
+    key = f"{quotas.UPLOAD_PREFIX}{owner.pk}/{uuid.uuid4().hex}.{sniffed.extension}"
     stored = store.save_file(key, stream, sniffed.content_type)
     try:
         with transaction.atomic():
+            quotas.lock_user(owner)
+            quotas.check_upload(owner, stored.size_bytes)
             metrics.artifact_stored("upload", stored.size_bytes)
             return Artifact.objects.create(
                 owner=owner,

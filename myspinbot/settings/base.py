@@ -271,6 +271,17 @@ MYSPINBOT_MODEL_CACHE_BYTES = env_int("MYSPINBOT_MODEL_CACHE_BYTES", 0, min_valu
 # --- API limits ---------------------------------------------------------------------
 MYSPINBOT_MAX_JOBS_IN_FLIGHT = env_int("MYSPINBOT_MAX_JOBS_IN_FLIGHT", 20, min_value=1)
 MYSPINBOT_SUBMISSIONS_PER_MINUTE = env_int("MYSPINBOT_SUBMISSIONS_PER_MINUTE", 60, min_value=1)
+# Per-user quotas (apps.jobs.quotas); 0 turns one off. Storage counts every artifact a
+# user owns (uploads and results); GPU-seconds count the last 24 hours of gpu-queue runs.
+MYSPINBOT_QUOTA_STORAGE_BYTES = env_int("MYSPINBOT_QUOTA_STORAGE_BYTES", 20 * 1024**3, min_value=0)
+MYSPINBOT_QUOTA_GPU_SECONDS_PER_DAY = env_int(
+    "MYSPINBOT_QUOTA_GPU_SECONDS_PER_DAY", 4 * 3600, min_value=0
+)
+MYSPINBOT_MAX_GPU_NODES_PER_JOB = env_int("MYSPINBOT_MAX_GPU_NODES_PER_JOB", 16, min_value=0)
+# Uploads no job has named for this many days (and no profile holds) are deleted.
+MYSPINBOT_UPLOAD_EXPIRE_DAYS = env_int("MYSPINBOT_UPLOAD_EXPIRE_DAYS", 30, min_value=0)
+# How often a worker's sweeper looks for expired uploads, in seconds.
+MYSPINBOT_UPLOAD_EXPIRE_EVERY = env_float("MYSPINBOT_UPLOAD_EXPIRE_EVERY", 3600.0, min_value=1.0)
 # Upload kinds: the content types sniffed from the bytes that each accepts, and its size cap.
 MYSPINBOT_UPLOAD_KINDS: dict[str, dict[str, Any]] = {
     "image": {

@@ -22,7 +22,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from apps.graphs.models import Graph
-from apps.jobs import engine
+from apps.jobs import engine, quotas
 from apps.jobs.models import ApiToken, Artifact, Job, Profile
 from apps.jobs.uploads import accept_upload
 from myspinbot.asgi import application
@@ -214,6 +214,11 @@ def http_outcome(row: dict[str, Any], caller: str, owner: str, world: dict[str, 
         own = set(Job.objects.filter(owner=world["users"][caller]).values_list("pk", flat=True))
         assert own, "every caller of the list owns jobs"
         if listed == {str(pk) for pk in own}:
+            outcome += " own"
+    if (row["method"], row["route"]) == ("GET", "/api/uploads") and response.status_code == 200:
+        listed = {upload["id"] for upload in response.json()["uploads"]}
+        mine = quotas.uploads_of(world["users"][caller]).values_list("pk", flat=True)
+        if listed == {str(pk) for pk in mine}:
             outcome += " own"
     return outcome
 
