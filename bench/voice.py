@@ -231,6 +231,16 @@ class Similarity:
         return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
+def resampled(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """``samples`` at ``rate`` resampled to ``target`` (polyphase, float64)."""
+    from math import gcd
+
+    from scipy.signal import resample_poly
+
+    common = gcd(rate, target)
+    return np.asarray(resample_poly(samples.astype(np.float64), target // common, rate // common))
+
+
 class Recogniser:
     """PocketSphinx 5 with its bundled US English model and dictionary; with its general
     language model, or with ``vocabulary`` a grammar of those words in any order and
@@ -250,18 +260,9 @@ class Recogniser:
             self._decoder.activate_search("vocabulary")
 
     def words(self, samples: np.ndarray, rate: int) -> list[str]:
-        from math import gcd
-
-        from scipy.signal import resample_poly
-
         from apps.capabilities.media import speech_timing
 
-        common_rate = gcd(rate, speech_timing.ALIGN_RATE)
-        pcm = resample_poly(
-            samples.astype(np.float64),
-            speech_timing.ALIGN_RATE // common_rate,
-            rate // common_rate,
-        )
+        pcm = resampled(samples, rate, speech_timing.ALIGN_RATE)
         raw = np.round(np.clip(pcm, -1, 1) * 32767).astype(np.int16).tobytes()
         self._decoder.start_utt()
         self._decoder.process_raw(raw, full_utt=True)
@@ -289,16 +290,9 @@ class WhisperRecogniser:
         )
 
     def words(self, samples: np.ndarray, rate: int) -> list[str]:
-        from math import gcd
-
-        from scipy.signal import resample_poly
-
         from apps.capabilities.media import speech_timing
 
-        common_rate = gcd(rate, self.RATE)
-        pcm = resample_poly(
-            samples.astype(np.float64), self.RATE // common_rate, rate // common_rate
-        ).astype(np.float32)
+        pcm = resampled(samples, rate, self.RATE).astype(np.float32)
         segments, _info = self._model.transcribe(
             pcm,
             language="en",

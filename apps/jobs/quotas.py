@@ -31,7 +31,7 @@ from django.db import transaction
 from django.db.models import Q, Sum
 from django.utils import timezone
 
-from apps.jobs.artifacts import artifact_ids
+from apps.jobs.artifacts import artifact_ids, delete_stored
 from apps.jobs.models import Artifact, Job, NodeRun, Profile
 from myspinbot.errors import Rejected
 
@@ -175,8 +175,6 @@ def delete_upload(owner: User, upload_id: uuid.UUID) -> None:
     404 ``not_found`` when it is not one of theirs; 409 ``upload_in_use`` while an
     unfinished job or a profile holds it (finished jobs keep their results; a rerun of
     one would then ask for the upload again)."""
-    from apps.jobs.artifacts import delete_stored
-
     with transaction.atomic():
         lock_user(owner)
         upload = uploads_of(owner).select_for_update().filter(pk=upload_id).first()
@@ -199,8 +197,6 @@ def expire_uploads(now: datetime | None = None) -> list[str]:
     """Delete every upload that nothing has used for ``MYSPINBOT_UPLOAD_EXPIRE_DAYS``:
     stored that long ago, named by no job since, held by no profile and no unfinished
     job. Returns the ids deleted. 0 days: uploads never expire."""
-    from apps.jobs.artifacts import delete_stored
-
     days = settings.MYSPINBOT_UPLOAD_EXPIRE_DAYS
     if not days:
         return []

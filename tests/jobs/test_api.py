@@ -17,25 +17,11 @@ from apps.jobs import engine
 from apps.jobs.models import ApiToken, Artifact, Job, JobEvent, NodeRun
 from myspinbot.storage import get_artifact_store
 from testkit.graphs import chain, edge, graph, node, run_to_end
+from tests.support.clients import api_client
 from tests.support.listener import Listener, listening
 from tests.support.media import flac_silence, jpeg_bytes, png_bytes, wav_bytes, wav_with_codec
 
 pytestmark = pytest.mark.django_db
-
-
-def api_client(user: User) -> Client:
-    _, token = ApiToken.issue(user, "test")
-    return Client(headers={"Authorization": f"Bearer {token}"})
-
-
-@pytest.fixture
-def ada() -> User:
-    return User.objects.create_user("ada", password="pw-ada-123")
-
-
-@pytest.fixture
-def bob() -> User:
-    return User.objects.create_user("bob", password="pw-bob-123")
 
 
 @pytest.fixture

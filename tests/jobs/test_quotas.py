@@ -15,27 +15,13 @@ from django.test import Client
 from django.utils import timezone
 
 from apps.jobs import engine, quotas
-from apps.jobs.models import ApiToken, Artifact, Job, NodeRun, Profile
+from apps.jobs.models import Artifact, Job, NodeRun, Profile
 from myspinbot.storage import get_artifact_store
 from testkit.graphs import chain, graph, node, run_to_end
+from tests.support.clients import api_client
 from tests.support.media import png_bytes, wav_bytes
 
 pytestmark = pytest.mark.django_db
-
-
-def api_client(user: User) -> Client:
-    _, token = ApiToken.issue(user, "test")
-    return Client(headers={"Authorization": f"Bearer {token}"})
-
-
-@pytest.fixture
-def ada() -> User:
-    return User.objects.create_user("ada", password="pw-ada-123")
-
-
-@pytest.fixture
-def bob() -> User:
-    return User.objects.create_user("bob", password="pw-bob-123")
 
 
 def upload(client: Client, data: bytes, name: str = "p.png") -> Any:
@@ -50,6 +36,21 @@ def error_code(response: Any) -> str:
 
 def stored_keys(user: User) -> list[str]:
     return get_artifact_store().keys(f"uploads/{user.pk}/")
+
+
+def stored_result(job: Job, data: bytes) -> Artifact:
+    """A result of ``job``'s node ``n0``, its bytes in the store."""
+    stored = get_artifact_store().save_bytes(f"jobs/{job.pk}/out.bin", data, "a/b")
+    return Artifact.objects.create(
+        owner=job.owner,
+        job=job,
+        node_id="n0",
+        bucket=stored.bucket,
+        key=stored.key,
+        size_bytes=stored.size_bytes,
+        sha256=stored.sha256,
+        content_type="a/b",
+    )
 
 
 def keyframes(count: int) -> dict[str, Any]:
@@ -81,17 +82,7 @@ def test_storage_counts_job_results_and_a_full_store_refuses_new_jobs(
     ada: User, bob: User, settings: Any
 ) -> None:
     job = engine.submit_job(ada, chain("debug.noop"))
-    stored = get_artifact_store().save_bytes(f"jobs/{job.pk}/out.bin", b"x" * 500, "a/b")
-    Artifact.objects.create(
-        owner=ada,
-        job=job,
-        node_id="n0",
-        bucket=stored.bucket,
-        key=stored.key,
-        size_bytes=500,
-        sha256=stored.sha256,
-        content_type="a/b",
-    )
+    stored_result(job, b"x" * 500)
     run_to_end(job)
     settings.MYSPINBOT_QUOTA_STORAGE_BYTES = 500
 
@@ -214,17 +205,7 @@ def test_an_upload_in_use_cannot_be_deleted_and_a_free_one_is_gone_with_its_byte
 
 def test_a_job_result_is_not_an_upload_to_delete(ada: User) -> None:
     job = engine.submit_job(ada, chain("debug.noop"))
-    stored = get_artifact_store().save_bytes(f"jobs/{job.pk}/r.bin", b"r", "a/b")
-    result = Artifact.objects.create(
-        owner=ada,
-        job=job,
-        node_id="n0",
-        bucket=stored.bucket,
-        key=stored.key,
-        size_bytes=1,
-        sha256=stored.sha256,
-        content_type="a/b",
-    )
+    result = stored_result(job, b"r")
 
     assert api_client(ada).delete(f"/api/uploads/{result.pk}").status_code == 404
     assert Artifact.objects.filter(pk=result.pk).exists()
