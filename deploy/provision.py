@@ -75,6 +75,8 @@ def compose_values(
         "REDIS_PASSWORD": token(),
         "S3_ACCESS_KEY_ID": "myspinbot-" + token(12).lower(),
         "S3_SECRET_ACCESS_KEY": token(),
+        "S3_SIGNING_ACCESS_KEY_ID": "links-" + token(12).lower(),
+        "S3_SIGNING_SECRET_ACCESS_KEY": token(),
         "METRICS_TOKEN": token(),
         "FLOWER_BASIC_AUTH": f"admin:{flower_password}",
         "GRAFANA_ADMIN_PASSWORD": token(32),

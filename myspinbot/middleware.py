@@ -63,7 +63,9 @@ def content_security_policy() -> str:
     from django.conf import settings
 
     media = "'self' data: blob:"
-    endpoint = getattr(settings, "S3_ENDPOINT_URL", None)
+    endpoint = getattr(settings, "S3_PUBLIC_ENDPOINT_URL", None) or getattr(
+        settings, "S3_ENDPOINT_URL", None
+    )
     if endpoint:
         from urllib.parse import urlsplit
 

@@ -294,6 +294,10 @@ class S3ArtifactStore(ArtifactStore):
 
     sha256 is computed while uploading and kept as object metadata; a single
     PUT (or a completed multipart upload) is atomic on the server.
+
+    Download links are signed by a second client: for the host browsers reach
+    (``public_endpoint_url``) and with the signing identity (read-only in production), so a
+    link never carries the storage's root access key or an internal host name.
     """
 
     def __init__(
@@ -305,6 +309,9 @@ class S3ArtifactStore(ArtifactStore):
         access_key_id: str,
         secret_access_key: str,
         timeout: float,
+        public_endpoint_url: str | None = None,
+        signing_access_key_id: str = "",
+        signing_secret_access_key: str = "",
     ) -> None:
         import boto3
         from botocore.config import Config
@@ -324,6 +331,21 @@ class S3ArtifactStore(ArtifactStore):
             aws_access_key_id=access_key_id or None,
             aws_secret_access_key=secret_access_key or None,
             config=config,
+        )
+        signing_key = signing_access_key_id or access_key_id
+        signing_secret = signing_secret_access_key if signing_access_key_id else secret_access_key
+        public = public_endpoint_url or endpoint_url
+        self.signer = (
+            self.client
+            if (public, signing_key) == (endpoint_url, access_key_id)
+            else boto3.client(
+                "s3",
+                endpoint_url=public,
+                region_name=region,
+                aws_access_key_id=signing_key or None,
+                aws_secret_access_key=signing_secret or None,
+                config=config,
+            )
         )
 
     @contextlib.contextmanager
@@ -413,7 +435,7 @@ class S3ArtifactStore(ArtifactStore):
     def download_url(self, key: str, expires_in: int) -> str:
         self.stat(key)
         with self._errors(key):
-            url: str = self.client.generate_presigned_url(
+            url: str = self.signer.generate_presigned_url(
                 "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_in
             )
         return url
@@ -436,5 +458,8 @@ def get_artifact_store() -> ArtifactStore:
             access_key_id=settings.S3_ACCESS_KEY_ID,
             secret_access_key=settings.S3_SECRET_ACCESS_KEY,
             timeout=settings.S3_TIMEOUT_SECONDS,
+            public_endpoint_url=settings.S3_PUBLIC_ENDPOINT_URL,
+            signing_access_key_id=settings.S3_SIGNING_ACCESS_KEY_ID,
+            signing_secret_access_key=settings.S3_SIGNING_SECRET_ACCESS_KEY,
         )
     return LocalArtifactStore(Path(settings.ARTIFACT_ROOT))

@@ -4,6 +4,7 @@ server and Celery workers, each on loopback, each stoppable so a test can do the
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import signal
@@ -57,15 +58,49 @@ class S3Server:
     secret_key: str = "test-secret-key"
     port: int = field(default_factory=lambda: _port_block(7))
     process: subprocess.Popen[bytes] | None = None
+    # (access key, secret) of a second identity that may only read objects, when wanted
+    reader: tuple[str, str] | None = None
 
     @property
     def endpoint(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
 
+    def _identities(self) -> Path:
+        """The server's identity file: this server's own identity and the read-only one."""
+        assert self.reader is not None
+
+        def identity(name: str, key: str, secret: str, actions: list[str]) -> dict[str, object]:
+            return {
+                "name": name,
+                "credentials": [{"accessKey": key, "secretKey": secret}],
+                "actions": actions,
+            }
+
+        path = self.data_dir / "identities.json"
+        path.write_text(
+            json.dumps(
+                {
+                    "identities": [
+                        identity(
+                            "owner",
+                            self.access_key,
+                            self.secret_key,
+                            ["Admin", "Read", "List", "Tagging", "Write"],
+                        ),
+                        identity("reader", *self.reader, ["Read"]),
+                    ]
+                }
+            )
+        )
+        return path
+
     def start(self) -> None:
         log = open(self.data_dir / "weed.log", "ab")  # noqa: SIM115 - owned by the process
+        command = s3_command(self.port, self.data_dir)
+        if self.reader is not None:
+            command.append(f"-s3.config={self._identities()}")
         self.process = subprocess.Popen(
-            s3_command(self.port, self.data_dir),
+            command,
             env=s3_environment(self.access_key, self.secret_key),
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.core.checks import Error, register
+from django.core.checks import Error, Tags, Warning, register
 
 from apps.capabilities.registry import get_registry
 
@@ -32,5 +32,26 @@ def visibility_timeout_covers_every_task(**_: Any) -> list[Error]:
             f"({longest}s: a service's timeoutSeconds plus MYSPINBOT_HARD_TIMEOUT_GRACE)",
             hint="raise CELERY_VISIBILITY_TIMEOUT",
             id="jobs.E001",
+        )
+    ]
+
+
+@register(Tags.security, deploy=True)
+def download_links_are_signed_read_only(**_: Any) -> list[Warning]:
+    """A presigned link carries the access key id that signed it and lets its holder do
+    what that identity may do with the object; signed by the root identity, every link
+    shown to a user names the key that can write and delete the whole bucket."""
+    if not settings.S3_BUCKET or settings.S3_SIGNING_ACCESS_KEY_ID not in {
+        "",
+        settings.S3_ACCESS_KEY_ID,
+    }:
+        return []
+    return [
+        Warning(
+            "download links are signed with the storage's own identity "
+            "(S3_SIGNING_ACCESS_KEY_ID is unset or the same as S3_ACCESS_KEY_ID)",
+            hint="create a read-only identity on the bucket and set "
+            "S3_SIGNING_ACCESS_KEY_ID / S3_SIGNING_SECRET_ACCESS_KEY (deploy/provision.py does)",
+            id="jobs.W010",
         )
     ]

@@ -146,6 +146,17 @@ S3_BUCKET = env_str("S3_BUCKET", "")
 S3_REGION = env_str("S3_REGION", "us-east-1")
 S3_ACCESS_KEY_ID = env_str("S3_ACCESS_KEY_ID", "")
 S3_SECRET_ACCESS_KEY = env_str("S3_SECRET_ACCESS_KEY", "")
+# Download links: signed for the host browsers reach (default the endpoint above) and by a
+# signing identity that can only read (default the identity above; production warns).
+S3_PUBLIC_ENDPOINT_URL = env_url(
+    "S3_PUBLIC_ENDPOINT_URL", S3_ENDPOINT_URL, schemes=("http", "https")
+)
+S3_SIGNING_ACCESS_KEY_ID = env_str("S3_SIGNING_ACCESS_KEY_ID", "")
+S3_SIGNING_SECRET_ACCESS_KEY = env_str("S3_SIGNING_SECRET_ACCESS_KEY", "")
+if bool(S3_SIGNING_ACCESS_KEY_ID) != bool(S3_SIGNING_SECRET_ACCESS_KEY):
+    raise ImproperlyConfigured(
+        "S3_SIGNING_ACCESS_KEY_ID and S3_SIGNING_SECRET_ACCESS_KEY are set together or not at all"
+    )
 S3_TIMEOUT_SECONDS = env_float("S3_TIMEOUT_SECONDS", 5.0, min_value=0.1, max_value=300)
 if S3_ENDPOINT_URL and not S3_BUCKET:
     raise ImproperlyConfigured("S3_BUCKET must be set when S3_ENDPOINT_URL is set")

@@ -148,6 +148,9 @@ def test_the_services_the_issue_names_are_there() -> None:
     assert gpu["build"]["dockerfile"] == "deploy/Dockerfile.gpu"
     assert services["worker-cpu"]["build"]["dockerfile"] == "deploy/Dockerfile"
     assert "mc anonymous set none local/myspinbot" in services["minio-init"]["entrypoint"]
+    assert "policy attach local readonly --user" in services["minio-init"]["entrypoint"]
+    files = services["minio"]["labels"]["traefik.http.routers.files.rule"]
+    assert files == "Host(`files.${DOMAIN}`) && (Method(`GET`) || Method(`HEAD`))"
     assert "--persistent=True" in services["flower"]["command"]
     assert services["flower"]["environment"]["FLOWER_BASIC_AUTH"].startswith(
         "${FLOWER_BASIC_AUTH:?"
@@ -213,6 +216,9 @@ def test_docker_compose_config_accepts_the_file_with_provisioned_secrets(tmp_pat
     )
     assert web_env["FLOWER_URL"] == "https://flower.spin.example.com/"
     assert web_env["MYSPINBOT_LLM_URL"] == ""
+    assert web_env["S3_PUBLIC_ENDPOINT_URL"] == "https://files.spin.example.com"
+    assert web_env["S3_SIGNING_ACCESS_KEY_ID"] == values["S3_SIGNING_ACCESS_KEY_ID"]
+    assert values["S3_SIGNING_ACCESS_KEY_ID"] != values["S3_ACCESS_KEY_ID"]
     assert missing.returncode != 0
     assert "run deploy/provision.py compose" in missing.stderr
 
