@@ -255,3 +255,47 @@ def test_expiry_can_be_turned_off(ada: User, settings: Any) -> None:
 
     assert quotas.expire_uploads() == []
     assert Artifact.objects.filter(pk=image["id"]).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_uploads_racing_for_the_last_room_store_one(ada: User, settings: Any) -> None:
+    """The upload that checked while another was still being written checks again under
+    the user's lock, after that one committed: it is refused and its bytes deleted."""
+    import threading
+
+    from django.db import connection, transaction
+
+    data = png_bytes()
+    settings.MYSPINBOT_QUOTA_STORAGE_BYTES = len(data) * 3 // 2  # room for one, not two
+    answers: list[Any] = []
+    client = api_client(ada)
+
+    def second_upload() -> None:
+        try:
+            answers.append(upload(client, data, "second.png"))
+        finally:
+            connection.close()
+
+    with transaction.atomic():
+        quotas.lock_user(ada)  # the first upload, holding the lock, not yet committed
+        Artifact.objects.create(
+            owner=ada,
+            name="first",
+            bucket="b",
+            key="uploads/first.png",
+            size_bytes=len(data),
+            sha256="0" * 64,
+            content_type="image/png",
+        )
+        racing = threading.Thread(target=second_upload)
+        racing.start()
+        deadline = timezone.now() + timedelta(seconds=20)
+        while len(stored_keys(ada)) < 1 and timezone.now() < deadline:  # past its first check
+            racing.join(0.05)
+        assert len(stored_keys(ada)) == 1
+    racing.join(20)
+
+    assert [answer.status_code for answer in answers] == [413]
+    assert error_code(answers[0]) == "storage_quota_exceeded"
+    assert list(Artifact.objects.filter(owner=ada).values_list("name", flat=True)) == ["first"]
+    assert stored_keys(ada) == []
