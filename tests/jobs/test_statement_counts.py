@@ -4,10 +4,9 @@
 from __future__ import annotations
 
 import json
-
-import pytest
 from datetime import timedelta
 
+import pytest
 from django.contrib.auth.models import User
 from django.db import connection
 from django.test import Client
@@ -15,7 +14,6 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from apps.jobs.models import ApiToken
-
 from testkit.graphs import chain
 from tests.support.clients import api_client
 
