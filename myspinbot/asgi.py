@@ -9,8 +9,10 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "myspinbot.settings.local")
 # Django runs each HTTP request on a fresh thread under ASGI; a persistent connection
 # would stay open after its thread is gone, one per request, until PostgreSQL refuses
-# new clients. Close each request's connection at its end instead.
+# new clients. Each request's connection is closed at its end instead, which hands it
+# back to a pool of the process (PostgreSQL only), so the next request needs no new one.
 os.environ["DATABASE_CONN_MAX_AGE"] = "0"
+os.environ.setdefault("DATABASE_POOL_MAX_SIZE", "10")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

@@ -349,6 +349,8 @@ class AsgiServer:
     log_path: Path | None = None
     log_level: str = "warning"
     process: subprocess.Popen[bytes] | None = None
+    # The checkout whose code it serves (a bench compares this one with an older one).
+    cwd: Path = REPO
 
     @property
     def http(self) -> str:
@@ -375,7 +377,7 @@ class AsgiServer:
                 "--lifespan",
                 "off",
             ],
-            cwd=REPO,
+            cwd=self.cwd,
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -284,11 +284,12 @@ def create_job(request: HttpRequest, body: JobCreate) -> Status[dict[str, Any]]:
     """Submit a job from a template (``template``, ``params``, ``inputs``) or a whole
     ``langgraph.v1`` graph. Inputs refer to uploads as ``{"artifact": "<id>"}``."""
     job = submit(caller(request), body)
-    return Status(201, job_detail(job))
+    return Status(201, job_detail(job, reload=False))  # the job as its transaction left it
 
 
-def job_detail(job: Job) -> dict[str, Any]:
-    job.refresh_from_db()
+def job_detail(job: Job, *, reload: bool = True) -> dict[str, Any]:
+    if reload:
+        job.refresh_from_db()
     artifacts = [artifact_json(a) for a in job_artifacts(job.pk)]
     return {**job_summary(job), "graph": live_graph(job), "artifacts": artifacts}
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -65,13 +65,15 @@ _structures: dict[UUID, GraphStructure] = {}
 _structures_lock = threading.Lock()
 
 
-def graph_structure(graph_id: UUID) -> GraphStructure:
+def graph_structure(graph_id: UUID, document: dict[str, Any] | None = None) -> GraphStructure:
     """Edges, predecessors and node params of a graph. Documents never change, so each is
-    read and parsed once per process."""
+    read and parsed once per process (``document``, when the caller has it, saves the
+    read)."""
     cached = _structures.get(graph_id)
     if cached is not None:
         return cached
-    document = Graph.objects.values_list("document", flat=True).get(pk=graph_id)
+    if document is None:
+        document = Graph.objects.values_list("document", flat=True).get(pk=graph_id)
     edges = tuple(
         walker.Edge(edge["from"], edge["to"], edge.get("kind", "normal"))
         for edge in document["edges"]
@@ -130,20 +132,33 @@ def submit_template(
     return create_job(owner, plan(name, params, inputs, metadata=metadata), template=name)
 
 
-def create_job(owner: User, graph_doc: GraphDocument, *, template: str = "") -> Job:
+def create_job(
+    owner: User,
+    graph_doc: GraphDocument,
+    *,
+    template: str = "",
+    admit: Callable[[User], None] | None = None,
+) -> Job:
     """Store a validated graph as a job with its NodeRuns in one transaction, and queue
     the nodes that are ready (their messages go out when the transaction commits).
 
-    Raises ``Rejected`` when the owner's quotas leave no room (``apps.jobs.quotas``)."""
+    ``admit`` runs right after the owner's row is locked, to refuse the job (by raising)
+    on the caller's own limits. Raises ``Rejected`` when the owner's quotas leave no room
+    (``apps.jobs.quotas``)."""
     registry = get_registry()
+    document = graph_doc.to_json()
     with transaction.atomic():
         quotas.lock_user(owner)
+        if admit is not None:
+            admit(owner)
         quotas.check_job(owner, graph_doc, registry)
         graph = Graph.objects.create(
-            document=graph_doc.to_json(),
+            document=document,
             workflow_id=graph_doc.workflow_id or "",
             node_count=len(graph_doc.nodes),
         )
+        graph_structure(graph.pk, document)
+        # Nobody else sees the job before commit: planning it needs no row lock.
         job = Job.objects.create(owner=owner, graph=graph, template=template)
         runs = []
         for node in graph_doc.nodes:
@@ -159,9 +174,10 @@ def create_job(owner: User, graph_doc: GraphDocument, *, template: str = "") -> 
                 )
             )
         NodeRun.objects.bulk_create(runs)
-        job = Job.objects.select_for_update().get(pk=job.pk)
         advance_locked(
-            job, [Event("job.queued", payload={"nodes": len(runs), "template": template})]
+            job,
+            [Event("job.queued", payload={"nodes": len(runs), "template": template})],
+            runs=runs,
         )
         metrics.job_submitted(job)
     return job
@@ -193,12 +209,15 @@ def inputs_for(structure: GraphStructure, runs: dict[str, NodeRun], node_id: str
     return inputs
 
 
-def advance_locked(job: Job, events: Sequence[Event] = ()) -> None:
+def advance_locked(
+    job: Job, events: Sequence[Event] = (), *, runs: Sequence[NodeRun] | None = None
+) -> None:
     """Apply walker plans until stable: skip, reuse cached results, dispatch, finish.
 
     ``events`` (what the caller just did) are written first, with the plan's own events,
     in one append. Reads every node's state in one narrow query and loads full rows
-    only for the nodes being dispatched and their predecessors.
+    only for the nodes being dispatched and their predecessors; ``runs``, every run of
+    the job as the database holds it (a job just created), saves both reads.
     """
     if job.is_finished:
         emit(job, events)
@@ -207,14 +226,22 @@ def advance_locked(job: Job, events: Sequence[Event] = ()) -> None:
     structure = graph_structure(job.graph_id)
     states: dict[str, str] = {}
     progress: dict[str, tuple[float, float]] = {}
-    for node_id, status, fraction, weight in NodeRun.objects.filter(job_id=job.pk).values_list(
-        "node_id", "status", "progress", "progress_weight"
-    ):
-        states[node_id], progress[node_id] = status, (fraction, weight)
+    loaded: dict[str, NodeRun] = {}
+    if runs is not None:
+        for run in runs:
+            states[run.node_id], progress[run.node_id] = (
+                run.status,
+                (run.progress, run.progress_weight),
+            )
+            loaded[run.node_id] = run
+    else:
+        for node_id, status, fraction, weight in NodeRun.objects.filter(job_id=job.pk).values_list(
+            "node_id", "status", "progress", "progress_weight"
+        ):
+            states[node_id], progress[node_id] = status, (fraction, weight)
     now = timezone.now()
     events = list(events)
     skipped: list[str] = []
-    loaded: dict[str, NodeRun] = {}
     changed: list[NodeRun] = []
     to_send: list[NodeRun] = []
     reused_from: dict[str, tuple[UUID, str]] = {}

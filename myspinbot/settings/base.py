@@ -80,6 +80,11 @@ DATABASE_CONNECT_TIMEOUT = env_int("DATABASE_CONNECT_TIMEOUT", 3, min_value=1, m
 # ASGI server forces 0 (myspinbot/asgi.py): it runs every request on a thread of its
 # own, and a connection kept past its request outlives the thread that could reuse it.
 DATABASE_CONN_MAX_AGE = env_int("DATABASE_CONN_MAX_AGE", 60, min_value=0)
+# Connections a process keeps in a pool (psycopg's, through Django) on PostgreSQL; 0 means
+# no pool. The ASGI server sets it (myspinbot/asgi.py): a request's connection goes back
+# to the pool when the request ends, whichever thread ran it, so a request neither opens
+# a connection of its own nor leaves one behind.
+DATABASE_POOL_MAX_SIZE = env_int("DATABASE_POOL_MAX_SIZE", 0, min_value=0, max_value=100)
 
 
 def database_from_url(url: str) -> dict[str, Any]:
@@ -88,6 +93,15 @@ def database_from_url(url: str) -> dict[str, Any]:
     if config["ENGINE"] == "django.db.backends.postgresql":
         config["CONN_HEALTH_CHECKS"] = True
         config.setdefault("OPTIONS", {})["connect_timeout"] = DATABASE_CONNECT_TIMEOUT
+        if DATABASE_POOL_MAX_SIZE:
+            config["CONN_MAX_AGE"] = 0  # the pool keeps the connections instead
+            config["OPTIONS"]["pool"] = {
+                "min_size": 1,
+                "max_size": DATABASE_POOL_MAX_SIZE,
+                # A request waits this long for a free connection (or for the database
+                # to come back), then fails as a database error would.
+                "timeout": DATABASE_CONNECT_TIMEOUT,
+            }
     elif config["ENGINE"] == "django.db.backends.sqlite3":
         config["CONN_MAX_AGE"] = 0
         config.setdefault("OPTIONS", {}).update(

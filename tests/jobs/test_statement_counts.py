@@ -1,0 +1,86 @@
+"""How many SQL statements the hot paths cost, pinned so that they cannot creep back up
+(counted, not timed: the figure does not depend on the machine)."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import User
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from apps.jobs.models import ApiToken
+from testkit.graphs import chain
+from tests.support.clients import api_client
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def statements(captured: CaptureQueriesContext) -> list[str]:
+    return [query["sql"].split(" ", 1)[0] for query in captured.captured_queries]
+
+
+def test_a_graph_submission_costs_one_transaction_of_ten_statements_and_three_reads_for_the_answer(
+    ada: User,
+) -> None:
+    # given a signed-in client that has used its token this minute already
+    client = api_client(ada)
+    body = json.dumps({"graph": chain("debug.noop", "debug.noop", "debug.noop")})
+    assert client.get("/api/jobs").status_code == 200
+    # when it submits a three-node chain
+    with CaptureQueriesContext(connection) as captured:
+        response = client.post("/api/jobs", data=body, content_type="application/json")
+    # then: the token lookup; one transaction (lock the user, both rate counts, the
+    # storage sum, graph, job, runs, the cache lookup for the first node, its dispatch,
+    # the job's event counter and the events); the dispatch marked sent; the response.
+    assert response.status_code == 201, response.content
+    assert statements(captured) == [
+        "SELECT",  # token
+        "BEGIN",
+        "SELECT",  # user row lock
+        "SELECT",  # jobs in flight and this minute
+        "SELECT",  # storage used
+        "INSERT",  # graph
+        "INSERT",  # job
+        "INSERT",  # runs
+        "SELECT",  # cached result of n0
+        "UPDATE",  # n0 queued
+        "UPDATE",  # job event counter, progress
+        "INSERT",  # events
+        "COMMIT",
+        "UPDATE",  # n0 sent
+        "SELECT",  # response: artifacts
+        "SELECT",  # reused artifacts
+        "SELECT",  # runs
+    ]
+
+
+def test_a_token_records_its_use_at_most_once_a_minute(ada: User) -> None:
+    # given a token that has not been used yet
+    record, token = ApiToken.issue(ada, "test")
+    client = Client(headers={"Authorization": f"Bearer {token}"})
+
+    # when it is used twice within the minute, then once more a minute later
+    # (a request clears the connection's query log: read each capture at once)
+    with CaptureQueriesContext(connection) as captured:
+        assert client.get("/api/jobs").status_code == 200
+    first = statements(captured)
+    used = ApiToken.objects.get(pk=record.pk).last_used_at
+    with CaptureQueriesContext(connection) as captured:
+        assert client.get("/api/jobs").status_code == 200
+    second = statements(captured)
+    unchanged = ApiToken.objects.get(pk=record.pk).last_used_at
+    a_minute_ago = timezone.now() - timedelta(seconds=61)
+    ApiToken.objects.filter(pk=record.pk).update(last_used_at=a_minute_ago)
+    assert client.get("/api/jobs").status_code == 200
+
+    # then only the first and the third use write it
+    assert used is not None
+    assert unchanged == used
+    assert first == ["SELECT", "UPDATE", *second[1:]]
+    assert "UPDATE" not in second
+    assert ApiToken.objects.get(pk=record.pk).last_used_at > a_minute_ago + timedelta(seconds=60)
