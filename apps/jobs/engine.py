@@ -30,6 +30,7 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError
 
 from apps.capabilities.registry import Capability, get_registry
+from apps.capabilities.services.comfyui_workflow.preflight import refuse_missing_nodes
 from apps.graphs import walker
 from apps.graphs.caching import cache_key
 from apps.graphs.document import GraphDocument
@@ -134,8 +135,10 @@ def create_job(owner: User, graph_doc: GraphDocument, *, template: str = "") -> 
     """Store a validated graph as a job with its NodeRuns in one transaction, and queue
     the nodes that are ready (their messages go out when the transaction commits).
 
-    Raises ``Rejected`` when the owner's quotas leave no room (``apps.jobs.quotas``)."""
+    Raises ``Rejected`` when the owner's quotas leave no room (``apps.jobs.quotas``) or
+    a ComfyUI workflow uses a node class its servers lack."""
     registry = get_registry()
+    refuse_missing_nodes(graph_doc.nodes)
     with transaction.atomic():
         quotas.lock_user(owner)
         quotas.check_job(owner, graph_doc, registry)
