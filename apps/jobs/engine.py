@@ -30,6 +30,7 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError
 
 from apps.capabilities.registry import Capability, get_registry
+from apps.capabilities.services.comfyui_workflow.preflight import refuse_missing_nodes
 from apps.graphs import walker
 from apps.graphs.caching import cache_key
 from apps.graphs.document import GraphDocument
@@ -144,8 +145,9 @@ def create_job(
 
     ``admit`` runs right after the owner's row is locked, to refuse the job (by raising)
     on the caller's own limits. Raises ``Rejected`` when the owner's quotas leave no room
-    (``apps.jobs.quotas``)."""
+    (``apps.jobs.quotas``) or a ComfyUI workflow uses a node class its servers lack."""
     registry = get_registry()
+    refuse_missing_nodes(graph_doc.nodes)
     document = graph_doc.to_json()
     with transaction.atomic():
         quotas.lock_user(owner)

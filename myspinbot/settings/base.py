@@ -271,6 +271,20 @@ MYSPINBOT_LLM_URL = env_url("MYSPINBOT_LLM_URL", None, schemes=("http", "https")
 MYSPINBOT_LLM_MODEL = env_str("MYSPINBOT_LLM_MODEL", "llama3.1:8b")
 MYSPINBOT_LLM_TIMEOUT = env_float("MYSPINBOT_LLM_TIMEOUT", 120.0, min_value=1.0)
 MYSPINBOT_LLM_MAX_REASKS = env_int("MYSPINBOT_LLM_MAX_REASKS", 2, min_value=0, max_value=10)
+# ComfyUI servers for comfyui.workflow (comma-separated base URLs); a node runs on the
+# one with the shortest queue. Empty: the service fails with comfyui_not_configured.
+MYSPINBOT_COMFYUI_URLS = [
+    env_url(
+        f"MYSPINBOT_COMFYUI_URLS[{i}]",
+        schemes=("http", "https"),
+        environ={f"MYSPINBOT_COMFYUI_URLS[{i}]": url},
+    )
+    for i, url in enumerate(env_list("MYSPINBOT_COMFYUI_URLS", []))
+]
+# Seconds for one HTTP request to a ComfyUI server, and the longest silence on its
+# WebSocket while a prompt runs before the server counts as gone.
+MYSPINBOT_COMFYUI_TIMEOUT = env_float("MYSPINBOT_COMFYUI_TIMEOUT", 30.0, min_value=0.1)
+MYSPINBOT_COMFYUI_SILENCE = env_float("MYSPINBOT_COMFYUI_SILENCE", 600.0, min_value=0.1)
 # Voice samples: shortest and longest accepted (seconds of audio).
 MYSPINBOT_MIN_VOICE_SECONDS = env_float("MYSPINBOT_MIN_VOICE_SECONDS", 3.0, min_value=0.1)
 MYSPINBOT_MAX_VOICE_SECONDS = env_float("MYSPINBOT_MAX_VOICE_SECONDS", 300.0, min_value=1.0)

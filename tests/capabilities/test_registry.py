@@ -23,6 +23,7 @@ from myspinbot.schemas import schema_validator
 DEBUG_IDS = ["debug.echo", "debug.fail", "debug.noop", "debug.sleep"]
 # The services a production worker offers (no debug.*); a new service is added here.
 SERVICE_IDS = [
+    "comfyui.workflow",
     "image.keyframe",
     "lipsync.gpu",
     "lipsync.sync",
