@@ -73,7 +73,7 @@ def registry() -> CapabilityRegistry:
 
 def test_registry_loads_the_debug_services(registry: CapabilityRegistry) -> None:
     assert [capability.id for capability in registry.all()] == sorted(DEBUG_IDS + SERVICE_IDS)
-    assert len(registry) == 14
+    assert len(registry) == 15
     assert "debug.sleep" in registry
 
 
