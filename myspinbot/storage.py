@@ -324,29 +324,23 @@ class S3ArtifactStore(ArtifactStore):
             s3={"addressing_style": "path"},
             signature_version="s3v4",
         )
-        self.client = boto3.client(
-            "s3",
-            endpoint_url=endpoint_url,
-            region_name=region,
-            aws_access_key_id=access_key_id or None,
-            aws_secret_access_key=secret_access_key or None,
-            config=config,
-        )
+
+        def client(endpoint: str | None, key: str, secret: str) -> Any:
+            return boto3.client(
+                "s3",
+                endpoint_url=endpoint,
+                region_name=region,
+                aws_access_key_id=key or None,
+                aws_secret_access_key=secret or None,
+                config=config,
+            )
+
+        self.client = client(endpoint_url, access_key_id, secret_access_key)
         signing_key = signing_access_key_id or access_key_id
         signing_secret = signing_secret_access_key if signing_access_key_id else secret_access_key
         public = public_endpoint_url or endpoint_url
-        self.signer = (
-            self.client
-            if (public, signing_key) == (endpoint_url, access_key_id)
-            else boto3.client(
-                "s3",
-                endpoint_url=public,
-                region_name=region,
-                aws_access_key_id=signing_key or None,
-                aws_secret_access_key=signing_secret or None,
-                config=config,
-            )
-        )
+        same = (public, signing_key) == (endpoint_url, access_key_id)
+        self.signer = self.client if same else client(public, signing_key, signing_secret)
 
     @contextlib.contextmanager
     def _errors(self, key: str | None = None) -> Iterator[None]:
