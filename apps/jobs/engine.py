@@ -37,7 +37,7 @@ from apps.graphs.document import GraphDocument
 from apps.graphs.models import Graph
 from apps.graphs.validation import validate_graph
 from apps.jobs import quotas
-from apps.jobs.artifacts import share_reused
+from apps.jobs.artifacts import name_inputs, share_reused
 from apps.jobs.events import Event, emit
 from apps.jobs.models import Job, NodeRun
 from myspinbot import metrics
@@ -162,6 +162,7 @@ def create_job(
         graph_structure(graph.pk, document)
         # Nobody else sees the job before commit: planning it needs no row lock.
         job = Job.objects.create(owner=owner, graph=graph, template=template)
+        name_inputs(job, document)
         runs = []
         for node in graph_doc.nodes:
             capability = registry.get(node.service)
