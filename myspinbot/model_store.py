@@ -11,8 +11,9 @@ hashing: cheap enough for every capability report) calls a model
 - ``present``: every file registered and unchanged since (same size and mtime);
 - ``corrupt``: a file changed after registration, has the wrong size, or failed
   ``models verify``;
-- ``missing``: anything else (not fetched, half fetched, or put there by hand and not
-  yet verified).
+- ``unverified``: every file there, some put there by hand and never hashed (workers
+  use them as they are; ``models verify`` registers them);
+- ``missing``: anything else (not fetched, or half fetched: a ``.partial`` file).
 
 Plain stdlib: the web process, the cpu worker and the gpu worker all read it.
 """
@@ -178,7 +179,7 @@ class FileState:
 @dataclass(frozen=True)
 class ModelState:
     entry: ModelEntry
-    state: str  # present | missing | corrupt
+    state: str  # present | unverified | missing | corrupt
     files: tuple[FileState, ...]
     detail: str
 
@@ -188,11 +189,17 @@ class ModelState:
         return sum(f.size_bytes for f in self.files if f.state != "partial")
 
     @property
+    def usable(self) -> bool:
+        """Whether a worker may load it: registered, or every file put there by hand (used
+        as it is until ``models verify`` hashes it); never when missing or corrupt."""
+        return self.state in ("present", "unverified")
+
+    @property
     def command(self) -> str:
         """The command that makes this model present ("" when it is)."""
         if self.state == "present":
             return ""
-        if all(f.state in ("present", "unverified") for f in self.files):
+        if self.state == "unverified":
             return f"python manage.py models verify {self.entry.name}"
         return fetch_command(self.entry.name)
 
@@ -200,6 +207,7 @@ class ModelState:
         return {
             **self.entry.to_json(),
             "state": self.state,
+            "usable": self.usable,
             "detail": self.detail,
             "installed_bytes": self.size_bytes,
             "command": self.command,
@@ -317,7 +325,8 @@ class ModelStore:
         if not absent:
             return ModelState(entry, "present", files, "")
         if all(f.state in ("unverified", "present") for f in files):
-            detail = "files present but not verified"
+            detail = f"installed by hand, not verified: python manage.py models verify {entry.name}"
+            return ModelState(entry, "unverified", files, detail)
         else:
             detail = f"{len(files) - len(absent)} of {len(files)} files installed"
         return ModelState(entry, "missing", files, detail)
@@ -398,7 +407,7 @@ def services_missing_models(states: Iterable[ModelState]) -> dict[str, list[Mode
     """For each service, the required (not optional) models it lacks."""
     missing: dict[str, list[ModelState]] = {}
     for state in states:
-        if state.state == "present" or state.entry.optional:
+        if state.usable or state.entry.optional:
             continue
         for service in state.entry.services:
             missing.setdefault(service, []).append(state)
