@@ -140,8 +140,8 @@ def test_the_system_page_lists_each_model_with_state_size_licence_and_fix(
     assert '<tr data-model="tiny-sd" data-state="missing">' in page
     assert '<code class="fix">python manage.py models fetch tiny-sd</code>' in page
     assert (
-        '<a href="https://example.org/openrail" rel="noopener noreferrer">CreativeML Open RAIL-M</a>'
-        in page
+        '<a href="https://example.org/openrail" rel="noopener noreferrer">'
+        "CreativeML Open RAIL-M</a>" in page
     )
     assert "lora.train, image.keyframe" in page
 

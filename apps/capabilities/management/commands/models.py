@@ -15,7 +15,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from myspinbot.model_store import ModelEntry, ModelState, default_store
+from myspinbot.model_store import ModelEntry, ModelState, ModelStore, default_store
 
 
 def _size(value: int | None) -> str:
@@ -62,7 +62,7 @@ class Command(BaseCommand):
         except KeyError as error:
             raise CommandError(str(error.args[0])) from None
         if action == "list":
-            self.list(store.states(), as_json=options["json"])
+            self.show(store.states(), as_json=options["json"])
         elif action == "fetch":
             if options["all"]:
                 entries = [e for e in store.manifest.values() if not e.optional]
@@ -76,7 +76,7 @@ class Command(BaseCommand):
                 freed = store.remove(entry)
                 self.stdout.write(f"{entry.name}: removed, {_size(freed)} freed")
 
-    def list(self, states: list[ModelState], *, as_json: bool) -> None:
+    def show(self, states: list[ModelState], *, as_json: bool) -> None:
         if as_json:
             self.stdout.write(json.dumps([s.to_json() for s in states], indent=1))
             return
@@ -107,7 +107,9 @@ class Command(BaseCommand):
         if input("Accept these licences? [y/N] ").strip().lower() not in ("y", "yes"):
             raise CommandError("licence not accepted: nothing fetched")
 
-    def fetch(self, store: Any, entries: list[ModelEntry], accept: bool, progress: bool) -> None:
+    def fetch(
+        self, store: ModelStore, entries: list[ModelEntry], accept: bool, progress: bool
+    ) -> None:
         from apps.capabilities import model_fetch
 
         try:
@@ -127,7 +129,7 @@ class Command(BaseCommand):
             if state.state != "present":
                 raise CommandError(f"{entry.name}: {state.state} after fetch: {state.detail}")
 
-    def verify(self, store: Any, entries: list[ModelEntry]) -> None:
+    def verify(self, store: ModelStore, entries: list[ModelEntry]) -> None:
         if not entries:
             entries = [
                 e
