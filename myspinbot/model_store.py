@@ -401,14 +401,3 @@ def default_store() -> ModelStore:
     from django.conf import settings
 
     return ModelStore(Path(settings.MYSPINBOT_MODEL_ROOT))
-
-
-def services_missing_models(states: Iterable[ModelState]) -> dict[str, list[ModelState]]:
-    """For each service, the required (not optional) models it lacks."""
-    missing: dict[str, list[ModelState]] = {}
-    for state in states:
-        if state.usable or state.entry.optional:
-            continue
-        for service in state.entry.services:
-            missing.setdefault(service, []).append(state)
-    return missing

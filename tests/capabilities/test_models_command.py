@@ -257,10 +257,15 @@ def test_an_unknown_model_name_is_refused(root: Path) -> None:
 
 def test_the_repository_manifest_names_every_pipeline_model_with_a_licence() -> None:
     from apps.capabilities.registry import get_registry
+    from myspinbot.model_store import MANIFEST_PATH
+    from myspinbot.schemas import schema_validator
 
-    entries = load_manifest(Path("myspinbot/models_manifest.json"))
+    document = json.loads(MANIFEST_PATH.read_text())
+    errors = [e.message for e in schema_validator("model-manifest").iter_errors(document)]
+    entries = load_manifest(MANIFEST_PATH)
     registry = get_registry()
 
+    assert errors == []
     assert sorted(entries) == [
         "animatediff-motion-v1-5-2",
         "f5-tts-v1",
