@@ -121,10 +121,7 @@ def fetch(
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
     from huggingface_hub.errors import HfHubHTTPError
 
-    if not progress:
-        from huggingface_hub.utils import disable_progress_bars
-
-        disable_progress_bars()
+    bar = _progress_bar(shown=progress)
     revision = entry.revision or "main"
     fetched: list[Fetched] = []
     for file in entry.files:
@@ -134,8 +131,13 @@ def fetch(
         url = hf_hub_url(entry.repo_id, file.path, revision=revision, endpoint=settings.HF_ENDPOINT)
         try:
             meta = get_hf_file_metadata(url, timeout=timeout)
-        except (HfHubHTTPError, OSError) as error:
+        except HfHubHTTPError as error:
             raise FetchError(f"{entry.repo_id}/{file.path} at {revision}: {error}") from error
+        except Exception as error:  # the hub's HTTP client raises its own connection errors
+            raise FetchError(
+                f"the hub at {settings.HF_ENDPOINT} did not answer for "
+                f"{entry.repo_id}/{file.path}: {error}"
+            ) from error
         size = file.size if file.size is not None else meta.size
         if file.size is not None and meta.size is not None and meta.size != file.size:
             raise DigestMismatch(
@@ -148,8 +150,21 @@ def fetch(
             store.register(entry, file, digest, source=expected.source, commit=meta.commit_hash)
             say(f"  {file.path}: already here, {expected.source} matches")
             continue
-        fetched.append(_download(store, entry, file, url, meta, size, expected, say))
+        fetched.append(_download(store, entry, file, url, meta, size, expected, say, bar))
     return fetched
+
+
+def _progress_bar(*, shown: bool) -> type:
+    """The hub client's progress bar, on or off whether or not stderr is a terminal (it
+    hides itself off a terminal; `docker compose run -T` and logs should still show it)."""
+    from huggingface_hub.utils import tqdm
+
+    class Bar(tqdm):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["disable"] = not shown
+            super().__init__(*args, **kwargs)
+
+    return Bar
 
 
 def _headers(url: str, location: str) -> dict[str, str]:
@@ -173,6 +188,7 @@ def _download(
     size: int | None,
     expected: Expected,
     say: Say,
+    bar: type,
 ) -> Fetched:
     from huggingface_hub.file_download import http_get
 
@@ -196,6 +212,7 @@ def _download(
                 headers=_headers(url, meta.location),
                 expected_size=size,
                 displayed_filename=file.path,
+                tqdm_class=bar,
             )
     except OSError as error:
         if error.errno == errno.ENOSPC:

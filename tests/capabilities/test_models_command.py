@@ -7,7 +7,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -238,6 +240,53 @@ def test_a_full_disk_gives_a_clear_error_and_registers_nothing(
     assert json.loads((small_disk / ".registry/tiny-model.json").read_text())["files"].keys() == {
         "config.json"
     }
+
+
+def test_a_hub_that_does_not_answer_is_a_clear_error(settings: Any, root: Path) -> None:
+    hub = HubServer()
+    hub.start()
+    settings.HF_ENDPOINT = hub.url
+    hub.stop()  # nothing listens on its port any more
+
+    answer = f"tiny-model: the hub at {settings.HF_ENDPOINT} did not answer for {REPO}/config"
+    with pytest.raises(CommandError, match=answer):
+        models("fetch", "tiny-model", "--accept-licence", "--no-progress")
+
+    assert state() == "missing"
+
+
+def test_a_file_the_hub_does_not_have_is_named(root: Path, hub: HubServer) -> None:
+    del hub.repos[REPO].files["config.json"]
+
+    with pytest.raises(CommandError, match=f"tiny-model: {REPO}/config.json at main: 404"):
+        models("fetch", "tiny-model", "--accept-licence", "--no-progress")
+
+
+def test_the_command_line_shows_progress_and_exits_non_zero_on_refusal(
+    root: Path, hub: HubServer, tmp_path: Path, settings: Any
+) -> None:
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "myspinbot.settings.test",
+        "MYSPINBOT_MODEL_ROOT": str(root),
+        "MYSPINBOT_MODEL_MANIFEST": settings.MYSPINBOT_MODEL_MANIFEST,
+        "HF_ENDPOINT": hub.url,
+        "HF_HUB_OFFLINE": "false",
+    }
+    command = [sys.executable, "manage.py", "models", "fetch", "tiny-model"]
+
+    fetched = subprocess.run(
+        [*command, "--accept-licence"], env=env, capture_output=True, text=True
+    )
+    refused = subprocess.run(
+        command, env={**env, "HF_HUB_OFFLINE": "true"}, capture_output=True, text=True
+    )
+
+    assert fetched.returncode == 0, fetched.stderr
+    assert "tiny-model: present" in fetched.stdout
+    assert "unet/weights.safetensors: 100%" in fetched.stderr  # the progress bar
+    assert refused.returncode == 1
+    assert "HF_HUB_OFFLINE is set" in refused.stderr
 
 
 def test_remove_deletes_the_files_and_the_registration(root: Path) -> None:
