@@ -159,7 +159,7 @@ def _progress_bar(*, shown: bool) -> type:
     hides itself off a terminal; `docker compose run -T` and logs should still show it)."""
     from huggingface_hub.utils import tqdm
 
-    class Bar(tqdm):  # type: ignore[misc]
+    class Bar(tqdm):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             kwargs["disable"] = not shown
             super().__init__(*args, **kwargs)
