@@ -7,6 +7,7 @@ models the way the hub serves a repository's files.
     hub.start()                                 # hub.url is http://127.0.0.1:<port>
     hub.cut_after("org/name", "unet/w.safetensors", 1000)  # next GET stops after 1000 bytes
     hub.down = True                             # every GET answers 503 until set back
+    hub.hide_sizes = True                       # no sizes stated (no Content-Length)
 
 Routes: ``HEAD`` and ``GET /{repo_id}/resolve/{revision}/{path}`` with the headers the
 hub's client reads: ``X-Repo-Commit`` (the revision's commit), ``ETag`` and, for weight
@@ -38,6 +39,9 @@ class HubServer:
     repos: dict[str, Repo] = field(default_factory=dict)
     requests: list[tuple[str, str, str]] = field(default_factory=list)
     down: bool = False
+    # States no sizes (no X-Linked-Size, no Content-Length: the body ends when the
+    # connection closes), as a proxy in front of the hub may.
+    hide_sizes: bool = False
     _cuts: dict[tuple[str, str], int] = field(default_factory=dict)
     _down_after: set[tuple[str, str]] = field(default_factory=set)
     _server: ThreadingHTTPServer | None = None
@@ -126,14 +130,19 @@ class HubServer:
                 if name.endswith(LFS_SUFFIXES):
                     self.send_header("ETag", f'"{sha}"')
                     self.send_header("X-Linked-Etag", f'"{sha}"')
-                    self.send_header("X-Linked-Size", str(len(data)))
+                    if not hub.hide_sizes:
+                        self.send_header("X-Linked-Size", str(len(data)))
                 else:
                     # (the hub's ETag of a file kept in git: its git blob id)
                     blob = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
                     self.send_header("ETag", f'"{blob}"')
                 if start:
                     self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-                self.send_header("Content-Length", str(len(data) - start))
+                if hub.hide_sizes:
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
+                else:
+                    self.send_header("Content-Length", str(len(data) - start))
                 self.end_headers()
                 if not body:
                     return None

@@ -289,6 +289,24 @@ def test_the_command_line_shows_progress_and_exits_non_zero_on_refusal(
     assert "HF_HUB_OFFLINE is set" in refused.stderr
 
 
+def test_a_disk_that_fills_up_mid_download_gives_the_same_clear_error(
+    settings: Any, root: Path, hub: HubServer, small_disk: Path
+) -> None:
+    # given: the hub states no size, so the space cannot be checked beforehand
+    hub.hide_sizes = True
+    settings.MYSPINBOT_MODEL_ROOT = small_disk
+
+    with pytest.raises(CommandError) as raised:
+        models("fetch", "tiny-model", "--accept-licence", "--no-progress")
+
+    message = str(raised.value)
+    assert message.startswith("tiny-model: disk full: unet/weights.safetensors needs more space")
+    assert "Nothing was registered" in message
+    store = ModelStore(small_disk)
+    assert store.state(store.entry("tiny-model")).state == "missing"
+    assert not (small_disk / REPO / "unet/weights.safetensors").exists()
+
+
 def test_remove_deletes_the_files_and_the_registration(root: Path) -> None:
     models("fetch", "tiny-model", "--accept-licence", "--no-progress")
 
