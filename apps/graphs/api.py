@@ -8,7 +8,13 @@ from typing import Any
 from django.http import HttpRequest
 from ninja import Router, Schema
 
-from apps.capabilities.manifest import live_workers, runnable_services
+from apps.capabilities.manifest import (
+    live_workers,
+    missing_models_reason,
+    model_availability,
+    models_for,
+    runnable_services,
+)
 from apps.capabilities.registry import get_registry
 from apps.graphs.planner import load_templates
 
@@ -24,6 +30,7 @@ class TemplateOut(Schema):
     requiredInputs: list[str]
     available: bool
     unavailableReason: str
+    models: list[dict[str, Any]]
 
 
 class TemplateList(Schema):
@@ -32,10 +39,13 @@ class TemplateList(Schema):
 
 @router.get("/templates", response=TemplateList)
 def templates(request: HttpRequest) -> dict[str, Any]:
-    """Pipelines with their nodes and parameter schemas, and whether the workers that are
-    up now can run every step."""
+    """Pipelines with their nodes and parameter schemas, whether the workers that are up
+    now can run every step (if not, why: the models missing and the command that fetches
+    them), and the models of the manifest they use."""
     registry = get_registry()
-    runnable = runnable_services(live_workers())
+    workers = live_workers()
+    runnable = runnable_services(workers)
+    models = model_availability(workers)
     result = []
     for template in load_templates().values():
         nodes = []
@@ -54,6 +64,9 @@ def templates(request: HttpRequest) -> dict[str, Any]:
             )
         missing = sorted(s for s in template.services if s not in runnable)
         reason = f"no worker runs {', '.join(missing)}" if missing else ""
+        because = missing_models_reason(missing, models)
+        if because:
+            reason = f"{reason}: {because}"
         result.append(
             {
                 "name": template.name,
@@ -64,6 +77,7 @@ def templates(request: HttpRequest) -> dict[str, Any]:
                 "requiredInputs": template.required_inputs(),
                 "available": not missing,
                 "unavailableReason": reason,
+                "models": models_for(template.services, models),
             }
         )
     return {"templates": result}

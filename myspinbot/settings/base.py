@@ -294,13 +294,24 @@ MYSPINBOT_MAX_IMAGE_SIDE = env_int("MYSPINBOT_MAX_IMAGE_SIDE", 8192, min_value=6
 # --- GPU services (gpu_tasks/) -------------------------------------------------------
 # Models are diffusers folders under the model root (or absolute paths), or hub ids
 # fetched into the model root where the machine has network and HF_HUB_OFFLINE is false.
+# The models of the manifest (myspinbot/models_manifest.json) are fetched and verified by
+# `python manage.py models fetch|verify`; until then their pipelines are offered as
+# unavailable, with that command.
 MYSPINBOT_MODEL_ROOT = Path(env_str("MYSPINBOT_MODEL_ROOT", str(VAR_DIR / "models"))).resolve()
 # The talking head's face detector and mesh (.tflite files; see
 # apps/capabilities/media/face_models.py); empty: share/myspinbot/face in the Python
 # environment, where `make` and the image install them.
 MYSPINBOT_FACE_MODEL_DIR = env_str("MYSPINBOT_FACE_MODEL_DIR", "")
+# HF_HUB_OFFLINE: nothing is downloaded (`models fetch` refuses and says so; loaders use
+# only installed folders). HF_ENDPOINT: the hub (or a mirror) `models fetch` reads.
 HF_HUB_OFFLINE = env_bool("HF_HUB_OFFLINE", False)
-MYSPINBOT_BASE_MODEL = env_str("MYSPINBOT_BASE_MODEL", "stable-diffusion-v1-5")
+HF_ENDPOINT = env_str("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+# The model manifest; empty: the one in the repository.
+MYSPINBOT_MODEL_MANIFEST = env_str("MYSPINBOT_MODEL_MANIFEST", "")
+# The manifest's SD-1.5 (`models fetch sd-1.5` installs it in this folder under the root).
+MYSPINBOT_BASE_MODEL = env_str(
+    "MYSPINBOT_BASE_MODEL", "stable-diffusion-v1-5/stable-diffusion-v1-5"
+)
 # AnimateDiff motion adapter and Stable Video Diffusion model; empty: backend unavailable.
 MYSPINBOT_MOTION_ADAPTER = env_str("MYSPINBOT_MOTION_ADAPTER", "")
 MYSPINBOT_SVD_MODEL = env_str("MYSPINBOT_SVD_MODEL", "")

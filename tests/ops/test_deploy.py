@@ -9,6 +9,7 @@ import re
 import runpy
 import stat
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,10 @@ DEPLOY = REPO / "deploy"
 NO_HEALTHCHECK = {
     "minio-init": "a one-shot job: it creates the bucket and exits",
     "redis-exporter": "a scratch image holding only the exporter binary",
+    "models": "a one-shot command run by hand (models list|fetch|verify) that then exits",
 }
+# One-shot services run by hand: restarting them would repeat the command.
+RUN_BY_HAND = {"models"}
 SECRET_NAME = re.compile(r"(PASSWORD|SECRET|TOKEN|ACCESS_KEY|BASIC_AUTH|USERS$|_PASS$)")
 SUBSTITUTION = re.compile(r"^\$\{[A-Z][A-Z0-9_]*(:?[-?][^}]*)?\}$")
 URL_PASSWORD = re.compile(r"://[^:/@\s]*:([^@\s]+)@")
@@ -88,7 +92,10 @@ def test_every_service_has_an_image_a_restart_policy_and_a_health_check() -> Non
 
     for name, service in services.items():
         assert "image" in service or "build" in service, name
-        assert service.get("restart") in ("unless-stopped", "always", "on-failure"), name
+        if name in RUN_BY_HAND:
+            assert service["restart"] == "no", name
+        else:
+            assert service.get("restart") in ("unless-stopped", "always", "on-failure"), name
         if name not in NO_HEALTHCHECK:
             assert service["healthcheck"]["test"], name
     assert set(NO_HEALTHCHECK) <= set(services)
@@ -136,8 +143,10 @@ def test_the_services_the_issue_names_are_there() -> None:
         "redis-exporter",
         "postgres-exporter",
         "ollama",
+        "models",
     }
     assert services["ollama"]["profiles"] == ["llm"]
+    assert services["models"]["profiles"] == ["models"]
     assert "--appendonly yes" in services["redis"]["command"]
     assert "migrate --noinput" in services["web"]["command"]
     assert "/readyz" in " ".join(services["web"]["healthcheck"]["test"])
@@ -221,6 +230,73 @@ def test_docker_compose_config_accepts_the_file_with_provisioned_secrets(tmp_pat
     assert values["S3_SIGNING_ACCESS_KEY_ID"] != values["S3_ACCESS_KEY_ID"]
     assert missing.returncode != 0
     assert "run deploy/provision.py compose" in missing.stderr
+
+
+def settings_of(environment: dict[str, str]) -> dict[str, Any]:
+    """The model settings the production settings module produces from ``environment``
+    (a fresh interpreter, as the container's would be)."""
+    script = (
+        "import json, django; django.setup(); from django.conf import settings as s; "
+        "print(json.dumps({'root': str(s.MYSPINBOT_MODEL_ROOT), 'offline': s.HF_HUB_OFFLINE,"
+        " 'endpoint': s.HF_ENDPOINT, 'base': s.MYSPINBOT_BASE_MODEL}))"
+    )
+    env = {
+        "PATH": os.environ["PATH"],
+        **{key: str(value) for key, value in environment.items()},
+        "DJANGO_SETTINGS_MODULE": "myspinbot.settings.production",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def test_the_gpu_worker_reads_models_from_the_mounted_volume_that_the_models_service_fills(
+    tmp_path: Path,
+) -> None:
+    provisioned(tmp_path)
+    env = {**os.environ, "DOCKER_CONFIG": str(docker_config_dir(tmp_path))}
+    base = ["docker", "compose", "-f", str(COMPOSE), "--env-file", str(tmp_path / ".env")]
+    resolved = json.loads(
+        subprocess.run(
+            [*base, "--profile", "models", "config", "--format", "json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )["services"]
+    gpu, models = resolved["worker-gpu"], resolved["models"]
+
+    mounts = {
+        name: [(v["type"], v["source"], v["target"]) for v in service["volumes"]]
+        for name, service in (("worker-gpu", gpu), ("models", models))
+    }
+    assert mounts == {
+        "worker-gpu": [("volume", "models", "/models")],
+        "models": [("volume", "models", "/models")],
+    }
+    worker_settings = settings_of(gpu["environment"])
+    assert worker_settings == {
+        "root": "/models",
+        "offline": True,
+        "endpoint": "https://huggingface.co",
+        "base": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    }
+    fetch_settings = settings_of(models["environment"])
+    assert (fetch_settings["root"], fetch_settings["offline"]) == ("/models", False)
+    assert models["entrypoint"] == ["python", "manage.py", "models"]
+    assert models["user"] == "1000:1000"
+    assert gpu["environment"]["HF_HOME"].startswith("/models/")
+    # the image makes the mount point the app user's (a new volume takes its ownership)
+    lines = (DEPLOY / "Dockerfile.gpu").read_text().splitlines()
+    chown = lines.index("RUN mkdir -p /models && chown 1000:1000 /models")
+    assert lines[chown + 1] == "USER 1000:1000"
 
 
 # --- Prometheus -------------------------------------------------------------------------
