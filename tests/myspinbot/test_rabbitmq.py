@@ -51,8 +51,10 @@ def test_a_confirmed_send_lands_in_a_quorum_queue_on_the_topic_exchange(
             Queue(cpu, queue_arguments={"x-queue-type": "classic"}, durable=True).bind(
                 connection.channel()
             ).declare()
-    with app.connection_for_write() as connection:
-        with pytest.raises(amqp.exceptions.PreconditionFailed):
-            Exchange("myspinbot", type="direct", durable=True).bind(connection.channel()).declare()
+    with (
+        app.connection_for_write() as connection,
+        pytest.raises(amqp.exceptions.PreconditionFailed),
+    ):
+        Exchange("myspinbot", type="direct", durable=True).bind(connection.channel()).declare()
     broker.purge(app, [cpu])
     assert broker.queue_length(app, cpu) == 0
