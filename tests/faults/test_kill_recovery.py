@@ -18,23 +18,13 @@ from django.conf import settings
 from django.contrib.auth.models import User
 
 from apps.jobs.models import Job, JobEvent, NodeRun
-from testkit.graphs import graph, node
+from testkit.graphs import graph, node, wait_for_start
 from tests.faults.conftest import BROKERS
 from tests.faults.stack import Api, Stack
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 HEARTBEAT_TIMEOUT = 5.0  # FAST_RECOVERY's
-
-
-def _started(job_id: str, attempt: int, timeout: float) -> JobEvent:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for event in JobEvent.objects.filter(job_id=job_id, type="node.started"):
-            if event.payload["attempt"] == attempt:
-                return event
-        time.sleep(0.02)
-    raise AssertionError(f"attempt {attempt} of {job_id} did not start in {timeout}s")
 
 
 @pytest.mark.slow
@@ -48,14 +38,14 @@ def test_a_node_runs_again_seconds_after_its_worker_is_killed(
     cpu = [settings.CELERY_CPU_QUEUE]
     victim = stack.start_worker("victim", cpu)
     job_id = api.submit(graph([node("a", "testing.artifacts", params={"seconds": 6})], []))
-    first = _started(job_id, 1, timeout=30)
+    first = wait_for_start(job_id, "a", 1)
     assert first.payload["worker"] == victim.hostname
     rescuer = stack.start_worker("rescuer", cpu)
     time.sleep(1.0)  # the node is well into its sleep, the rescuer idle and consuming
 
     victim.kill()
     killed_at = time.time()
-    second = _started(job_id, 2, timeout=60)
+    second = wait_for_start(job_id, "a", 2, timeout=60)
     took = second.created_at.timestamp() - killed_at
     statuses = api.wait_finished([job_id], timeout=60)
 

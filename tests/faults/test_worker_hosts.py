@@ -14,21 +14,11 @@ from django.conf import settings
 from django.contrib.auth.models import User
 
 from apps.jobs.models import JobEvent, NodeRun
-from testkit.graphs import edge, graph, node
+from testkit.graphs import edge, graph, node, wait_for_start
 from tests.faults.conftest import BROKERS
 from tests.faults.stack import Api, Stack
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def _started_on(job_id: str, node_id: str, timeout: float = 30.0) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        event = JobEvent.objects.filter(job_id=job_id, node_id=node_id, type="node.started")
-        if event.exists():
-            return str(event.first().payload["worker"])  # type: ignore[union-attr]
-        time.sleep(0.05)
-    raise AssertionError(f"{node_id} of {job_id} did not start in {timeout}s")
 
 
 @pytest.mark.slow
@@ -63,7 +53,7 @@ def test_nodes_run_on_the_hosts_of_their_queue_and_survive_a_dead_host(
             [edge("c", "g")],
         )
     )
-    first = _started_on(doomed, "c")
+    first = str(wait_for_start(doomed, "c", 1).payload["worker"])
     time.sleep(1.0)
     cpu_boxes.pop(first).kill()
     (survivor,) = cpu_boxes
