@@ -3,10 +3,13 @@ send returns only once the broker has confirmed the message (publisher confirms)
 
 from __future__ import annotations
 
+import uuid
+
 import amqp
 import pytest
 from django.conf import settings
 from kombu import Exchange, Queue
+from kombu.exceptions import OperationalError
 
 from myspinbot.settings.base import broker_transport_options
 from testkit import broker
@@ -58,3 +61,39 @@ def test_a_confirmed_send_lands_in_a_quorum_queue_on_the_topic_exchange(
         Exchange("myspinbot", type="direct", durable=True).bind(connection.channel()).declare()
     broker.purge(app, [cpu])
     assert broker.queue_length(app, cpu) == 0
+
+
+def test_a_message_the_broker_refuses_raises_instead_of_passing_for_sent(
+    rabbitmq_url: str,
+) -> None:
+    """With confirms a send waits for the broker's answer: a refused message (here a
+    queue that is full and rejects publishes) raises, after Celery's publish retries,
+    kombu's ``OperationalError`` from the broker's nack: the error the dispatch relay
+    counts as not sent, so the sweeper sends it again."""
+    app = control_app(rabbitmq_url)
+    app.conf.broker_transport_options = broker_transport_options(rabbitmq_url)
+    name = f"full-{uuid.uuid4().hex[:8]}"
+    exchange = app.conf.task_queues[0].exchange
+    full = Queue(
+        name,
+        exchange,
+        routing_key=name,
+        durable=True,
+        # A classic queue: it refuses the first message past its length exactly (a quorum
+        # queue's limit is approximate: it takes one more before refusing).
+        queue_arguments={
+            "x-queue-type": "classic",
+            "x-max-length": 1,
+            "x-overflow": "reject-publish",
+        },
+    )
+    with app.connection_for_write() as connection:
+        full.bind(connection.default_channel).declare()
+    try:
+        app.send_task("debug.echo", args=["job", "n0", 1], queue=full, ignore_result=True)
+        with pytest.raises(OperationalError) as refused:
+            app.send_task("debug.echo", args=["job", "n0", 2], queue=full, ignore_result=True)
+    finally:
+        with app.connection_for_write() as connection:
+            full.bind(connection.default_channel).delete()
+    assert isinstance(refused.value.__cause__, amqp.exceptions.MessageNacked)
