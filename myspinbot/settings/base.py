@@ -196,8 +196,7 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
-
-
+# Quorum queues on a topic exchange on RabbitMQ, plain lists on Redis (settings.broker).
 CELERY_TASK_QUEUES = task_queues(CELERY_BROKER_URL, CELERY_CPU_QUEUE, CELERY_GPU_QUEUE)
 CELERY_TASK_DEFAULT_QUEUE = CELERY_CPU_QUEUE
 # Imported by every worker at start: its answer to capability queries (a remote-control
