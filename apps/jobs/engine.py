@@ -428,10 +428,11 @@ def retry_delay(attempts_used: int) -> float:
 def relay(runs: Sequence[NodeRun], countdown: float | None = None) -> bool:
     """Send the messages of runs whose queuing has committed, and mark them sent.
 
-    A broker that cannot be reached leaves them unsent (logged, not raised: the caller's
-    transaction has committed and the outbox keeps the dispatch); the sweeper sends them
-    again. Marking is fenced by ``task_id``, so it never marks a newer attempt. Returns
-    whether the messages went out."""
+    A broker that cannot be reached, or a RabbitMQ that refuses a message (a publisher
+    confirm's nack: a full queue, a queue without its leader), leaves them unsent
+    (logged, not raised: the caller's transaction has committed and the outbox keeps the
+    dispatch); the sweeper sends them again. Marking is fenced by ``task_id``, so it never
+    marks a newer attempt. Returns whether the messages went out."""
     try:
         send_runs(runs, countdown)
     except (OperationalError, OSError) as error:
