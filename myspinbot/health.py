@@ -1,6 +1,7 @@
 """Liveness and readiness.
 
-``/healthz`` answers while the process runs. ``/readyz`` checks the database,
+``/healthz`` (and ``/health``, the original system's name for it) answers while the
+process runs. ``/readyz`` checks the database,
 Redis and the artifact store, each with a short timeout, and answers 200 when
 all are up or 503 naming what is down. Each check's error text and latency go
 only to staff and to the metrics network (``METRICS_ALLOWED_NETWORKS`` or the

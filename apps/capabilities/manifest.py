@@ -7,8 +7,10 @@ whether or not any worker is running; when none answers, the manifest says so.
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Any
 
+from apps.capabilities.aliases import ALIASES
 from apps.capabilities.registry import get_registry
 from myspinbot.queues import broker_queues
 
@@ -88,14 +90,11 @@ ORIGINAL_PLANES = {"cpu": "node", "gpu": "python"}
 def original_manifest(report: dict[str, Any]) -> dict[str, Any]:
     """A :func:`manifest` in the original system's combined-manifest shape:
     ``{generatedAt, capabilities: [{id, label, description, version, plane, runtime, io,
-    parameters, contracts, available, aliases}], sources: {control, worker}}``; each of
-    our services is one capability, with the original ids that run as it (``aliases``)."""
-    from datetime import UTC, datetime
-
-    from apps.capabilities.aliases import ALIASES
-
+    parameters, contracts, aliases}], sources: {control, worker}}``; each service a live
+    worker runs is one capability, with the original ids that run as it (``aliases``)."""
     capabilities = []
-    for service in report["services"]:
+    # The original listed what its planes could run: here, what a live worker runs.
+    for service in (s for s in report["services"] if s["available"]):
         plane = ORIGINAL_PLANES[service["queue"]]
         properties = service["params"].get("properties", {})
         required = set(service["params"].get("required", []))
@@ -131,11 +130,7 @@ def original_manifest(report: dict[str, Any]) -> dict[str, Any]:
                     }
                     for name, spec in properties.items()
                 ],
-                "contracts": {
-                    "idempotent": service["idempotent"],
-                    "cacheable": service["cacheable"],
-                },
-                "available": service["available"],
+                "contracts": {"idempotent": service["idempotent"]},
                 "aliases": sorted(
                     a.original for a in ALIASES.values() if a.service == service["id"]
                 ),

@@ -501,7 +501,7 @@ def test_legacy_protocol_responds_and_pushes_updates(ada: User, bob: User) -> No
         assert await messages(communicator, 3) == [
             {
                 "action": "response",
-                "message": "error",
+                "message": "failed",
                 "jobId": str(foreign.pk),
                 "error": "not found",
             },
