@@ -6,12 +6,17 @@ from typing import Any
 
 from apps.capabilities.context import NodeContext
 from apps.capabilities.manifest import manifest, original_manifest
+from myspinbot.errors import TransientError
 
 
 def run(ctx: NodeContext) -> dict[str, Any]:
     """The manifest (``apps.capabilities.manifest``) in both shapes; workers reported by
     predecessor ``capabilities.report`` nodes that did not answer now are kept."""
     report = manifest(float(ctx.params["timeout_seconds"]), staff=False)
+    if not report["workers"]:
+        # This node runs on a worker, so one is up: its answer was late (a worker's first
+        # report, which finds its speech engines, can take a while). Ask again later.
+        raise TransientError("no_worker_answer", report["note"])
     workers = list(report["workers"])
     seen = {_identity(worker) for worker in workers}
     for output in ctx.inputs.values():
