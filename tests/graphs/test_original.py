@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
 
 import pytest
 
-from apps.capabilities.registry import SERVICES_DIR, CapabilityRegistry
+from apps.capabilities.registry import CapabilityRegistry
 from apps.graphs.original import is_storage_safe, normalise, storage_key
-from apps.graphs.validation import GraphValidationError, ValidationIssue, validate_graph
+from apps.graphs.validation import ValidationIssue, validate_graph
+from tests.graphs.test_validation import issues_of
 
 SAFE_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -50,17 +50,6 @@ CAPABILITIES = {
     ],
     "edges": [{"from": "worker.info", "to": "control.info", "kind": "normal"}],
 }  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def registry() -> CapabilityRegistry:
-    return CapabilityRegistry.from_directories([SERVICES_DIR], include_debug=True)
-
-
-def issues_of(document: dict[str, Any], registry: CapabilityRegistry) -> list[ValidationIssue]:
-    with pytest.raises(GraphValidationError) as caught:
-        validate_graph(document, registry=registry)
-    return caught.value.issues
 
 
 def test_the_originals_sadtalker_pipeline_is_valid_and_records_what_was_mapped(

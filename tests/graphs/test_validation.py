@@ -11,11 +11,6 @@ from apps.graphs.original import storage_key
 from apps.graphs.validation import GraphValidationError, ValidationIssue, validate_graph
 
 
-@pytest.fixture(scope="module")
-def registry() -> CapabilityRegistry:
-    return CapabilityRegistry.from_directories([SERVICES_DIR], include_debug=True)
-
-
 def node(node_id: str, service: str = "debug.noop", **fields: Any) -> dict[str, Any]:
     return {"id": node_id, "service": service, **fields}
 

@@ -7,11 +7,10 @@ its shape and its ``/ws`` protocol."""
 from __future__ import annotations
 
 import json
-import os
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -25,17 +24,6 @@ from testkit.services import AsgiServer, CeleryWorker
 from tests.graphs.test_original import CAPABILITIES, SADTALKER
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def web(worker_env: dict[str, str], tmp_path: Any) -> Iterator[AsgiServer]:
-    env = {**worker_env, "DJANGO_SETTINGS_MODULE": os.environ["DJANGO_SETTINGS_MODULE"]}
-    server = AsgiServer(env=env, log_path=tmp_path / "uvicorn.log")
-    server.start(timeout=30)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
