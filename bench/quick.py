@@ -77,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     from django.core.management import call_command
 
     from apps.jobs import submission
-    from apps.jobs.management.commands.spin import make_sample
     from apps.jobs.models import Job, NodeRun
+    from apps.jobs.samples import make_sample
     from apps.jobs.uploads import accept_upload
 
     call_command("migrate", interactive=False, verbosity=0)

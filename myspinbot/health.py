@@ -1,12 +1,13 @@
 """Liveness and readiness.
 
-``/healthz`` answers while the process runs. ``/readyz`` checks the database, Redis,
-the artifact store and, when it is not that Redis, the broker (RabbitMQ), each with a
-short timeout, and answers 200 when all are up or 503 naming what is down. Each check's
-error text and latency go only to staff and to the metrics network
-(``METRICS_ALLOWED_NETWORKS`` or the ``METRICS_TOKEN``); anyone else gets the status and
-the names of what is down, from a result at most ``PUBLIC_CACHE_SECONDS`` old, so a
-flood of anonymous calls opens no more connections than one caller every few seconds.
+``/healthz`` (and ``/health``, the original system's name for it) answers while the
+process runs. ``/readyz`` checks the database, Redis, the artifact store and, when it is
+not that Redis, the broker (RabbitMQ), each with a short timeout, and answers 200 when
+all are up or 503 naming what is down. Each check's error text and latency go only to
+staff and to the metrics network (``METRICS_ALLOWED_NETWORKS`` or the ``METRICS_TOKEN``);
+anyone else gets the status and the names of what is down, from a result at most
+``PUBLIC_CACHE_SECONDS`` old, so a flood of anonymous calls opens no more connections
+than one caller every few seconds.
 """
 
 from __future__ import annotations

@@ -15,6 +15,8 @@ admin.site.index_template = "admin/operations_index.html"
 urlpatterns = [
     path("api/", api.urls),
     path("healthz", health.healthz, name="healthz"),
+    # The original system's liveness route, with its answer ({"status": "ok"}).
+    path("health", health.healthz, name="health"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", metrics_view, name="metrics"),
     path("storage/<str:token>", views.storage_download, name="storage-download"),

@@ -7,8 +7,10 @@ whether or not any worker is running; when none answers, the manifest says so.
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Any
 
+from apps.capabilities.aliases import ALIASES
 from apps.capabilities.registry import get_registry
 from myspinbot.model_store import default_store
 from myspinbot.queues import broker_queues
@@ -129,4 +131,81 @@ def manifest(timeout: float = 1.0, *, staff: bool = True) -> dict[str, Any]:
         "queues": queues,
         "models": models,
         "note": note,
+    }
+
+
+# The original system's planes: ``node`` ran its control-plane (CPU) work, ``python``
+# its data-plane (GPU) work. Here the queue decides; the plane is only a label.
+ORIGINAL_PLANES = {"cpu": "node", "gpu": "python"}
+
+
+def original_manifest(report: dict[str, Any]) -> dict[str, Any]:
+    """A :func:`manifest` in the original system's combined-manifest shape:
+    ``{generatedAt, capabilities: [{id, label, description, version, plane, runtime, io,
+    parameters, contracts, aliases}], sources: {control, worker}}``; each service a live
+    worker runs is one capability, with the original ids that run as it (``aliases``)."""
+    capabilities = []
+    # The original listed what its planes could run: here, what a live worker runs.
+    for service in (s for s in report["services"] if s["available"]):
+        plane = ORIGINAL_PLANES[service["queue"]]
+        properties = service["params"].get("properties", {})
+        required = set(service["params"].get("required", []))
+        capabilities.append(
+            {
+                "id": service["id"],
+                "label": service["label"],
+                "description": service.get("description", ""),
+                "version": service["version"],
+                "plane": plane,
+                "runtime": {
+                    "kind": service["queue"],
+                    "timeoutSeconds": service["timeoutSeconds"],
+                    "concurrency": 1,
+                },
+                "io": {
+                    "input": _ports_schema(service.get("inputs", [])),
+                    "output": _ports_schema(service.get("outputs", [])),
+                },
+                "parameters": [
+                    {
+                        "name": name,
+                        "type": spec.get("type", "any") if isinstance(spec, dict) else "any",
+                        "description": spec.get("description", "")
+                        if isinstance(spec, dict)
+                        else "",
+                        "required": name in required,
+                        **(
+                            {"default": spec["default"]}
+                            if isinstance(spec, dict) and "default" in spec
+                            else {}
+                        ),
+                    }
+                    for name, spec in properties.items()
+                ],
+                "contracts": {"idempotent": service["idempotent"]},
+                "aliases": sorted(
+                    a.original for a in ALIASES.values() if a.service == service["id"]
+                ),
+            }
+        )
+    counts = {
+        plane: sum(1 for c in capabilities if c["plane"] == plane) for plane in ("node", "python")
+    }
+    return {
+        "generatedAt": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "capabilities": capabilities,
+        "sources": {
+            "control": {"plane": "node", "number": counts["node"]},
+            "worker": {"plane": "python", "number": counts["python"]},
+        },
+    }
+
+
+def _ports_schema(ports: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            port["name"]: {"kind": port["kind"], "description": port.get("description", "")}
+            for port in ports
+        },
     }

@@ -6,6 +6,10 @@ finds a problem, reporting every problem of that stage:
 1. shape: the document is a JSON object and within the size limits
    (rules ``schema``, ``too_many_nodes``, ``too_many_edges``) — checked before the
    schema so an oversized graph is refused cheaply;
+1b. the original system's form (``apps.graphs.original``): ``task``, its service ids
+   (rule ``unsupported_service`` where none here does that work), ``null`` optional
+   fields and ids that are not storage-safe keys are mended; issues name nodes by the
+   ids their author gave them;
 2. ``schema``: ``schemas/graph.schema.json``;
 3. graph and services: ``duplicate_node_id``, ``unknown_node``, ``self_loop``,
    ``cycle``, ``unknown_service``, ``invalid_params``, ``too_many_attempts``;
@@ -81,19 +85,27 @@ def validate_graph(
             [ValidationIssue("schema", "the graph document must be a JSON object")]
         )
     _raise_if(_check_limits(document, max_nodes))
-    _raise_if(_check_schema(document))
+    # Imported here: these modules build on this one's ValidationIssue.
+    from apps.graphs.contracts import check_contracts
+    from apps.graphs.original import normalise, original_ids, restore_ids
+
+    document, issues = normalise(document, registry)
+    originals = original_ids(document)
+
+    def raise_if(found: Sequence[ValidationIssue]) -> None:
+        _raise_if(restore_ids(found, originals))
+
+    raise_if(issues)
+    raise_if(_check_schema(document))
     try:
         graph = GraphDocument.from_json(document)
     except PydanticValidationError as exc:
         # The models mirror the schema, so this is only reached where Python's regex
         # dialect is laxer than the models' (e.g. "$" before a trailing newline).
-        _raise_if([_pydantic_issue(document, error) for error in exc.errors()])
+        raise_if([_pydantic_issue(document, error) for error in exc.errors()])
         raise
-    _raise_if([*_check_structure(graph), *_check_services(graph, registry)])
-    # Imported here: the contracts module builds on this one's ValidationIssue.
-    from apps.graphs.contracts import check_contracts
-
-    _raise_if(check_contracts(graph, registry))
+    raise_if([*_check_structure(graph), *_check_services(graph, registry)])
+    raise_if(check_contracts(graph, registry))
     return graph
 
 

@@ -25,7 +25,7 @@ from pydantic import Field, model_validator
 
 from apps.graphs.document import DOCUMENT_STATUS
 from apps.graphs.models import Graph
-from apps.jobs import engine, quotas, submission
+from apps.jobs import engine, quotas, samples, submission
 from apps.jobs.artifacts import delete_stored, job_artifacts, unreferenced_after
 from apps.jobs.models import Artifact, Job, JobEvent, NodeRun
 from apps.jobs.submission import ARTIFACT_REF
@@ -184,6 +184,10 @@ class CompatTrain(Schema):
     photos: list[Any] = Field(default_factory=list, max_length=100)
 
 
+# The original's clients may send no body at all (``req.body || {}`` there).
+EMPTY_TRAIN = CompatTrain(topic=None, prompt=None)
+
+
 class CompatStatus(Schema):
     jobId: uuid.UUID
     status: str
@@ -193,6 +197,8 @@ class CompatStatus(Schema):
 class CompatCreated(Schema):
     jobId: uuid.UUID
     status: str
+    # For an empty ``POST /api/train``: the template and sample inputs it ran on.
+    defaults: dict[str, Any] | None = None
 
 
 # --- Helpers ---------------------------------------------------------------------------
@@ -523,7 +529,7 @@ def download_artifact(request: HttpRequest, artifact_id: uuid.UUID) -> HttpRespo
 @compat_router.post(
     "/train", response={201: CompatCreated, 401: ErrorOut, 422: ErrorOut, 429: ErrorOut}
 )
-def compat_train(request: HttpRequest, body: CompatTrain) -> Status[dict[str, Any]]:
+def compat_train(request: HttpRequest, body: CompatTrain = EMPTY_TRAIN) -> Status[dict[str, Any]]:
     """The original default training workflow, ``train_and_render``: script → identity
     LoRA from ``photos`` → keyframe → speech → the keyframe lip-synced → MP4 (a keyframe
     with no usable face is animated instead, and its ``lipsync`` node says why).
@@ -533,14 +539,28 @@ def compat_train(request: HttpRequest, body: CompatTrain) -> Status[dict[str, An
     whether they are readable pictures of a face is checked when ``lora.train`` runs (it
     needs 5 to 60): a job with too few fails there, at its ``train_lora`` node, with the
     node error ``bad_input``, seen in ``GET /api/status/{jobId}`` and the job's events.
+
+    The original's empty body (no body, or ``{}``) runs its default job instead: the
+    ``quick`` template on the sample inputs (``apps.jobs.samples``: a public-domain
+    portrait, a spoken sample clip and its transcript, uploaded as the caller's own), about
+    a sample topic; ``defaults`` in the answer says which.
     """
+    owner = caller(request)
+    if body.topic is None and body.prompt is None and not body.photos:
+        job = submission.submit(
+            owner,
+            template=samples.SAMPLE_TEMPLATE,
+            params={"script": {"topic": samples.SAMPLE_TOPIC}},
+            inputs=samples.sample_inputs(owner),
+        )
+        return Status(201, {"jobId": job.pk, "status": job.status, "defaults": samples.DESCRIPTION})
     topic = (body.topic or body.prompt or "").strip()
     if not topic:
         raise Rejected(
             422, "invalid_request", "topic (or prompt) is required: what the video is about"
         )
     job = submit(
-        caller(request),
+        owner,
         JobCreate(
             template="train_and_render",
             params={"script": {"topic": topic}},

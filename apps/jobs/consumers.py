@@ -51,8 +51,10 @@ client for two intervals.
 ``/ws`` — the original protocol
 -------------------------------
 ``{"action": "subscribe" | "unsubscribe", "jobId"}`` is answered with
-``{"action": "response", "message": "subscribed" | "unsubscribed", "jobId"}`` (or
-``"message": "error", "error": "not found"`` for a job that is not the caller's). After
+``{"action": "response", "message": "subscribed" | "unsubscribed", "jobId"}``, or, as
+the original answered a request it could not serve, ``"message": "failed"`` with the
+reason in ``"error"`` (``"not found"`` for a job that is not the caller's, an unknown
+action, too many subscriptions). After
 ``subscribed`` the job's current state is pushed, then a new one on every change of the
 job's status or progress: ``{"type": "update", "jobId", "status", "progress"}``. These
 sockets are not pinged by the application (the original protocol has no pong); the
@@ -406,7 +408,7 @@ class LegacyJobConsumer(JobSocket):
         await self.send_json({"action": "response", "message": message, "jobId": job_id, **extra})
 
     async def bad_request(self, job_id: str | None, message: str) -> None:
-        await self.respond("error", job_id, error=message)
+        await self.respond("failed", job_id, error=message)
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         action, raw_job_id = content.get("action"), content.get("jobId")

@@ -23,6 +23,7 @@ from myspinbot.schemas import schema_validator
 DEBUG_IDS = ["debug.echo", "debug.fail", "debug.noop", "debug.sleep"]
 # The services a production worker offers (no debug.*); a new service is added here.
 SERVICE_IDS = [
+    "capabilities.report",
     "comfyui.workflow",
     "image.keyframe",
     "lipsync.gpu",
@@ -73,7 +74,7 @@ def registry() -> CapabilityRegistry:
 
 def test_registry_loads_the_debug_services(registry: CapabilityRegistry) -> None:
     assert [capability.id for capability in registry.all()] == sorted(DEBUG_IDS + SERVICE_IDS)
-    assert len(registry) == 15
+    assert len(registry) == 16
     assert "debug.sleep" in registry
 
 

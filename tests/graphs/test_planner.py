@@ -138,10 +138,10 @@ def test_the_original_templates_use_the_real_services() -> None:
         "video.compose",
         "voice.build_profile",
     ]
-    # The original capabilities workflow has no real service: GET /api/capabilities is it.
-    assert templates["capabilities"].services == ["debug.echo"]
+    # The original capabilities workflow: ask the workers, merge into the job's result.
+    assert templates["capabilities"].services == ["capabilities.report"]
     assert not any(
         service.startswith("debug.")
-        for name in ("train_and_render", "narrated_video", "lora_video", "quick")
+        for name in ("capabilities", "train_and_render", "narrated_video", "lora_video", "quick")
         for service in templates[name].services
     )

@@ -16,7 +16,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from apps.graphs.models import Graph
-from apps.jobs import engine
+from apps.jobs import engine, samples
 from apps.jobs.models import ApiToken, Artifact, Job, JobEvent, NodeRun
 from myspinbot.storage import get_artifact_store
 from testkit.graphs import chain, edge, graph, node, run_to_end
@@ -703,6 +703,19 @@ def test_capabilities_answers_quickly_when_no_worker_is_up(as_ada: Client) -> No
     assert all(s["available"] is False for s in body["services"])
 
 
+def test_capabilities_in_the_originals_shape(as_ada: Client) -> None:
+    body = as_ada.get("/api/capabilities?shape=original").json()
+
+    # The original's combined manifest allows no other key; no worker is up here.
+    assert set(body) == {"generatedAt", "capabilities", "sources"}
+    assert body["capabilities"] == []
+    assert body["sources"] == {
+        "control": {"plane": "node", "number": 0},
+        "worker": {"plane": "python", "number": 0},
+    }
+    assert as_ada.get("/api/capabilities?shape=nope").status_code == 422
+
+
 # --- The original system's routes ---
 
 
@@ -746,7 +759,7 @@ def test_compat_train_takes_the_photos_and_leaves_their_count_to_lora_train(
     ]
 
 
-@pytest.mark.parametrize("body", [{}, {"topic": "  "}, {"prompt": ""}, {"photos": []}])
+@pytest.mark.parametrize("body", [{"topic": "  "}, {"prompt": ""}, {"prompt": "", "photos": []}])
 def test_compat_train_without_a_topic_is_422(as_ada: Client, body: dict[str, Any]) -> None:
     response = post_json(as_ada, "/api/train", body)
 
@@ -757,6 +770,33 @@ def test_compat_train_without_a_topic_is_422(as_ada: Client, body: dict[str, Any
         "details": {},
     }
     assert Job.objects.count() == 0
+
+
+@pytest.mark.parametrize("raw", ["", "{}", '{"photos": []}'])
+def test_compat_train_with_the_originals_empty_body_runs_quick_on_the_samples(
+    as_ada: Client, ada: User, raw: str
+) -> None:
+    first = as_ada.post("/api/train", raw, content_type="application/json")
+    again = as_ada.post("/api/train", raw, content_type="application/json")
+
+    assert first.status_code == 201, first.content
+    assert first.json()["defaults"] == samples.DESCRIPTION
+    assert first.json()["defaults"]["template"] == "quick"
+    jobs = [Job.objects.get(pk=r.json()["jobId"]) for r in (first, again)]
+    assert [job.template for job in jobs] == ["quick", "quick"]
+    nodes = {node["id"]: node for node in jobs[0].graph.document["nodes"]}
+    assert nodes["script"]["params"]["topic"] == samples.SAMPLE_TOPIC
+    assert nodes["voice_profile"]["input"]["transcript"] == samples.SAMPLE_TEXT
+    uploads = Artifact.objects.filter(owner=ada, job__isnull=True).order_by("name")
+    # Made and uploaded once; the second job reuses the caller's sample uploads.
+    assert [(a.name, a.content_type) for a in uploads] == [
+        ("sample-portrait.png", "image/png"),
+        ("sample-voice.wav", "audio/x-wav"),
+    ]
+    assert nodes["lipsync"]["input"]["photos"][0]["sha256"] == uploads[0].sha256
+    assert nodes["voice_profile"]["input"]["voice_sample"]["sha256"] == uploads[1].sha256
+    again_nodes = {node["id"]: node for node in jobs[1].graph.document["nodes"]}
+    assert again_nodes["lipsync"]["input"] == nodes["lipsync"]["input"]
 
 
 def test_compat_infinitetalk_uploads_both_files_and_starts_a_video_job(as_ada: Client) -> None:

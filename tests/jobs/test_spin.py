@@ -77,7 +77,7 @@ def test_spin_without_inputs_says_what_is_missing() -> None:
 def test_spin_again_on_the_same_files_is_answered_from_the_cache_and_returns_the_video(
     start_worker: Callable[..., CeleryWorker], tmp_path: Path, settings: Any
 ) -> None:
-    from apps.jobs.management.commands.spin import make_sample
+    from apps.jobs.samples import make_sample
 
     User.objects.create_user("demo")
     start_worker("cpu", [settings.CELERY_CPU_QUEUE], concurrency=2)

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -501,7 +500,7 @@ def test_legacy_protocol_responds_and_pushes_updates(ada: User, bob: User) -> No
         assert await messages(communicator, 3) == [
             {
                 "action": "response",
-                "message": "error",
+                "message": "failed",
                 "jobId": str(foreign.pk),
                 "error": "not found",
             },
@@ -532,15 +531,9 @@ def test_legacy_protocol_responds_and_pushes_updates(ada: User, bob: User) -> No
 
 
 @pytest.fixture
-def server(worker_env: dict[str, str], tmp_path: Any) -> Iterator[str]:
-    """A uvicorn server of the ASGI app on this test database; yields its ws:// base."""
-    env = {**worker_env, "DJANGO_SETTINGS_MODULE": os.environ["DJANGO_SETTINGS_MODULE"]}
-    web = AsgiServer(env=env, log_path=tmp_path / "uvicorn.log")
-    web.start(timeout=30)
-    try:
-        yield web.ws
-    finally:
-        web.stop()
+def server(web: AsgiServer) -> str:
+    """The real server's ws:// base."""
+    return web.ws
 
 
 def test_over_the_wire_credentials_and_origins_are_checked(ada: User, server: str) -> None:

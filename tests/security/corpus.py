@@ -8,6 +8,9 @@ An entry is one JSON object per line::
      "fields": {"data": "..."}, "extra_fields": {...},
      "expect": {"status": 422, "code": "invalid_graph"}}
 
+(or ``"expect": {"status": 201, "mapped": [node ids]}`` for an original-system document
+that must be accepted with those ids mapped to storage-safe keys)
+
 Big values are written as small generators so the files stay readable:
 ``{"$repeat": "x", "times": N}`` (a string), ``{"$repeat_list": v, "times": N}``,
 ``{"$nest": "list"|"dict", "depth": N}``, ``{"$chain": N, "cycle": bool, "edges": bool}``

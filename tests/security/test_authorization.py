@@ -260,7 +260,7 @@ def ws_outcome(row: dict[str, Any], caller: str, owner: str, world: dict[str, An
                 message = json.loads(output["text"])
                 if message.get("type") == "subscribed" or message.get("message") == "subscribed":
                     return "subscribed"
-                if message.get("type") == "error" or message.get("message") == "error":
+                if message.get("type") == "error" or message.get("message") == "failed":
                     code = message["error"]["code"] if path == "/ws/jobs/" else message["error"]
                     return "not_found" if code in {"not_found", "not found"} else str(code)
                 assert message.get("jobId") == job_id, message  # catch-up events: own job only

@@ -17,8 +17,9 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from apps.graphs.models import Graph
+from apps.graphs.original import storage_key
 from apps.jobs import engine
-from apps.jobs.models import ApiToken, Artifact, Job
+from apps.jobs.models import ApiToken, Artifact, Job, NodeRun
 from myspinbot.storage import S3ArtifactStore, StoredObject, get_artifact_store
 from testkit.graphs import chain
 from tests.security.corpus import load_corpus, send
@@ -26,6 +27,11 @@ from tests.security.routes import api_operations
 from tests.support.media import png_bytes
 
 ENTRIES = load_corpus()
+# Documents in the original system's form that must be accepted (``"expect": {"status":
+# 201, "mapped": [ids]}``): the rest are refused.
+ACCEPTED = [entry for entry in ENTRIES if entry["expect"]["status"] == 201]
+REFUSED = [entry for entry in ENTRIES if entry not in ACCEPTED]
+SAFE_KEY = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
 def every_row_count() -> dict[str, int]:
@@ -125,7 +131,7 @@ def test_every_route_that_takes_input_is_in_the_corpus() -> None:
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("entry", ENTRIES, ids=[e["id"] for e in ENTRIES])
+@pytest.mark.parametrize("entry", REFUSED, ids=[e["id"] for e in REFUSED])
 def test_a_malformed_request_is_refused_and_leaves_nothing(
     entry: dict[str, Any], world: dict[str, Any]
 ) -> None:
@@ -143,4 +149,30 @@ def test_a_malformed_request_is_refused_and_leaves_nothing(
     assert error["error"]["code"] == expected["code"], (entry["_where"], error)
     assert error["error"]["message"], entry["_where"]
     assert every_row_count() == rows
+    assert stored_object_count() == objects
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("entry", ACCEPTED, ids=[e["id"] for e in ACCEPTED])
+def test_an_original_document_is_accepted_with_its_ids_mapped_to_safe_keys(
+    entry: dict[str, Any], world: dict[str, Any]
+) -> None:
+    objects = stored_object_count()
+
+    response = send(world["client"], entry, world["names"])
+
+    assert response.status_code == 201, (entry["_where"], response.content[:300])
+    graph = response.json()["graph"]
+    keys = [node["id"] for node in graph["nodes"]]
+    mapped = entry["expect"]["mapped"]
+    assert [node["id"] for node in graph["nodes"] if node["name"] in mapped] == [
+        storage_key(node_id) for node_id in mapped
+    ]
+    recorded = graph["metadata"].get("original", {}).get("nodes", {})
+    assert {key: record["id"] for key, record in recorded.items() if "id" in record} == {
+        storage_key(node_id): node_id for node_id in mapped
+    }
+    assert all(SAFE_KEY.fullmatch(key) and key.strip(".") for key in keys), keys
+    job = Job.objects.get(pk=response.json()["id"])
+    assert sorted(NodeRun.objects.filter(job=job).values_list("node_id", flat=True)) == sorted(keys)
     assert stored_object_count() == objects

@@ -17,8 +17,8 @@ from django.conf import settings
 from django.contrib.auth.models import User
 
 from apps.jobs import submission
-from apps.jobs.management.commands.spin import make_sample
 from apps.jobs.models import Job, NodeRun, Profile
+from apps.jobs.samples import make_sample
 from myspinbot.celery import app
 from testkit.graphs import graph, node, wait_for_job
 from testkit.services import CeleryWorker

@@ -22,8 +22,8 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from PIL import Image
 
-from apps.jobs.management.commands.spin import make_sample
 from apps.jobs.models import Job, NodeRun, Profile
+from apps.jobs.samples import make_sample
 from myspinbot.celery import app
 from testkit.services import CeleryWorker
 from tests.web.conftest import LAPTOP, PHONE, Tab, sign_in

@@ -24,15 +24,11 @@ from apps.graphs.validation import GraphValidationError
 from apps.jobs import submission
 from apps.jobs.artifacts import job_artifacts
 from apps.jobs.models import Artifact, Job, NodeRun
+from apps.jobs.samples import SAMPLE_TOPIC, make_sample
 from apps.jobs.submission import ARTIFACT_REF
 from apps.jobs.uploads import accept_upload
 from myspinbot.errors import Rejected
 from myspinbot.storage import get_artifact_store
-
-SAMPLE_TEXT = (
-    "Hello! This is a short sample of my voice, recorded so that the narrator "
-    "of my videos sounds a little more like me."
-)
 
 
 class Command(BaseCommand):
@@ -65,7 +61,7 @@ class Command(BaseCommand):
         if options["sample"]:
             portrait, voice, generated_text = make_sample(Path(settings.VAR_DIR) / "sample")
             ref_text = ref_text or generated_text
-            topic = topic or "why otters hold hands while they sleep"
+            topic = topic or SAMPLE_TOPIC
         if portrait is None or voice is None:
             raise CommandError("give --portrait and --voice (or --sample)")
         if not (topic or narration):
@@ -164,20 +160,3 @@ def download_video(job: Job, folder: Path) -> Path:
         while chunk := source.read(1024 * 1024):
             sink.write(chunk)
     return target.resolve()
-
-
-def make_sample(folder: Path) -> tuple[Path, Path, str]:
-    """A real portrait and a spoken voice sample, made here (nothing is downloaded): the
-    photograph is scikit-image's ``astronaut`` (Eileen Collins, NASA, public domain), which
-    ships inside the scikit-image wheel."""
-    from PIL import Image
-    from skimage import data
-
-    folder.mkdir(parents=True, exist_ok=True)
-    portrait = folder / "portrait.png"
-    Image.fromarray(data.astronaut()).save(portrait)
-    voice = folder / "voice.wav"
-    from apps.capabilities.media.tts_engines import sample_voice
-
-    sample_voice(SAMPLE_TEXT, voice)
-    return portrait, voice, SAMPLE_TEXT

@@ -40,8 +40,15 @@ function drawGraph(graph) {
   const layout = new dagre.graphlib.Graph();
   layout.setGraph({ rankdir: narrow ? "TB" : "LR", nodesep: 22, ranksep: narrow ? 36 : 56, marginx: 8, marginy: 8 });
   layout.setDefaultEdgeLabel(() => ({}));
-  for (const node of graph.nodes) layout.setNode(node.id, { ...BOX });
-  for (const edge of graph.edges) layout.setEdge(edge.from, edge.to, { kind: edge.kind || "normal" });
+  // dagre keeps nodes in plain objects keyed by id, where an id such as "__proto__" or
+  // "constructor" is not a plain key: it lays out positions ("n0", "n1"...) instead.
+  const ids = graph.nodes.map((node) => node.id);
+  const place = new Map(ids.map((id, index) => [id, `n${index}`]));
+  const idAt = (key) => ids[Number(key.slice(1))];
+  for (const id of ids) layout.setNode(place.get(id), { ...BOX });
+  for (const edge of graph.edges) {
+    layout.setEdge(place.get(edge.from), place.get(edge.to), { kind: edge.kind || "normal" });
+  }
   dagre.layout(layout);
   const size = layout.graph();
   const canvas = svg("svg", {
@@ -64,15 +71,15 @@ function drawGraph(graph) {
     const path = points.map((p, i) => `${i ? "L" : "M"}${p.x.toFixed(1)},${p.y.toFixed(1)}`).join(" ");
     edges.append(svg("path", {
       d: path, class: `edge ${layout.edge(ref).kind}`, "marker-end": "url(#arrow)",
-      "data-from": ref.v, "data-to": ref.w,
+      "data-from": idAt(ref.v), "data-to": idAt(ref.w),
     }));
   }
   canvas.append(edges);
   for (const node of graph.nodes) {
-    const place = layout.node(node.id);
+    const spot = layout.node(place.get(node.id));
     const group = svg("g", {
       class: "node",
-      transform: `translate(${(place.x - BOX.width / 2).toFixed(1)},${(place.y - BOX.height / 2).toFixed(1)})`,
+      transform: `translate(${(spot.x - BOX.width / 2).toFixed(1)},${(spot.y - BOX.height / 2).toFixed(1)})`,
       "data-node-id": node.id,
       role: "img",
       tabindex: "0",
@@ -118,7 +125,20 @@ function paintNode(id) {
   const label = `${node.name}: ${parts.join(", ")}`;
   node.el.setAttribute("aria-label", label);
   node.el.querySelector("title").textContent =
-    node.error ? `${label}\n${node.error.message || ""}` : `${label} (${node.service})`;
+    node.error ? `${label}\n${node.error.message || ""}` : `${label} (${serviceText(node)})`;
+}
+
+// What the original system called a node's service, when its document named it so
+// (graph metadata.original, keyed by node id; own keys only, as ids like __proto__ exist).
+function originalService(graph, nodeId) {
+  const records = graph.metadata && graph.metadata.original && graph.metadata.original.nodes;
+  if (!records || typeof records !== "object" || !Object.hasOwn(records, nodeId)) return "";
+  const record = records[nodeId];
+  return record && typeof record.service === "string" ? record.service : "";
+}
+
+function serviceText(node) {
+  return node.originalService ? `${node.service}, the original's ${node.originalService}` : node.service;
 }
 
 // --- Job state, errors, results ------------------------------------------------------
@@ -269,6 +289,7 @@ function applySnapshot(job) {
       ...known,
       name: node.name || node.id,
       service: node.service,
+      originalService: originalService(job.graph, node.id),
       output: node.output,
       error: node.error,
     };
@@ -378,7 +399,13 @@ document.getElementById("retry-button").addEventListener("click", (event) =>
 
 async function start() {
   const job = await api("GET", `/api/jobs/${jobId}`);
-  for (const node of job.graph.nodes) nodes.set(node.id, { name: node.name || node.id, service: node.service });
+  for (const node of job.graph.nodes) {
+    nodes.set(node.id, {
+      name: node.name || node.id,
+      service: node.service,
+      originalService: originalService(job.graph, node.id),
+    });
+  }
   drawGraph(job.graph);
   await applySnapshot(job);
   new JobStream(onEvent).subscribe(jobId, 0);
