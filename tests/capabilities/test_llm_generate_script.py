@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
+from apps.capabilities.ollama import reask_message
 from apps.capabilities.registry import get_registry
 from apps.capabilities.services.llm_generate_script import handler, template_writer
-from apps.capabilities.services.llm_generate_script.ollama import reask_message
 from apps.capabilities.services.llm_generate_script.script import (
     SCRIPT_SCHEMA,
     count_words,
