@@ -51,7 +51,8 @@ Use only these services (id, queue, params schema, inputs it reads, outputs):
 WORD = re.compile(r"[a-z0-9]+")
 # Words that say nothing about which template fits.
 STOP_WORDS = frozenset(
-    "a an and are as at be by for from i in is it me my of on or the then to what with".split()
+    {"a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "i", "in", "is", "it"}
+    | {"me", "my", "of", "on", "or", "the", "then", "to", "what", "with"}
 )
 SCRIPT_SERVICE = "llm.generate_script"
 TOPIC_CHARS = 500  # llm.generate_script's topic maxLength

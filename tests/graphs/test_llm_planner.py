@@ -97,7 +97,8 @@ def test_a_valid_plan_comes_back_with_the_inputs_filled_in(ollama: FakeOllama) -
     system, user = sent["messages"]
     assert user == {"role": "user", "content": REQUEST}
     assert system["role"] == "system"
-    assert '"id": "debug.echo"' in system["content"] and '"id": "debug.noop"' in system["content"]
+    assert '"id": "debug.echo"' in system["content"]
+    assert '"id": "debug.noop"' in system["content"]
     assert '"id": "llm.generate_script"' not in system["content"]  # no worker offers it
     assert "The job's inputs are: photos, transcript, voice_sample." in system["content"]
 
@@ -109,9 +110,9 @@ def test_an_invalid_plan_is_repaired_on_the_second_try(ollama: FakeOllama) -> No
 
     assert (proposal.source, proposal.attempts) == ("llm", 2)
     assert proposal.graph["edges"] == PLAN["edges"]
-    first, second = ollama.requests
+    _, second = ollama.requests
     problem = validator_problem(broken_plan())
-    assert "edge" in problem and "third" in problem
+    assert "'third'" in problem
     assert second["messages"][-2:] == [
         {"role": "assistant", "content": chat_reply(broken_plan()).body["message"]["content"]},
         {"role": "user", "content": reask_message(problem)},
@@ -126,7 +127,8 @@ def test_a_plan_that_never_validates_falls_back_to_a_template_and_says_why(
     proposal = propose(REQUEST, INPUTS, offered=OFFERED, templates=load_templates())
 
     assert len(ollama.requests) == 3
-    assert (proposal.source, proposal.template, proposal.attempts) == ("template", "narrated_video", 3)
+    assert proposal.source == "template"
+    assert (proposal.template, proposal.attempts) == ("narrated_video", 3)
     assert proposal.reason == (
         "the LLM (llama3.1:8b) gave no valid graph in 3 attempts: "
         f"{validator_problem(broken_plan())}; using the template "
@@ -209,7 +211,8 @@ def test_replies_that_never_match_the_schema_fall_back(ollama: FakeOllama) -> No
 
     proposal = propose(REQUEST, INPUTS, offered=OFFERED, templates=load_templates())
 
-    assert (proposal.source, proposal.template, proposal.attempts) == ("template", "narrated_video", 0)
+    assert proposal.source == "template"
+    assert (proposal.template, proposal.attempts) == ("narrated_video", 0)
     assert proposal.reason is not None
     assert proposal.reason.startswith(
         "the LLM (llama3.1:8b) failed: llama3.1:8b gave no valid reply in 3 attempt(s): "
