@@ -137,3 +137,87 @@ def test_describe_review_the_dag_run_and_watch_the_video(
     tab.page.wait_for_function("document.querySelector('#players video').duration > 0")
     tab.screenshot("planned-job")
     assert tab.errors == []
+
+
+WORKFLOW = {
+    "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny-sd.safetensors"}},
+    "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red fox", "clip": ["4", 1]}},
+    "3": {
+        "class_type": "KSampler",
+        "inputs": {"seed": 42, "model": ["4", 0], "positive": ["6", 0]},
+    },
+    "9": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "msb"}},
+}
+
+
+def test_add_a_comfyui_workflow_as_a_pipeline_and_delete_it(
+    open_tab: Callable[..., Tab], tmp_path: Path
+) -> None:
+    from apps.graphs.models import WorkflowTemplate
+
+    ada = User.objects.create_user("ada", password="ada-secret-pw")
+    User.objects.create_user("bob", password="bob-secret-pw")
+    (tmp_path / "fox.json").write_text(json.dumps(WORKFLOW))
+    (tmp_path / "fox.sidecar.json").write_text(
+        json.dumps({"bindings": {"prompt": {"node": "6", "field": "txt"}}})
+    )
+    (tmp_path / "fixed.sidecar.json").write_text(
+        json.dumps(
+            {"prompt": {"node": "6", "field": "text"}, "seed": {"node": "3", "field": "seed"}}
+        )
+    )
+    tab = open_tab()
+    sign_in(tab, "ada", "ada-secret-pw")
+    tab.go("/new/")
+    tab.page.locator("#pipeline-quick").wait_for()
+
+    # A sidecar that binds a field the node lacks is refused, saying which.
+    tab.page.locator("#workflow-box summary").click()
+    tab.page.fill("#workflow-label", "Fox sketch")
+    tab.page.set_input_files("#workflow-file", str(tmp_path / "fox.json"))
+    tab.page.set_input_files("#workflow-sidecar", str(tmp_path / "fox.sidecar.json"))
+    tab.page.get_by_role("button", name="Add the pipeline").click()
+    error = tab.page.locator("#workflow-error")
+    error.wait_for()
+    assert error.text_content() == (
+        "invalid graph: invalid_workflow: binding 'prompt': node '6' has no input 'txt'"
+    )
+    assert WorkflowTemplate.objects.count() == 0
+
+    # A good one becomes a pipeline of ada's own.
+    tab.page.set_input_files("#workflow-sidecar", str(tmp_path / "fixed.sidecar.json"))
+    tab.page.get_by_role("button", name="Add the pipeline").click()
+    record = None
+    deadline = time.monotonic() + 10
+    while record is None and time.monotonic() < deadline:
+        record = WorkflowTemplate.objects.filter(owner=ada).first()
+        time.sleep(0.1)
+    assert record is not None
+    assert record.bindings == {
+        "prompt": {"node": "6", "field": "text"},
+        "seed": {"node": "3", "field": "seed"},
+    }
+    mine = tab.page.locator(f"input[name='pipeline'][value='{record.name}']")
+    mine.wait_for(state="attached")
+    assert tab.page.locator(f"label[for='pipeline-{record.name}'] strong").text_content() == (
+        "Fox sketch"
+    )
+    assert error.is_hidden()
+
+    # Bob does not see it.
+    other = open_tab()
+    sign_in(other, "bob", "bob-secret-pw")
+    other.go("/new/")
+    other.page.locator("#pipeline-quick").wait_for()
+    assert other.page.locator(f"input[value='{record.name}']").count() == 0
+
+    # Deleting asks first, then the pipeline is gone.
+    tab.page.get_by_role("button", name="Delete the pipeline Fox sketch").click()
+    tab.page.locator("#confirm-yes").click()
+    mine.wait_for(state="detached")
+    assert WorkflowTemplate.objects.count() == 0
+    # The one refused upload is the browser's only complaint.
+    (refused,) = tab.errors
+    assert "status of 422" in refused
+    assert f"{tab.base}/api/templates" in refused
+    assert other.errors == []
