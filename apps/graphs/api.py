@@ -21,21 +21,12 @@ from apps.graphs.llm_planner import propose
 from apps.graphs.models import WorkflowTemplate
 from apps.graphs.planner import Template, load_templates
 from apps.graphs.user_templates import as_template, graph_of, templates_for
+from myspinbot.error_shape import ErrorOut
 from myspinbot.errors import Rejected
 from myspinbot.jsonb import check_storable
 from myspinbot.rate_limits import take
 
 router = Router(tags=["capabilities"])
-
-
-class ErrorBody(Schema):
-    code: str
-    message: str
-    details: dict[str, Any] | list[Any] = {}
-
-
-class ErrorOut(Schema):
-    error: ErrorBody
 
 
 class TemplateOut(Schema):

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,18 +24,6 @@ SCRIPT = {
     "stage_prompt": "A cheerful presenter in a cosy living room with a sleeping cat.",
     "narration": "Cats purr when they are happy. They also purr to calm themselves down.",
 }
-
-
-@pytest.fixture
-def ollama(settings: Any) -> Iterator[FakeOllama]:
-    server = FakeOllama()
-    server.start()
-    settings.MYSPINBOT_LLM_URL = server.url
-    settings.MYSPINBOT_LLM_MODEL = "llama3.1:8b"
-    settings.MYSPINBOT_LLM_TIMEOUT = 5.0
-    settings.MYSPINBOT_LLM_MAX_REASKS = 2
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ validates (a template stands in and says why), a plan naming a service no worker
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -67,17 +66,10 @@ def validator_problem(document: dict[str, Any]) -> str:
     return f"the graph is not valid: {caught.value}"
 
 
-@pytest.fixture
-def ollama(settings: Any) -> Iterator[FakeOllama]:
-    server = FakeOllama()
-    server.start()
-    settings.MYSPINBOT_LLM_URL = server.url
-    settings.MYSPINBOT_LLM_MODEL = "llama3.1:8b"
-    settings.MYSPINBOT_LLM_TIMEOUT = 5.0
-    settings.MYSPINBOT_LLM_MAX_REASKS = 2
+@pytest.fixture(autouse=True)
+def _no_gpu_probe(settings: Any) -> None:
+    # A template's plan would ask the workers about GPU lip-sync; none is up here.
     settings.MYSPINBOT_LIPSYNC_GPU_PROBE = False
-    yield server
-    server.stop()
 
 
 def test_a_valid_plan_comes_back_with_the_inputs_filled_in(ollama: FakeOllama) -> None:
@@ -170,7 +162,6 @@ def test_a_plan_naming_a_service_no_worker_offers_is_refused_with_the_reason(
 
 def test_without_an_llm_the_best_matching_template_stands_in(settings: Any) -> None:
     settings.MYSPINBOT_LLM_URL = None
-    settings.MYSPINBOT_LIPSYNC_GPU_PROBE = False
 
     proposal = propose(
         "Train my likeness as a LoRA, then render a video of it",
@@ -195,7 +186,6 @@ def test_without_an_llm_the_best_matching_template_stands_in(settings: Any) -> N
 def test_an_llm_that_does_not_answer_leaves_the_plan_to_a_template(settings: Any) -> None:
     settings.MYSPINBOT_LLM_URL = closed_port_url()
     settings.MYSPINBOT_LLM_TIMEOUT = 2.0
-    settings.MYSPINBOT_LIPSYNC_GPU_PROBE = False
 
     proposal = propose(REQUEST, INPUTS, offered=OFFERED, templates=load_templates())
 
