@@ -161,6 +161,8 @@ class _Judge:
 
     def check(self, value: dict[str, Any]) -> str | None:
         self.unoffered = []
+        if not value.get("nodes"):
+            return "the graph has no nodes: a job needs at least one step"
         try:
             graph = validate_graph(
                 fill_inputs(value, self.inputs),

@@ -111,6 +111,17 @@ def test_an_invalid_plan_is_repaired_on_the_second_try(ollama: FakeOllama) -> No
     ]
 
 
+def test_an_empty_plan_is_sent_back(ollama: FakeOllama) -> None:
+    ollama.reply(chat_reply({**PLAN, "nodes": [], "edges": []}), chat_reply(PLAN))
+
+    proposal = propose(REQUEST, INPUTS, offered=OFFERED, templates=load_templates())
+
+    assert (proposal.source, proposal.attempts) == ("llm", 2)
+    assert ollama.requests[1]["messages"][-1]["content"] == reask_message(
+        "the graph has no nodes: a job needs at least one step"
+    )
+
+
 def test_a_plan_that_never_validates_falls_back_to_a_template_and_says_why(
     ollama: FakeOllama,
 ) -> None:
