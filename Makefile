@@ -7,6 +7,10 @@ PY := $(BIN)/python
 PORT ?= 8000
 FLOWER_PORT ?= 5555
 EMBEDDED_REDIS_PORT ?= 6379
+# The RabbitMQ vhost of the tests (created on this machine's server, started if down);
+# `BROKER=rabbitmq make test-faults` runs the fault suite with it as the broker.
+TEST_RABBITMQ_URL ?= amqp://guest:guest@127.0.0.1:5672/myspinbot-test
+BROKER ?= redis
 CPU_METRICS_PORT ?= 9101
 GPU_METRICS_PORT ?= 9102
 export PATH := $(abspath $(BIN)):$(PATH)
@@ -75,12 +79,18 @@ $(WEBKIT_PARTS):
 test: $(VENV)/.test.stamp $(FACE_MODELS) node_modules/.package-lock.json /usr/bin/chromium $(WEBKIT_PARTS)
 	@$(PY) -m myspinbot.devservices postgres --database myspinbot
 	@$(PY) -m myspinbot.devservices ensure-redis redis://127.0.0.1:6379/0
+	@$(PY) -m myspinbot.devservices rabbitmq $(TEST_RABBITMQ_URL)
 	DJANGO_SETTINGS_MODULE=myspinbot.settings.test $(PY) manage.py makemigrations --check --dry-run
-	$(PY) -m pytest -m "not slow" --durations=10 $(PYTEST_ARGS)
+	TEST_RABBITMQ_URL=$(TEST_RABBITMQ_URL) $(PY) -m pytest -m "not slow" --durations=10 $(PYTEST_ARGS)
 
+# The slow suites (faults, browsers, long media) on BROKER=redis (default) or rabbitmq.
 test-faults: $(VENV)/.test.stamp
+	@case "$(BROKER)" in redis|rabbitmq) ;; *) echo "BROKER must be redis or rabbitmq"; exit 2;; esac
 	@$(PY) -m myspinbot.devservices postgres
 	@$(PY) -m myspinbot.devservices ensure-redis redis://127.0.0.1:6379/0
+	@$(PY) -m myspinbot.devservices rabbitmq $(TEST_RABBITMQ_URL)
+	TEST_RABBITMQ_URL=$(TEST_RABBITMQ_URL) \
+	$(if $(filter rabbitmq,$(BROKER)),TEST_BROKER_URL=$(TEST_RABBITMQ_URL)) \
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
 lint: $(VENV)/.test.stamp

@@ -84,7 +84,6 @@ def running_workers(
 
 def purge_queues(*queues: str) -> None:
     from myspinbot.celery import app
+    from testkit import broker
 
-    with app.connection_for_write() as connection:
-        for queue in queues:
-            connection.default_channel.queue_purge(queue)
+    broker.purge(app, list(queues))

@@ -2,6 +2,7 @@
 raw Celery canvases of a no-op task, on the same broker and the same workers.
 
     .venv/bin/python bench/walker.py [--repeat 3] [--workers 1] [--concurrency 2]
+    .venv/bin/python bench/walker.py --broker amqp://guest:guest@127.0.0.1:5672/myspinbot-bench
 
 Scenarios (each measured ``--repeat`` times after one smaller warm-up; medians printed):
 
@@ -17,6 +18,8 @@ timed-out job or a setup error.
 
 The bench uses its own PostgreSQL database, Redis database and queue names (see the
 ``BENCH_*`` environment variables below) so it never touches ``make run`` or ``make test``.
+``--broker`` sends the tasks through another broker (a RabbitMQ vhost on this machine is
+created, and the server started, if missing); results stay on the bench's Redis database.
 """
 
 from __future__ import annotations
@@ -70,6 +73,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "CONN_MAX_AGE=0",
     )
     parser.add_argument(
+        "--broker",
+        default=REDIS_URL,
+        help="Celery broker URL (redis://... or amqp://...); default the bench's Redis",
+    )
+    parser.add_argument(
         "--only", choices=["engine", "raw"], default=None, help="measure one side only"
     )
     parser.add_argument(
@@ -81,7 +89,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # --- Environment, set before Django starts so this process and the workers agree ----
 
 
-def configure_environment(settings: str, artifact_root: Path) -> None:
+def configure_environment(settings: str, artifact_root: Path, broker: str) -> None:
     common.configure_environment(
         database_url=DATABASE_URL,
         redis_url=REDIS_URL,
@@ -91,6 +99,9 @@ def configure_environment(settings: str, artifact_root: Path) -> None:
             "MYSPINBOT_DEBUG_SERVICES": "true",
             "CELERY_CPU_QUEUE": CPU_QUEUE,
             "CELERY_GPU_QUEUE": GPU_QUEUE,
+            # ``local`` reads CELERY_BROKER_URL, ``test`` its TEST_ twin: set both.
+            "CELERY_BROKER_URL": broker,
+            "TEST_BROKER_URL": broker,
         },
     )
 
@@ -249,11 +260,21 @@ def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
+def _redacted(url: str) -> str:
+    """``url`` without its password."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return url.replace(f":{parts.password}@", ":***@", 1)
+
+
 def report(scenarios: list[Scenario], args: argparse.Namespace, command: str) -> None:
     print()
     print(
         f"{args.workers} worker(s) x --concurrency={args.concurrency} on queue {CPU_QUEUE}, "
-        f"broker {REDIS_URL}, settings {args.settings}, median of {args.repeat}; "
+        f"broker {_redacted(args.broker)}, settings {args.settings}, median of {args.repeat}; "
         f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs "
         "(other processes skew the figures)"
     )
@@ -309,7 +330,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     command = shlex.join([".venv/bin/python", "bench/walker.py", *(argv or sys.argv[1:])])
     work = Path(tempfile.mkdtemp(prefix="myspinbot-bench-"))
-    configure_environment(args.settings, work / "artifacts")
+    configure_environment(args.settings, work / "artifacts", args.broker)
+    if args.broker.startswith(("amqp://", "amqps://")):
+        from myspinbot.devservices import ensure_rabbitmq
+
+        ensure_rabbitmq(args.broker, int(os.environ.get("CELERY_CONSUMER_TIMEOUT", "21600")))
     # SIGTERM ends the run like Ctrl-C does, so the workers are stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 

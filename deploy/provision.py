@@ -73,6 +73,7 @@ def compose_values(
         "SECRET_KEY": token(64),
         "POSTGRES_PASSWORD": token(),
         "REDIS_PASSWORD": token(),
+        "RABBITMQ_PASSWORD": token(),
         "S3_ACCESS_KEY_ID": "myspinbot-" + token(12).lower(),
         "S3_SECRET_ACCESS_KEY": token(),
         "S3_SIGNING_ACCESS_KEY_ID": "links-" + token(12).lower(),

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from gpu_tasks import lipsync, loader, speech, upscale
+from myspinbot.model_store import ModelStore
 
 
 def _setting(name: str) -> Any:
@@ -34,7 +35,23 @@ def animate_backends() -> list[str]:
 
 
 def upscale_backends() -> list[str]:
+    store = ModelStore(loader.model_root())
+    entry = store.entry_for_ref(str(upscale.WEIGHTS.parent))
+    if entry is not None and not store.state(entry).usable:
+        return []
     return ["realesrgan"] if upscale.weights_path(loader.model_root()).is_file() else []
+
+
+def model_store_report() -> dict[str, dict[str, object]]:
+    """The state of every manifest model under this worker's model root (a stat per file)."""
+    return {
+        state.entry.name: {
+            key: value
+            for key, value in state.to_json().items()
+            if key in ("state", "usable", "detail", "installed_bytes", "command")
+        }
+        for state in ModelStore(loader.model_root()).states()
+    }
 
 
 def available() -> dict[str, list[str]]:

@@ -1,8 +1,10 @@
 """Loading models: one loader for production and tests alike.
 
-A model reference is a folder in diffusers format (absolute, or relative to the model root
-``MYSPINBOT_MODEL_ROOT``), or a hub id (``org/name``) fetched into the model root where the
-machine has network (``HF_HUB_OFFLINE`` false). Loaded pipelines go through the process's
+A model reference is a model of the manifest (its name, hub id or folder: loaded from its
+folder under the model root once ``manage.py models fetch`` installed it, never fetched
+here), a folder in diffusers format (absolute, or relative to the model root
+``MYSPINBOT_MODEL_ROOT``), or another hub id (``org/name``) fetched into the model root
+where the machine has network (``HF_HUB_OFFLINE`` false). Loaded pipelines go through the process's
 :mod:`model cache <gpu_tasks.model_cache>`, so a second task using the same base model loads
 nothing.
 """
@@ -18,6 +20,7 @@ from typing import Any
 
 from gpu_tasks.device import Device, get_device
 from gpu_tasks.model_cache import get_cache
+from myspinbot.model_store import ModelStore
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
@@ -47,6 +50,17 @@ def resolve(ref: str) -> str:
     ref = ref.strip()
     if not ref:
         raise ModelUnavailable("no model configured")
+    store = ModelStore(model_root())
+    entry = store.entry_for_ref(ref)
+    if entry is not None:
+        # A model of the manifest: only from its folder, and only when it is usable (never
+        # half fetched or corrupt); never downloaded here (`models fetch` shows the licence).
+        state = store.state(entry)
+        if not state.usable:
+            raise ModelUnavailable(
+                f"model {entry.name!r} is {state.state} on this worker: run {state.command}"
+            )
+        return str(store.folder(entry).resolve())
     path = Path(ref)
     candidates = [path] if path.is_absolute() else [model_root() / ref]
     for candidate in candidates:

@@ -36,6 +36,7 @@ def report() -> dict[str, Any]:
         "memory": device.memory(),
         "models": get_cache().stats(),
         "backends": backends.available(),
+        "model_store": backends.model_store_report(),
         "service_needs": backends.SERVICE_NEEDS,
         "written_at": time.time(),
     }

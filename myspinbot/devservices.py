@@ -9,6 +9,8 @@ download happens at run time. Nothing is persisted inside the repository.
     python -m myspinbot.devservices s3 --port 8333 --dir var/s3
     python -m myspinbot.devservices postgres                # start the local cluster if down
     python -m myspinbot.devservices ensure-redis URL        # start embedded Redis if none answers
+    python -m myspinbot.devservices rabbitmq amqp://guest:guest@127.0.0.1:5672/myspinbot
+                                                            # start RabbitMQ if down, add the vhost
     python -m myspinbot.devservices wait HOST:PORT ...      # wait until ports accept
 """
 
@@ -24,7 +26,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 LOOPBACK = "127.0.0.1"
 
@@ -166,6 +168,48 @@ def start_postgres(database: str | None = None) -> None:
                 connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
 
 
+def rabbitmq_vhost(url: str) -> str:
+    """The virtual host an ``amqp://`` URL names (``/`` when its path is empty)."""
+    path = unquote(urlsplit(url).path)
+    return path[1:] if len(path) > 1 else "/"
+
+
+def _rabbitmqctl(*args: str) -> str:
+    done = subprocess.run(
+        ["rabbitmqctl", "-q", *args], check=True, capture_output=True, text=True, timeout=60
+    )
+    return done.stdout
+
+
+def ensure_rabbitmq(url: str, consumer_timeout_seconds: int) -> None:
+    """Start this machine's RabbitMQ server if nothing listens on the URL's port, create the
+    URL's vhost with full rights for its user, and raise the server's ``consumer_timeout``
+    to ``consumer_timeout_seconds`` if it is lower (RabbitMQ's default, 30 minutes, would
+    hand a long GPU task to a second worker while the first still runs it).
+
+    The timeout is set on the running server (it applies to channels opened from then on);
+    a server started from its own configuration keeps it in rabbitmq.conf
+    (``consumer_timeout = 21600000``), as deploy/rabbitmq/rabbitmq.conf does."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or LOOPBACK, parts.port or 5672
+    if host not in {LOOPBACK, "localhost"}:
+        raise RuntimeError(f"{url} is not on this machine: start that RabbitMQ there")
+    if not port_open(LOOPBACK, port):
+        subprocess.run(["rabbitmq-server", "-detached"], check=True)
+        wait_for_port(LOOPBACK, port, timeout=90)
+        _rabbitmqctl("await_startup", "--timeout", "90")
+    vhost = rabbitmq_vhost(url)
+    if vhost not in _rabbitmqctl("list_vhosts", "name").split():
+        _rabbitmqctl("add_vhost", vhost)
+    user = unquote(parts.username or "guest")
+    _rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+    wanted = consumer_timeout_seconds * 1000
+    current = _rabbitmqctl("eval", "application:get_env(rabbit, consumer_timeout).").strip()
+    digits = "".join(character for character in current if character.isdigit())
+    if not digits or int(digits) < wanted:
+        _rabbitmqctl("eval", f"application:set_env(rabbit, consumer_timeout, {wanted}).")
+
+
 def _exec(command: Sequence[str], env: dict[str, str] | None = None) -> None:
     sys.stdout.flush()
     os.execvpe(command[0], list(command), env or dict(os.environ))
@@ -191,6 +235,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     ping_parser.add_argument("url")
     ensure_parser = commands.add_parser("ensure-redis", help="start embedded Redis if none answers")
     ensure_parser.add_argument("url")
+    rabbit_parser = commands.add_parser(
+        "rabbitmq", help="start RabbitMQ if it is down and create the URL's vhost"
+    )
+    rabbit_parser.add_argument("url")
+    rabbit_parser.add_argument(
+        "--consumer-timeout",
+        type=int,
+        default=int(os.environ.get("CELERY_CONSUMER_TIMEOUT", "21600")),
+        help="seconds; the server's consumer_timeout is raised to at least this",
+    )
     wait_parser = commands.add_parser("wait", help="wait until HOST:PORT accept connections")
     wait_parser.add_argument("addresses", nargs="+")
     wait_parser.add_argument("--timeout", type=float, default=30.0)
@@ -207,6 +261,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(0 if redis_answers(args.url) else 1)
     elif args.command == "ensure-redis":
         ensure_redis(args.url)
+    elif args.command == "rabbitmq":
+        ensure_rabbitmq(args.url, args.consumer_timeout)
     elif args.command == "wait":
         for address in args.addresses:
             host, _, port = address.rpartition(":")

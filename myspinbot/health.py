@@ -1,12 +1,12 @@
 """Liveness and readiness.
 
-``/healthz`` answers while the process runs. ``/readyz`` checks the database,
-Redis and the artifact store, each with a short timeout, and answers 200 when
-all are up or 503 naming what is down. Each check's error text and latency go
-only to staff and to the metrics network (``METRICS_ALLOWED_NETWORKS`` or the
-``METRICS_TOKEN``); anyone else gets the status and the names of what is down,
-from a result at most ``PUBLIC_CACHE_SECONDS`` old, so a flood of anonymous
-calls opens no more connections than one caller every few seconds.
+``/healthz`` answers while the process runs. ``/readyz`` checks the database, Redis,
+the artifact store and, when it is not that Redis, the broker (RabbitMQ), each with a
+short timeout, and answers 200 when all are up or 503 naming what is down. Each check's
+error text and latency go only to staff and to the metrics network
+(``METRICS_ALLOWED_NETWORKS`` or the ``METRICS_TOKEN``); anyone else gets the status and
+the names of what is down, from a result at most ``PUBLIC_CACHE_SECONDS`` old, so a
+flood of anonymous calls opens no more connections than one caller every few seconds.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from myspinbot.metrics.access import allowed
+from myspinbot.queues import broker_is_rabbitmq
 from myspinbot.storage import get_artifact_store
 
 CHECK_TIMEOUT_SECONDS = 3.0
@@ -56,6 +57,18 @@ def check_storage() -> None:
     get_artifact_store().check()
 
 
+def check_broker() -> None:
+    """Open (and close) an AMQP connection to the RabbitMQ broker."""
+    from kombu import Connection
+
+    with Connection(
+        str(settings.CELERY_BROKER_URL),
+        connect_timeout=settings.BROKER_CONNECT_TIMEOUT_SECONDS,
+        heartbeat=0,
+    ) as broker:
+        broker.connect()
+
+
 CHECKS: dict[str, Callable[[], None]] = {
     "database": check_database,
     "redis": check_redis,
@@ -63,12 +76,20 @@ CHECKS: dict[str, Callable[[], None]] = {
 }
 
 
+def current_checks() -> dict[str, Callable[[], None]]:
+    """The checks of this configuration: on RabbitMQ the broker is a service of its own."""
+    if broker_is_rabbitmq():
+        return {**CHECKS, "broker": check_broker}
+    return CHECKS
+
+
 def run_checks() -> dict[str, dict[str, object]]:
     """Run every check at once; each reports ``ok``, its latency and any error."""
     results: dict[str, dict[str, object]] = {}
-    pool = ThreadPoolExecutor(max_workers=len(CHECKS), thread_name_prefix="readyz")
-    started = {name: time.monotonic() for name in CHECKS}
-    futures = {name: pool.submit(check) for name, check in CHECKS.items()}
+    checks = current_checks()
+    pool = ThreadPoolExecutor(max_workers=len(checks), thread_name_prefix="readyz")
+    started = {name: time.monotonic() for name in checks}
+    futures = {name: pool.submit(check) for name, check in checks.items()}
     deadline = time.monotonic() + CHECK_TIMEOUT_SECONDS
     for name, future in futures.items():
         try:

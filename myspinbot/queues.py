@@ -11,6 +11,8 @@ from typing import Literal, cast
 
 from django.conf import settings
 
+from myspinbot.settings.broker import is_rabbitmq
+
 Queue = Literal["cpu", "gpu"]
 QUEUES: tuple[Queue, ...] = ("cpu", "gpu")
 
@@ -23,6 +25,10 @@ def broker_queues() -> dict[Queue, str]:
 def broker_queue(queue: str) -> str:
     """The broker queue of logical queue ``queue`` (KeyError for another name)."""
     return broker_queues()[cast(Queue, queue)]
+
+
+def broker_is_rabbitmq() -> bool:
+    return is_rabbitmq(str(settings.CELERY_BROKER_URL))
 
 
 def logical_queue(broker_name: str) -> Queue | None:

@@ -47,6 +47,18 @@ def wait_for_node(job: Job, node_id: str, status: str, timeout: float = 30.0) ->
     raise AssertionError(f"node {node_id} of {job.pk} never became {status}")
 
 
+def wait_for_start(job_id: str, node_id: str, attempt: int, timeout: float = 30.0) -> JobEvent:
+    """The ``node.started`` event of that attempt of the node, once it is written."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        started = JobEvent.objects.filter(job_id=job_id, node_id=node_id, type="node.started")
+        for event in started:
+            if event.payload["attempt"] == attempt:
+                return event
+        time.sleep(0.02)
+    raise AssertionError(f"attempt {attempt} of {node_id} of {job_id} not started in {timeout}s")
+
+
 def states(job: Job) -> dict[str, str]:
     return {run.node_id: run.status for run in NodeRun.objects.filter(job=job)}
 

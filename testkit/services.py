@@ -151,10 +151,18 @@ class RedisServer:
 
 
 def control_app(broker_url: str) -> Any:
-    """A Celery app that only talks to workers over ``broker_url`` (ping, inspect)."""
+    """A Celery app that only talks to workers over ``broker_url`` (ping, inspect) and
+    sees the task queues as the platform declares them on that broker."""
     from celery import Celery
+    from django.conf import settings
 
-    return Celery("myspinbot-control", broker=broker_url, set_as_current=False)
+    from myspinbot.settings.broker import task_queues
+
+    app = Celery("myspinbot-control", broker=broker_url, set_as_current=False)
+    app.conf.task_queues = task_queues(
+        broker_url, settings.CELERY_CPU_QUEUE, settings.CELERY_GPU_QUEUE
+    )
+    return app
 
 
 @dataclass
@@ -169,10 +177,12 @@ class CeleryWorker:
     process: subprocess.Popen[bytes] | None = None
     # The worker's broker when it is not the test process's own (a private Redis).
     broker_url: str | None = None
+    # The host part of the worker's node name (``name@host``).
+    host: str = "test"
 
     @property
     def hostname(self) -> str:
-        return f"{self.name}@test"
+        return f"{self.name}@{self.host}"
 
     def start(self, ready_timeout: float = 60.0) -> None:
         from myspinbot.celery import app

@@ -13,7 +13,10 @@ import pytest
 from django.conf import settings
 from django.test import override_settings
 
+from myspinbot.devservices import ensure_rabbitmq
+from myspinbot.settings.broker import is_rabbitmq
 from myspinbot.storage import S3ArtifactStore, get_artifact_store
+from testkit import broker
 from testkit.services import CeleryWorker, S3Server
 from tests.support.ollama import FakeOllama
 
@@ -76,6 +79,20 @@ def _fresh_artifact_store() -> Iterator[None]:
     get_artifact_store.cache_clear()
 
 
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> str:
+    """The RabbitMQ vhost of RabbitMQ tests: the broker's own when ``TEST_BROKER_URL`` is
+    RabbitMQ, else ``TEST_RABBITMQ_URL`` (default the ``myspinbot-test`` vhost on this
+    machine's server). The server is started if it is down and the vhost created."""
+    url = str(settings.CELERY_BROKER_URL)
+    if not is_rabbitmq(url):
+        url = os.environ.get(
+            "TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/myspinbot-test"
+        )
+    ensure_rabbitmq(url, settings.CELERY_CONSUMER_TIMEOUT)
+    return url
+
+
 @pytest.fixture
 def worker_env(s3_server: S3Server) -> dict[str, str]:
     """Environment for a worker subprocess that sees what this test process sees."""
@@ -89,6 +106,7 @@ def worker_env(s3_server: S3Server) -> dict[str, str]:
         "DJANGO_SETTINGS_MODULE": "myspinbot.settings.test",
         "TEST_DATABASE_URL": database_url,
         "TEST_REDIS_URL": settings.REDIS_URL,
+        "TEST_BROKER_URL": settings.CELERY_BROKER_URL,
         "CELERY_CPU_QUEUE": settings.CELERY_CPU_QUEUE,
         "CELERY_GPU_QUEUE": settings.CELERY_GPU_QUEUE,
         "S3_ENDPOINT_URL": settings.S3_ENDPOINT_URL,
@@ -123,9 +141,7 @@ def start_worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator[object]
         started.append(worker)
         return worker
 
-    with app.connection_for_write() as connection:
-        for queue in (settings.CELERY_CPU_QUEUE, settings.CELERY_GPU_QUEUE):
-            connection.default_channel.queue_purge(queue)
+    broker.purge(app, [settings.CELERY_CPU_QUEUE, settings.CELERY_GPU_QUEUE])
     yield start
     for worker in started:
         worker.stop()

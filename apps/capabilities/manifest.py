@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from apps.capabilities.registry import get_registry
+from myspinbot.model_store import default_store
 from myspinbot.queues import broker_queues
 
 _cache: dict[str, Any] = {"at": 0.0, "workers": None}
@@ -64,6 +65,45 @@ def public_workers(workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return shown
 
 
+# When workers disagree, the state shown is the best one some worker has.
+_STATE_RANK = {"present": 0, "unverified": 1, "corrupt": 2, "missing": 3}
+
+
+def model_availability(workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every model of the manifest with its size, licence, the services that use it and
+    its state: as the gpu workers that are up report it (the best of them), else as this
+    process sees the model root (one machine: the same folder), with the command that
+    fixes it."""
+    reports = [w["model_store"] for w in workers if isinstance(w.get("model_store"), dict)]
+    rows = []
+    for state in default_store().states():
+        row = state.to_json()
+        seen = [report[state.entry.name] for report in reports if state.entry.name in report]
+        if seen:
+            best = min(seen, key=lambda r: _STATE_RANK.get(str(r.get("state")), 9))
+            row.update(
+                {key: best[key] for key in ("state", "detail", "installed_bytes", "command")}
+            )
+            row["usable"] = row["state"] in ("present", "unverified")
+            row["seen_by"] = "gpu workers"
+        else:
+            row["seen_by"] = "local model root"
+        rows.append(row)
+    return rows
+
+
+def models_for(services: list[str], models: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The manifest models that some of ``services`` use."""
+    return [m for m in models if set(m["services"]) & set(services)]
+
+
+def missing_models_reason(services: list[str], models: list[dict[str, Any]]) -> str:
+    """Why ``services`` (which no live worker runs) cannot run, as far as models say:
+    each required model that is not usable, with the command that installs it."""
+    lacking = [m for m in models_for(services, models) if not m["usable"] and not m["optional"]]
+    return "; ".join(f"model {m['name']} is {m['state']}: run {m['command']}" for m in lacking)
+
+
 def manifest(timeout: float = 1.0, *, staff: bool = True) -> dict[str, Any]:
     """Services with whether a live worker runs them, the workers (all they report for
     ``staff``, else :func:`public_workers`), the broker's queues."""
@@ -77,4 +117,16 @@ def manifest(timeout: float = 1.0, *, staff: bool = True) -> dict[str, Any]:
     queues = broker_queues()
     note = "" if workers else f"no worker answered within {timeout:g}s"
     shown = workers if staff else public_workers(workers)
-    return {"services": services, "workers": shown, "queues": queues, "note": note}
+    models = model_availability(workers)
+    for service in services:
+        if not service["available"]:
+            reason = missing_models_reason([service["id"]], models)
+            if reason:
+                service["unavailableReason"] = reason
+    return {
+        "services": services,
+        "workers": shown,
+        "queues": queues,
+        "models": models,
+        "note": note,
+    }

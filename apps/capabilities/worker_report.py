@@ -62,6 +62,7 @@ def gpu_report(services: list[str]) -> dict[str, Any]:
         "device": child["device"],
         "memory": child["memory"],
         "models": child["models"],
+        "model_store": child.get("model_store", {}),
         "backends": {"tts": available_engines(), **backends},
         "services": [s for s in services if s not in needs or backends.get(needs[s])],
         "gpu": {"state": "ready", "written_at": child.get("written_at")},

@@ -15,7 +15,13 @@ from django.http import HttpRequest
 from ninja import Router, Schema, Status
 from pydantic import Field
 
-from apps.capabilities.manifest import live_workers, runnable_services
+from apps.capabilities.manifest import (
+    live_workers,
+    missing_models_reason,
+    model_availability,
+    models_for,
+    runnable_services,
+)
 from apps.capabilities.registry import get_registry
 from apps.graphs.llm_planner import propose
 from apps.graphs.models import WorkflowTemplate
@@ -39,6 +45,7 @@ class TemplateOut(Schema):
     requiredInputs: list[str]
     available: bool
     unavailableReason: str
+    models: list[dict[str, Any]]
 
 
 class TemplateList(Schema):
@@ -79,17 +86,23 @@ def _caller(request: HttpRequest) -> User:
 
 @router.get("/templates", response=TemplateList)
 def templates(request: HttpRequest) -> dict[str, Any]:
-    """Pipelines with their nodes and parameter schemas, and whether the workers that are
-    up now can run every step: the built-in ones, then the caller's workflow templates."""
-    runnable = runnable_services(live_workers())
-    listed = [template_json(t, runnable) for t in load_templates().values()]
+    """Pipelines with their nodes and parameter schemas, whether the workers that are up
+    now can run every step (if not, why: the models missing and the command that fetches
+    them), and the models of the manifest they use: the built-in ones, then the caller's
+    workflow templates."""
+    workers = live_workers()
+    runnable, models = runnable_services(workers), model_availability(workers)
+    listed = [template_json(t, runnable, models) for t in load_templates().values()]
     for record in WorkflowTemplate.objects.filter(owner=_caller(request)):
-        listed.append(template_json(as_template(record), runnable, record.pk))
+        listed.append(template_json(as_template(record), runnable, models, record.pk))
     return {"templates": listed}
 
 
 def template_json(
-    template: Template, runnable: set[str], record_id: uuid.UUID | None = None
+    template: Template,
+    runnable: set[str],
+    models: list[dict[str, Any]],
+    record_id: uuid.UUID | None = None,
 ) -> dict[str, Any]:
     """A template as listed; ``id`` is the record's for a user's workflow, else None."""
     registry = get_registry()
@@ -108,6 +121,10 @@ def template_json(
             }
         )
     missing = sorted(s for s in template.services if s not in runnable)
+    reason = f"no worker runs {', '.join(missing)}" if missing else ""
+    because = missing_models_reason(missing, models)
+    if because:
+        reason = f"{reason}: {because}"
     return {
         "name": template.name,
         "id": record_id,
@@ -117,7 +134,8 @@ def template_json(
         "edges": template.graph["edges"],
         "requiredInputs": template.required_inputs(),
         "available": not missing,
-        "unavailableReason": f"no worker runs {', '.join(missing)}" if missing else "",
+        "unavailableReason": reason,
+        "models": models_for(template.services, models),
     }
 
 
@@ -147,8 +165,9 @@ def create_template(request: HttpRequest, body: WorkflowTemplateIn) -> Status[di
             workflow=body.workflow,
             bindings=body.bindings,
         )
-    runnable = runnable_services(live_workers())
-    return Status(201, template_json(as_template(record), runnable, record.pk))
+    workers = live_workers()
+    runnable, models = runnable_services(workers), model_availability(workers)
+    return Status(201, template_json(as_template(record), runnable, models, record.pk))
 
 
 @router.delete("/templates/{template_id}", response={204: None, 401: ErrorOut, 404: ErrorOut})

@@ -354,6 +354,8 @@ def delete_job(request: HttpRequest, job_id: uuid.UUID) -> Status[None]:
     if not job.is_finished:
         raise Rejected(409, "job_running", f"job {job.pk} is {job.status}; cancel it first")
     with transaction.atomic():
+        # The user's lock orders this against a submission that names the job's results.
+        quotas.lock_user(job.owner)
         doomed = unreferenced_after(job)
         graph_id = job.graph_id
         Artifact.objects.filter(pk__in=[a.pk for a in doomed]).delete()

@@ -32,7 +32,7 @@ from django.db import transaction
 from django.db.models import Q
 
 from apps.jobs.events import Event, emit
-from apps.jobs.models import Artifact, ReusedArtifact
+from apps.jobs.models import Artifact, JobInput, ReusedArtifact
 from myspinbot import metrics
 from myspinbot.errors import Cancelled, PermanentError
 from myspinbot.storage import (
@@ -251,6 +251,28 @@ def artifact_ids(value: Any) -> set[str]:
     return found
 
 
+def artifact_uuids(value: Any) -> set[UUID]:
+    """:func:`artifact_ids` that are well-formed ids (what a row can refer to)."""
+    found: set[UUID] = set()
+    for text in artifact_ids(value):
+        try:
+            found.add(UUID(text))
+        except ValueError:
+            continue
+    return found
+
+
+def name_inputs(job: Any, document: Any) -> None:
+    """Record (``JobInput``) the owner's artifacts that the job's graph names."""
+    named = artifact_uuids(document)
+    if not named:
+        return
+    present = Artifact.objects.filter(pk__in=named, owner_id=job.owner_id)
+    JobInput.objects.bulk_create(
+        [JobInput(job=job, artifact_id=pk) for pk in present.values_list("pk", flat=True)]
+    )
+
+
 def share_reused(
     job_id: UUID | str, reused: Mapping[str, tuple[UUID | str, str]]
 ) -> dict[str, list[Event]]:
@@ -310,7 +332,6 @@ def unreferenced_after(job: Any) -> list[Artifact]:
     Call it in the transaction that deletes the job: it locks the job's runs, so a job
     being planned now either reuses them before (and its references are seen here) or
     finds them gone (and runs its node itself)."""
-    from apps.graphs.models import Graph
     from apps.jobs.models import NodeRun, Profile
 
     list(NodeRun.objects.select_for_update().filter(job=job).values_list("pk", flat=True))
@@ -329,9 +350,12 @@ def unreferenced_after(job: Any) -> list[Artifact]:
         .exclude(job=job)
         .values_list("artifact_id", flat=True)
     }
-    documents = Graph.objects.filter(job__owner_id=job.owner_id).exclude(pk=job.graph_id)
-    for document in documents.values_list("document", flat=True).iterator():
-        kept |= artifact_ids(document)
+    kept |= {
+        str(pk)
+        for pk in JobInput.objects.filter(artifact_id__in=candidates)
+        .exclude(job=job)
+        .values_list("artifact_id", flat=True)
+    }
     for data in Profile.objects.filter(owner_id=job.owner_id).values_list("data", flat=True):
         kept |= artifact_ids(data)
     return [artifact for pk, artifact in candidates.items() if str(pk) not in kept]

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 
 from apps.capabilities.registry import get_registry
+from myspinbot.queues import is_rabbitmq
 
 
 def longest_task_seconds() -> int:
@@ -32,6 +33,29 @@ def visibility_timeout_covers_every_task(**_: Any) -> list[Error]:
             f"({longest}s: a service's timeoutSeconds plus MYSPINBOT_HARD_TIMEOUT_GRACE)",
             hint="raise CELERY_VISIBILITY_TIMEOUT",
             id="jobs.E001",
+        )
+    ]
+
+
+@register("celery")
+def consumer_timeout_covers_every_task(**_: Any) -> list[Error]:
+    """RabbitMQ closes the channel of a consumer holding an unacknowledged delivery for
+    longer than its ``consumer_timeout`` and redelivers the message, which the next worker
+    takes for a lost attempt: shorter than a task's limit, a task still running would be
+    taken over."""
+    if not is_rabbitmq(str(settings.CELERY_BROKER_URL)):
+        return []
+    timeout = int(settings.CELERY_CONSUMER_TIMEOUT)
+    longest = longest_task_seconds()
+    if timeout > longest:
+        return []
+    return [
+        Error(
+            f"CELERY_CONSUMER_TIMEOUT ({timeout}s) must exceed the longest task "
+            f"({longest}s: a service's timeoutSeconds plus MYSPINBOT_HARD_TIMEOUT_GRACE)",
+            hint="raise consumer_timeout on the RabbitMQ server (rabbitmq.conf, in ms) "
+            "and CELERY_CONSUMER_TIMEOUT with it",
+            id="jobs.E002",
         )
     ]
 

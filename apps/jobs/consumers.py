@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 from typing import Any
@@ -70,6 +71,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
+from redis.exceptions import RedisError
 
 from apps.graphs.walker import NodeState
 from apps.jobs.live import group_name
@@ -94,6 +96,8 @@ NODE_STATUS: dict[str, NodeState] = {
     "node.skipped": "skipped",
     "node.cancelled": "cancelled",
 }
+
+logger = logging.getLogger(__name__)
 
 
 def client_event(event: dict[str, Any]) -> dict[str, Any]:
@@ -373,8 +377,16 @@ class JobEventsConsumer(JobSocket):
                 await self.close(code=PING_TIMEOUT)
                 return
             await self.send_json({"type": "ping", "ts": time.time()})
-            # Through the channel layer, so it is handled in turn with live events.
-            await self.channel_layer.send(self.channel_name, {"type": "job.reconcile"})
+            # Through the channel layer, so it is handled in turn with live events. While
+            # Redis is away the send fails: keep beating, and reconcile at the next beat
+            # once it is back (events committed meanwhile, a job's last one included, were
+            # published to nobody; only this catches them up).
+            try:
+                await self.channel_layer.send(self.channel_name, {"type": "job.reconcile"})
+            except (OSError, RedisError):
+                logger.warning(
+                    "reconcile of %s not queued: the channel layer is away", self.channel_name
+                )
 
 
 class LegacyJobConsumer(JobSocket):

@@ -37,7 +37,7 @@ from apps.graphs.document import GraphDocument
 from apps.graphs.models import Graph
 from apps.graphs.validation import validate_graph
 from apps.jobs import quotas
-from apps.jobs.artifacts import share_reused
+from apps.jobs.artifacts import name_inputs, share_reused
 from apps.jobs.events import Event, emit
 from apps.jobs.models import Job, NodeRun
 from myspinbot import metrics
@@ -162,6 +162,7 @@ def create_job(
         graph_structure(graph.pk, document)
         # Nobody else sees the job before commit: planning it needs no row lock.
         job = Job.objects.create(owner=owner, graph=graph, template=template)
+        name_inputs(job, document)
         runs = []
         for node in graph_doc.nodes:
             capability = registry.get(node.service)
@@ -427,10 +428,11 @@ def retry_delay(attempts_used: int) -> float:
 def relay(runs: Sequence[NodeRun], countdown: float | None = None) -> bool:
     """Send the messages of runs whose queuing has committed, and mark them sent.
 
-    A broker that cannot be reached leaves them unsent (logged, not raised: the caller's
-    transaction has committed and the outbox keeps the dispatch); the sweeper sends them
-    again. Marking is fenced by ``task_id``, so it never marks a newer attempt. Returns
-    whether the messages went out."""
+    A broker that cannot be reached, or a RabbitMQ that refuses a message (a publisher
+    confirm's nack: a full queue, a queue without its leader), leaves them unsent
+    (logged, not raised: the caller's transaction has committed and the outbox keeps the
+    dispatch); the sweeper sends them again. Marking is fenced by ``task_id``, so it never
+    marks a newer attempt. Returns whether the messages went out."""
     try:
         send_runs(runs, countdown)
     except (OperationalError, OSError) as error:

@@ -31,8 +31,10 @@ from apps.jobs.artifacts import NodeArtifacts, discard_superseded
 from apps.jobs.events import Event, emit
 from apps.jobs.models import Job, NodeRun
 from apps.jobs.profiles import NodeProfiles
+from apps.jobs.recovery import record_lost_attempt
 from myspinbot import metrics
 from myspinbot.errors import Cancelled, ServiceError, TransientError
+from myspinbot.queues import broker_is_rabbitmq
 from myspinbot.storage import StorageUnavailable, get_artifact_store
 
 logger = logging.getLogger(__name__)
@@ -132,10 +134,62 @@ def drop_broken_connections() -> None:
             conn.close()
 
 
-def execute(job_id: str, node_id: str, attempt: int, worker: str) -> None:
-    """Run one attempt of a node to its outcome (called by the service's Celery task)."""
+def take_over(job_id: str, node_id: str, task_id: str) -> int | None:
+    """The attempt this redelivered message now runs, after recording the one it ran
+    before as lost; None when the node is not running from this message (a duplicate, or
+    the sweeper or a cancel got there first) or has lost too many attempts (then failed).
+
+    RabbitMQ delivers a message again only once the consumer that held it is gone (its
+    connection dropped, or its pool process died and the message was rejected): the
+    attempt that message started is dead, and waiting for its heartbeat to go stale would
+    cost ``MYSPINBOT_HEARTBEAT_TIMEOUT`` for nothing. The next attempt keeps the message's
+    task id, so a later cancel revokes (and terminates) the message that runs it."""
+    with transaction.atomic():
+        job = engine.lock_job(job_id)
+        if job is None or job.is_finished:
+            return None
+        run = (
+            NodeRun.objects.select_for_update()
+            .filter(job_id=job_id, node_id=node_id, task_id=task_id, status=Status.RUNNING)
+            .first()
+        )
+        if run is None or not record_lost_attempt(
+            job, run, detected_by="redelivery", task_id=task_id
+        ):
+            return None
+        # The message is in this worker's hands: the outbox has nothing to send.
+        NodeRun.objects.filter(pk=run.pk, attempt=run.attempt).update(sent_at=Now())
+        return int(run.attempt)
+
+
+def execute(
+    job_id: str,
+    node_id: str,
+    attempt: int,
+    worker: str,
+    *,
+    task_id: str = "",
+    redelivered: bool = False,
+) -> None:
+    """Run one attempt of a node to its outcome (called by the service's Celery task).
+
+    A message RabbitMQ delivers again whose node is still running from it takes the
+    node over (:func:`take_over`) and runs the next attempt at once."""
     drop_broken_connections()
     claimed = claim(job_id, node_id, attempt, worker)
+    if claimed is None and redelivered and task_id and broker_is_rabbitmq():
+        next_attempt = take_over(job_id, node_id, task_id)
+        if next_attempt is not None:
+            logger.warning(
+                "%s:%s: redelivered while attempt %s was running; its worker is gone, "
+                "running attempt %s",
+                job_id,
+                node_id,
+                next_attempt - 1,
+                next_attempt,
+            )
+            attempt = next_attempt
+            claimed = claim(job_id, node_id, attempt, worker)
     if claimed is None:
         logger.info("skip %s:%s:%s: not queued for this attempt", job_id, node_id, attempt)
         return

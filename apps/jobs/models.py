@@ -219,6 +219,21 @@ class ReusedArtifact(models.Model):
         return f"{self.job_id}:{self.node_id} reuses {self.artifact_id}"
 
 
+class JobInput(models.Model):
+    """An artifact a job's graph names (an upload or an earlier result), written when the
+    job is stored: what keeps an artifact alive and says who uses it, found by index
+    instead of by reading every graph document."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="input_refs")
+    artifact = models.ForeignKey(Artifact, on_delete=models.CASCADE, related_name="named_by")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["job", "artifact"], name="jobinput_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.job_id} names {self.artifact_id}"
+
+
 class ApiToken(models.Model):
     """A revocable bearer token for API clients. Only its sha256 is stored; the token
     itself is shown once, when it is created."""

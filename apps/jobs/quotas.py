@@ -32,7 +32,7 @@ from django.db.models import Q, Sum
 from django.utils import timezone
 
 from apps.jobs.artifacts import artifact_ids, delete_stored
-from apps.jobs.models import Artifact, Job, NodeRun, Profile
+from apps.jobs.models import Artifact, Job, JobInput, NodeRun, Profile
 from myspinbot.errors import Rejected
 
 if TYPE_CHECKING:
@@ -154,15 +154,15 @@ def uses(owner: User, upload_ids: set[str]) -> dict[str, UploadUse]:
     running: dict[str, list[str]] = {key: [] for key in upload_ids}
     profiles: dict[str, list[str]] = {key: [] for key in upload_ids}
     last: dict[str, datetime | None] = dict.fromkeys(upload_ids)
-    jobs = Job.objects.filter(owner=owner).values_list(
-        "pk", "status", "created_at", "graph__document"
+    named = JobInput.objects.filter(artifact_id__in=upload_ids, job__owner=owner).values_list(
+        "artifact_id", "job_id", "job__status", "job__created_at"
     )
-    for job_id, status, created, document in jobs.iterator():
-        for found in artifact_ids(document) & upload_ids:
-            if status not in Job.FINISHED:
-                running[found].append(str(job_id))
-            previous = last[found]
-            last[found] = created if previous is None else max(previous, created)
+    for artifact_id, job_id, status, created in named:
+        found = str(artifact_id)
+        if status not in Job.FINISHED:
+            running[found].append(str(job_id))
+        previous = last[found]
+        last[found] = created if previous is None else max(previous, created)
     for profile_id, data in Profile.objects.filter(owner=owner).values_list("pk", "data"):
         for found in artifact_ids(data) & upload_ids:
             profiles[found].append(str(profile_id))

@@ -11,6 +11,11 @@ one whose message the broker may have lost is sent again after
 ``MYSPINBOT_REDISPATCH_AFTER``, and a cancelled handler that ignored the cancel is
 terminated.
 All changes are conditional updates, so any number of sweepers can run at once.
+
+On RabbitMQ a killed worker's message returns to the queue at once and the worker that
+receives it takes the node over (``execution.take_over``) long before its heartbeat is
+stale; the heartbeat pass remains for hung workers and for Redis, which keeps the
+message until the visibility timeout.
 """
 
 from __future__ import annotations
@@ -29,11 +34,8 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from apps.jobs import engine, quotas
-from apps.jobs.artifacts import discard_superseded
-from apps.jobs.events import Event, emit
 from apps.jobs.models import NodeRun
-from myspinbot import metrics
-from myspinbot.storage import get_artifact_store
+from apps.jobs.recovery import record_lost_attempt
 
 logger = logging.getLogger(__name__)
 
@@ -157,52 +159,11 @@ def _recover(
         )
         if run is None:
             return
-        lost = {
-            "message": f"worker {run.worker or '?'} stopped answering",
-            "code": "worker_lost",
-            "details": {"attempt": attempt, "worker": run.worker},
-        }
-        if run.lost_attempts >= settings.MYSPINBOT_MAX_LOST_ATTEMPTS:
-            run.status, run.error, run.progress = Status.FAILED, lost, 1.0
-            run.finished_at = timezone.now()
-            run.save(update_fields=["status", "error", "progress", "finished_at"])
-            metrics.node_failed(run, "worker_lost")
-            discard_superseded(get_artifact_store(), run.job_id, run.node_id, keep=attempt)
-            engine.advance_locked(
-                job, [Event("node.failed", run.node_id, {"attempt": attempt, "error": lost})]
-            )
+        if record_lost_attempt(job, run, detected_by="heartbeat"):
+            transaction.on_commit(lambda: engine.relay([run]))
+            report.redispatched.append(run.task_id)
+        else:
             report.failed.append(run.task_id)
-            return
-        run.status, run.attempt = Status.QUEUED, run.attempt + 1
-        run.lost_attempts += 1
-        run.task_id = engine.task_id(job.pk, run.node_id, run.attempt)
-        run.dispatched_at, run.heartbeat_at, run.worker = timezone.now(), None, ""
-        run.sent_at = None
-        run.save(
-            update_fields=[
-                "status",
-                "attempt",
-                "lost_attempts",
-                "task_id",
-                "dispatched_at",
-                "sent_at",
-                "heartbeat_at",
-                "worker",
-            ]
-        )
-        emit(
-            job,
-            [
-                Event(
-                    "node.retrying",
-                    run.node_id,
-                    {"attempt": run.attempt, "reason": "worker_lost", "error": lost},
-                )
-            ],
-        )
-        transaction.on_commit(lambda: engine.relay([run]))
-        metrics.node_retried(run, "worker_lost")
-        report.redispatched.append(run.task_id)
 
 
 class Sweeper(threading.Thread):

@@ -19,7 +19,15 @@ from myspinbot.celery import app
 
 def _register(capability: Capability) -> Task:
     def run_node(self: Task, job_id: str, node_id: str, attempt: int) -> None:
-        execution.execute(job_id, node_id, attempt, str(self.request.hostname or ""))
+        request = self.request
+        execution.execute(
+            job_id,
+            node_id,
+            attempt,
+            str(request.hostname or ""),
+            task_id=str(request.id or ""),
+            redelivered=bool((request.delivery_info or {}).get("redelivered")),
+        )
 
     run_node.__name__ = run_node.__qualname__ = capability.id.replace(".", "_")
     return app.task(

@@ -215,10 +215,13 @@ def queue_lengths() -> dict[str, int] | None:
 
 @login_required
 def system(request: HttpRequest) -> HttpResponse:
-    """Workers online with their queues and devices, queue lengths, operator links."""
+    """Workers online with their queues and devices, queue lengths, the models of the
+    manifest (state, size, licence, the command that installs a missing one), operator
+    links."""
     report = manifest(staff=request.user.is_staff)
     context = {
         "workers": report["workers"],
+        "models": report["models"],
         "note": report["note"],
         "queues": queue_lengths(),
         "flower_url": settings.FLOWER_URL,

@@ -9,8 +9,8 @@ from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
-from kombu import Exchange, Queue
 
+from myspinbot.settings.broker import is_rabbitmq, task_queues
 from myspinbot.settings.env import env_bool, env_float, env_int, env_list, env_str, env_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
@@ -125,7 +125,7 @@ assert DATABASE_URL is not None
 DATABASES = {"default": database_from_url(DATABASE_URL)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# --- Redis: Celery broker, Channels layer -----------------------------------
+# --- Redis: Channels layer, Celery results (and the default broker) --------
 REDIS_URL = env_url("REDIS_URL", "redis://127.0.0.1:6379/0", schemes=("redis", "rediss", "unix"))
 REDIS_TIMEOUT_SECONDS = env_float("REDIS_TIMEOUT_SECONDS", 2.0, min_value=0.1, max_value=60)
 
@@ -183,25 +183,27 @@ CELERY_CPU_QUEUE = env_str("CELERY_CPU_QUEUE", "cpu")
 CELERY_GPU_QUEUE = env_str("CELERY_GPU_QUEUE", "gpu")
 if CELERY_CPU_QUEUE == CELERY_GPU_QUEUE:
     raise ImproperlyConfigured("CELERY_CPU_QUEUE and CELERY_GPU_QUEUE must differ")
-_exchange = Exchange("myspinbot", type="direct", durable=True)
 
-CELERY_BROKER_URL = REDIS_URL
+# The broker: Redis (the default, the same server as the Channels layer) or RabbitMQ
+# (``amqp://``; quorum queues, publisher confirms). Results and Channels stay on Redis.
+CELERY_BROKER_URL = env_url(
+    "CELERY_BROKER_URL", REDIS_URL, schemes=("redis", "rediss", "unix", "amqp", "amqps")
+)
+assert CELERY_BROKER_URL is not None
 CELERY_RESULT_BACKEND = REDIS_URL
 CELERY_RESULT_EXPIRES = 3600
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
-CELERY_TASK_QUEUES = (
-    Queue(CELERY_CPU_QUEUE, _exchange, routing_key=CELERY_CPU_QUEUE),
-    Queue(CELERY_GPU_QUEUE, _exchange, routing_key=CELERY_GPU_QUEUE),
-)
+# Quorum queues on a topic exchange on RabbitMQ, plain lists on Redis (settings.broker).
+CELERY_TASK_QUEUES = task_queues(CELERY_BROKER_URL, CELERY_CPU_QUEUE, CELERY_GPU_QUEUE)
 CELERY_TASK_DEFAULT_QUEUE = CELERY_CPU_QUEUE
 # Imported by every worker at start: its answer to capability queries (a remote-control
 # command) and the GPU report hooks.
 CELERY_IMPORTS = ["apps.capabilities.worker_report"]
-CELERY_TASK_DEFAULT_EXCHANGE = _exchange.name
-CELERY_TASK_DEFAULT_EXCHANGE_TYPE = "direct"
+CELERY_TASK_DEFAULT_EXCHANGE = CELERY_TASK_QUEUES[0].exchange.name
+CELERY_TASK_DEFAULT_EXCHANGE_TYPE = CELERY_TASK_QUEUES[0].exchange.type
 CELERY_TASK_DEFAULT_ROUTING_KEY = CELERY_CPU_QUEUE
 CELERY_TASK_CREATE_MISSING_QUEUES = False
 CELERY_TASK_ACKS_LATE = True
@@ -229,11 +231,40 @@ if CELERY_VISIBILITY_TIMEOUT <= CELERY_TASK_TIME_LIMIT:
         f"CELERY_VISIBILITY_TIMEOUT ({CELERY_VISIBILITY_TIMEOUT}s) must exceed "
         f"CELERY_TASK_TIME_LIMIT ({CELERY_TASK_TIME_LIMIT}s)"
     )
-CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,
-    "socket_timeout": REDIS_TIMEOUT_SECONDS * 5,
-    "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
-}
+# RabbitMQ closes the channel of a consumer that has not acknowledged a delivery after
+# the server's ``consumer_timeout`` and hands the message to another worker: it must
+# exceed the longest task too. The server owns that value (rabbitmq.conf
+# ``consumer_timeout`` in ms; ``python -m myspinbot.devservices rabbitmq`` sets it on
+# this machine's server); this setting says what it is, and jobs.E002 refuses a
+# value below a service's limit.
+CELERY_CONSUMER_TIMEOUT = env_int("CELERY_CONSUMER_TIMEOUT", 21600, min_value=60)
+if CELERY_CONSUMER_TIMEOUT <= CELERY_TASK_TIME_LIMIT:
+    raise ImproperlyConfigured(
+        f"CELERY_CONSUMER_TIMEOUT ({CELERY_CONSUMER_TIMEOUT}s) must exceed "
+        f"CELERY_TASK_TIME_LIMIT ({CELERY_TASK_TIME_LIMIT}s)"
+    )
+BROKER_CONNECT_TIMEOUT_SECONDS = env_float(
+    "BROKER_CONNECT_TIMEOUT_SECONDS", 4.0, min_value=0.1, max_value=60
+)
+
+
+def broker_transport_options(broker_url: str) -> dict[str, Any]:
+    """Kombu's options for the broker: publisher confirms on RabbitMQ (a send returns
+    once the broker has the message, so the outbox marks it sent only then), the
+    visibility timeout and socket timeouts on Redis."""
+    if is_rabbitmq(broker_url):
+        return {"confirm_publish": True, "connect_timeout": BROKER_CONNECT_TIMEOUT_SECONDS}
+    return {
+        "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,
+        "socket_timeout": REDIS_TIMEOUT_SECONDS * 5,
+        "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
+    }
+
+
+CELERY_BROKER_TRANSPORT_OPTIONS = broker_transport_options(CELERY_BROKER_URL)
+# A worker whose host vanishes (no TCP reset) is noticed by RabbitMQ after two missed
+# heartbeats; its unacknowledged message then goes to another worker.
+CELERY_BROKER_HEARTBEAT = env_int("CELERY_BROKER_HEARTBEAT", 30, min_value=0)
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
 
 # --- Services (capabilities) ------------------------------------------------------
@@ -299,13 +330,24 @@ MYSPINBOT_MAX_IMAGE_SIDE = env_int("MYSPINBOT_MAX_IMAGE_SIDE", 8192, min_value=6
 # --- GPU services (gpu_tasks/) -------------------------------------------------------
 # Models are diffusers folders under the model root (or absolute paths), or hub ids
 # fetched into the model root where the machine has network and HF_HUB_OFFLINE is false.
+# The models of the manifest (myspinbot/models_manifest.json) are fetched and verified by
+# `python manage.py models fetch|verify`; until then their pipelines are offered as
+# unavailable, with that command.
 MYSPINBOT_MODEL_ROOT = Path(env_str("MYSPINBOT_MODEL_ROOT", str(VAR_DIR / "models"))).resolve()
 # The talking head's face detector and mesh (.tflite files; see
 # apps/capabilities/media/face_models.py); empty: share/myspinbot/face in the Python
 # environment, where `make` and the image install them.
 MYSPINBOT_FACE_MODEL_DIR = env_str("MYSPINBOT_FACE_MODEL_DIR", "")
+# HF_HUB_OFFLINE: nothing is downloaded (`models fetch` refuses and says so; loaders use
+# only installed folders). HF_ENDPOINT: the hub (or a mirror) `models fetch` reads.
 HF_HUB_OFFLINE = env_bool("HF_HUB_OFFLINE", False)
-MYSPINBOT_BASE_MODEL = env_str("MYSPINBOT_BASE_MODEL", "stable-diffusion-v1-5")
+HF_ENDPOINT = env_str("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+# The model manifest; empty: the one in the repository.
+MYSPINBOT_MODEL_MANIFEST = env_str("MYSPINBOT_MODEL_MANIFEST", "")
+# The manifest's SD-1.5 (`models fetch sd-1.5` installs it in this folder under the root).
+MYSPINBOT_BASE_MODEL = env_str(
+    "MYSPINBOT_BASE_MODEL", "stable-diffusion-v1-5/stable-diffusion-v1-5"
+)
 # AnimateDiff motion adapter and Stable Video Diffusion model; empty: backend unavailable.
 MYSPINBOT_MOTION_ADAPTER = env_str("MYSPINBOT_MOTION_ADAPTER", "")
 MYSPINBOT_SVD_MODEL = env_str("MYSPINBOT_SVD_MODEL", "")

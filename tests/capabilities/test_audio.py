@@ -15,6 +15,8 @@ from scipy.signal import resample_poly
 from apps.capabilities.media import audio
 from apps.capabilities.media.tts_engines import (
     EngineUnavailable,
+    EspeakEngine,
+    PiperEngine,
     UnknownVoice,
     Voice,
     available_engines,
@@ -354,6 +356,16 @@ def test_a_signal_below_the_absolute_gate_is_silent_not_nan() -> None:
 
 
 # --- TTS engines ---------------------------------------------------------------------
+
+
+def test_finding_the_installed_engines_loads_none_of_them() -> None:
+    """A worker's report lists its engines at once: nothing is loaded to say so."""
+    piper, espeak = PiperEngine(), EspeakEngine()
+
+    assert piper.installed()
+    assert espeak.installed()
+    assert piper._voice is None
+    assert espeak._lib is None
 
 
 def test_espeak_is_available_and_speaks_at_its_rate() -> None:

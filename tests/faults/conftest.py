@@ -7,9 +7,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import User
 
 from apps.jobs.models import ApiToken
+from myspinbot.settings.broker import is_rabbitmq
+from testkit import broker
 from testkit.services import RedisServer
 from tests.faults.stack import Api, Stack
 
@@ -29,14 +32,39 @@ FAST_RECOVERY = {
 }
 
 
+BROKERS = ("redis", "rabbitmq")
+
+
 @pytest.fixture
-def stack(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Stack]:
-    """A private Redis (so it can be restarted) with the test database and the session's
-    S3 server; the test starts the web server and workers it needs."""
+def broker_kind(request: pytest.FixtureRequest) -> str:
+    """The broker of this test's stack: the one ``TEST_BROKER_URL`` names (``BROKER=rabbitmq
+    make test-faults`` sets it), or the one a test asks for with
+    ``@pytest.mark.parametrize("broker_kind", [...], indirect=True)``."""
+    default = "rabbitmq" if is_rabbitmq(str(settings.CELERY_BROKER_URL)) else "redis"
+    kind = str(getattr(request, "param", default))
+    assert kind in BROKERS, kind
+    return kind
+
+
+@pytest.fixture
+def stack(
+    worker_env: dict[str, str], tmp_path: Path, broker_kind: str, request: pytest.FixtureRequest
+) -> Iterator[Stack]:
+    """A private Redis (so it can be restarted: results, Channels and, on the Redis broker,
+    the queues) with the test database and the session's S3 server; on RabbitMQ the
+    broker is the test vhost, its queues emptied first. The test starts the web server
+    and workers it needs."""
     redis = RedisServer()
     redis.start()
+    if broker_kind == "rabbitmq":
+        broker_url = str(request.getfixturevalue("rabbitmq_url"))
+    else:
+        broker_url = redis.url
     env = {**worker_env, **FAST_RECOVERY, "TEST_REDIS_URL": redis.url}
-    running = Stack(env=env, log_dir=tmp_path, redis=redis)
+    env["TEST_BROKER_URL"] = broker_url
+    running = Stack(env=env, log_dir=tmp_path, redis=redis, broker_url=broker_url)
+    if broker_kind == "rabbitmq":
+        broker.purge(running.control, [settings.CELERY_CPU_QUEUE, settings.CELERY_GPU_QUEUE])
     yield running
     running.stop()
 

@@ -5,6 +5,7 @@ and WebSocket), so a test can stop or kill any part and watch what a user sees."
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import threading
 import time
@@ -18,7 +19,7 @@ from typing import Any
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.sync.client import connect as ws_connect
 
-from testkit.services import AsgiServer, CeleryWorker, RedisServer
+from testkit.services import AsgiServer, CeleryWorker, RedisServer, control_app
 
 
 @dataclass
@@ -175,8 +176,15 @@ class Stack:
     env: dict[str, str]
     log_dir: Path
     redis: RedisServer
+    # The broker: the private Redis, or a RabbitMQ vhost.
+    broker_url: str
     web: AsgiServer | None = None
     workers: list[CeleryWorker] = field(default_factory=list)
+
+    @functools.cached_property
+    def control(self) -> Any:
+        """A Celery app on this stack's broker, its queues as the platform declares them."""
+        return control_app(self.broker_url)
 
     def start_web(self) -> AsgiServer:
         self.web = AsgiServer(env=self.env, log_path=self.log_dir / "web.log")
@@ -184,7 +192,12 @@ class Stack:
         return self.web
 
     def start_worker(
-        self, name: str, queues: list[str], concurrency: int = 1, env: dict[str, str] | None = None
+        self,
+        name: str,
+        queues: list[str],
+        concurrency: int = 1,
+        env: dict[str, str] | None = None,
+        host: str = "test",
     ) -> CeleryWorker:
         worker = CeleryWorker(
             name=f"{name}-{uuid.uuid4().hex[:6]}",
@@ -192,7 +205,8 @@ class Stack:
             env={**self.env, **(env or {})},
             concurrency=concurrency,
             log_path=self.log_dir / f"{name}.log",
-            broker_url=self.redis.url,
+            broker_url=self.broker_url,
+            host=host,
         )
         worker.start(ready_timeout=90)
         self.workers.append(worker)

@@ -15,7 +15,12 @@ from apps.jobs.models import NodeRun
 from testkit.graphs import chain
 from tests.faults.stack import Api, Stack
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Both tests stop the Redis broker (it keeps nothing on disk): they run on Redis whatever
+# BROKER says; RabbitMQ keeps its quorum queues across a restart.
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.parametrize("broker_kind", ["redis"], indirect=True),
+]
 
 
 @pytest.mark.slow

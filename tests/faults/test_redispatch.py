@@ -14,15 +14,11 @@ from apps.jobs import engine
 from apps.jobs.models import NodeRun
 from apps.jobs.sweeper import sweep
 from myspinbot.celery import app
+from testkit import broker
 from testkit.graphs import chain, event_types, wait_for_job
 from testkit.services import CeleryWorker
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def _queue_length(name: str) -> int:
-    with app.connection_for_write() as connection:
-        return int(connection.default_channel.client.llen(name))
 
 
 def test_a_lost_queued_message_is_sent_again_after_redispatch_after(
@@ -31,15 +27,14 @@ def test_a_lost_queued_message_is_sent_again_after_redispatch_after(
     user = User.objects.create_user("ada")
     job = engine.submit_job(user, chain("debug.echo", "debug.echo"))
     run = NodeRun.objects.get(job=job, node_id="n0")
-    assert _queue_length(settings.CELERY_CPU_QUEUE) == 1
-    with app.connection_for_write() as connection:  # the broker loses the message
-        connection.default_channel.queue_purge(settings.CELERY_CPU_QUEUE)
+    assert broker.queue_length(app, settings.CELERY_CPU_QUEUE) == 1
+    broker.purge(app, [settings.CELERY_CPU_QUEUE])  # the broker loses the message
     submitted = time.monotonic()
 
     with pytest.MonkeyPatch.context() as patch:  # a fresh message is not sent again
         patch.setattr(settings, "MYSPINBOT_REDISPATCH_AFTER", 5.0)
         assert sweep().resent == []
-    assert _queue_length(settings.CELERY_CPU_QUEUE) == 0
+    assert broker.queue_length(app, settings.CELERY_CPU_QUEUE) == 0
 
     worker = start_worker(
         "cpu",

@@ -322,7 +322,7 @@ def test_node_lookup_by_id() -> None:
 # -- The schema files ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["graph", "capability", "job-event", "artifact"])
+@pytest.mark.parametrize("name", ["graph", "capability", "job-event", "artifact", "model-manifest"])
 def test_schemas_are_valid_draft_2020_12_with_id_and_title(name: str) -> None:
     schema = load_schema(name)
 
@@ -337,7 +337,7 @@ def test_every_schema_file_is_loadable() -> None:
         path.name.removesuffix(".schema.json") for path in SCHEMA_DIR.glob("*.schema.json")
     )
 
-    assert names == ["artifact", "capability", "graph", "job-event"]
+    assert names == ["artifact", "capability", "graph", "job-event", "model-manifest"]
     assert load_schema("graph") is load_schema("graph")
     assert json.loads((SCHEMA_DIR / "graph.schema.json").read_text()) == GRAPH_SCHEMA
 

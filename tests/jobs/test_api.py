@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -10,7 +11,9 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from apps.graphs.models import Graph
 from apps.jobs import engine
@@ -20,6 +23,7 @@ from testkit.graphs import chain, edge, graph, node, run_to_end
 from tests.support.clients import api_client
 from tests.support.listener import Listener, listening
 from tests.support.media import flac_silence, jpeg_bytes, png_bytes, wav_bytes, wav_with_codec
+from tests.support.stored import stored_result
 
 pytestmark = pytest.mark.django_db
 
@@ -393,6 +397,37 @@ def test_delete_keeps_an_artifact_another_job_refers_to(as_ada: Client, ada: Use
 
     assert Artifact.objects.filter(pk=artifact.pk).exists()
     assert get_artifact_store().exists(stored.key)
+
+
+def test_deleting_a_job_reads_no_graph_document_whatever_the_owner_has_stored(
+    as_ada: Client, ada: User
+) -> None:
+    """What keeps an artifact alive is found by index (``JobInput``): the statements a
+    delete runs do not grow with the owner's other jobs, and none reads a document."""
+
+    def statements_to_delete() -> tuple[list[str], list[str]]:
+        job = engine.submit_job(ada, chain("debug.noop"))
+        stored_result(job, b"r")
+        run_to_end(job)
+        with CaptureQueriesContext(connection) as captured:
+            assert as_ada.delete(f"/api/jobs/{job.pk}").status_code == 204
+        # Less the token's own bookkeeping (``last_used_at``, written once a minute).
+        sql = [q["sql"] for q in captured.captured_queries if "jobs_apitoken" not in q["sql"]]
+        # A document read is the job's own when it selects that row by id (not "NOT id =").
+        own = re.compile(
+            rf'(?<!NOT \()"(jobs_job|graphs_graph)"\."id" = \'({job.pk.hex}|{job.graph_id.hex})\''
+        )
+        foreign_documents = [s for s in sql if '"document"' in s and not own.search(s)]
+        return sql, foreign_documents
+
+    engine.submit_job(ada, chain("debug.noop"))
+    few, _ = statements_to_delete()
+    for _ in range(5):
+        engine.submit_job(ada, chain("debug.noop"))
+    many, foreign_documents = statements_to_delete()
+
+    assert len(many) == len(few)
+    assert foreign_documents == []
 
 
 # --- Uploads and artifacts ---

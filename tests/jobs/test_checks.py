@@ -1,4 +1,5 @@
-"""The broker's visibility timeout covers the longest task any service may run."""
+"""The broker's redelivery deadline (Redis: visibility timeout; RabbitMQ: consumer
+timeout) covers the longest task any service may run."""
 
 from __future__ import annotations
 
@@ -7,7 +8,11 @@ from typing import Any
 from django.core.checks import run_checks
 
 from apps.capabilities.registry import get_registry
-from apps.jobs.checks import longest_task_seconds, visibility_timeout_covers_every_task
+from apps.jobs.checks import (
+    consumer_timeout_covers_every_task,
+    longest_task_seconds,
+    visibility_timeout_covers_every_task,
+)
 from myspinbot.celery import app
 
 
@@ -34,3 +39,29 @@ def test_a_visibility_timeout_shorter_than_a_task_fails_the_check(settings: Any)
         "service's timeoutSeconds plus MYSPINBOT_HARD_TIMEOUT_GRACE)"
     )
     assert [check.id for check in run_checks(tags=["celery"])] == ["jobs.E001"]
+
+
+def test_on_rabbitmq_a_consumer_timeout_shorter_than_a_task_fails_the_check(
+    settings: Any,
+) -> None:
+    settings.CELERY_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/myspinbot"
+    settings.CELERY_CONSUMER_TIMEOUT = 14_430  # RabbitMQ's timeout must exceed, not equal
+
+    errors = consumer_timeout_covers_every_task()
+
+    assert [error.id for error in errors] == ["jobs.E002"]
+    assert errors[0].msg == (
+        "CELERY_CONSUMER_TIMEOUT (14430s) must exceed the longest task (14430s: a "
+        "service's timeoutSeconds plus MYSPINBOT_HARD_TIMEOUT_GRACE)"
+    )
+    # The Redis check does not apply to RabbitMQ, whatever its transport options say.
+    assert [check.id for check in run_checks(tags=["celery"])] == ["jobs.E002"]
+    settings.CELERY_CONSUMER_TIMEOUT = 21_600
+    assert consumer_timeout_covers_every_task() == []
+    assert [check.id for check in run_checks(tags=["celery"])] == []
+
+
+def test_on_redis_the_consumer_timeout_is_not_checked(settings: Any) -> None:
+    settings.CELERY_CONSUMER_TIMEOUT = 60
+
+    assert consumer_timeout_covers_every_task() == []

@@ -20,6 +20,7 @@ from apps.jobs.models import NodeRun
 from apps.jobs.sweeper import sweep
 from myspinbot.celery import app
 from myspinbot.errors import TransientError
+from testkit import broker
 from testkit.graphs import chain, event_types, wait_for_job
 from testkit.services import CeleryWorker
 
@@ -27,17 +28,14 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def _queued_messages() -> int:
-    with app.connection_for_write() as connection:
-        return int(connection.default_channel.client.llen(settings.CELERY_CPU_QUEUE))
+    return broker.queue_length(app, settings.CELERY_CPU_QUEUE)
 
 
 @pytest.fixture
 def empty_queue() -> Iterator[None]:
-    with app.connection_for_write() as connection:
-        connection.default_channel.queue_purge(settings.CELERY_CPU_QUEUE)
+    broker.purge(app, [settings.CELERY_CPU_QUEUE])
     yield
-    with app.connection_for_write() as connection:
-        connection.default_channel.queue_purge(settings.CELERY_CPU_QUEUE)
+    broker.purge(app, [settings.CELERY_CPU_QUEUE])
 
 
 @pytest.fixture

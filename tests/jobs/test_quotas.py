@@ -20,6 +20,7 @@ from myspinbot.storage import get_artifact_store
 from testkit.graphs import chain, graph, node, run_to_end
 from tests.support.clients import api_client
 from tests.support.media import png_bytes, wav_bytes
+from tests.support.stored import stored_result
 
 pytestmark = pytest.mark.django_db
 
@@ -36,21 +37,6 @@ def error_code(response: Any) -> str:
 
 def stored_keys(user: User) -> list[str]:
     return get_artifact_store().keys(f"uploads/{user.pk}/")
-
-
-def stored_result(job: Job, data: bytes) -> Artifact:
-    """A result of ``job``'s node ``n0``, its bytes in the store."""
-    stored = get_artifact_store().save_bytes(f"jobs/{job.pk}/out.bin", data, "a/b")
-    return Artifact.objects.create(
-        owner=job.owner,
-        job=job,
-        node_id="n0",
-        bucket=stored.bucket,
-        key=stored.key,
-        size_bytes=stored.size_bytes,
-        sha256=stored.sha256,
-        content_type="a/b",
-    )
 
 
 def keyframes(count: int) -> dict[str, Any]:

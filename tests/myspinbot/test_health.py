@@ -122,3 +122,20 @@ def test_readyz_tells_outsiders_only_the_status_and_runs_its_checks_once_in_a_wh
     assert "redis" not in str(down.json().get("checks", ""))
     assert inside.status_code == 503
     assert "Connection" in inside.json()["checks"]["redis"]["error"]
+
+
+def test_on_rabbitmq_readyz_checks_the_broker_and_names_it_when_it_is_away(
+    client: Client, rabbitmq_url: str
+) -> None:
+    from myspinbot.devservices import free_port
+
+    with override_settings(CELERY_BROKER_URL=rabbitmq_url):
+        up = client.get("/readyz")
+    nobody = f"amqp://guest:guest@127.0.0.1:{free_port()}/myspinbot-test"
+    with override_settings(CELERY_BROKER_URL=nobody):
+        down = client.get("/readyz")
+
+    assert up.status_code == 200
+    assert sorted(up.json()["checks"]) == ["broker", "database", "redis", "storage"]
+    assert down.status_code == 503
+    assert down.json()["down"] == ["broker"]

@@ -9,6 +9,7 @@ import re
 import runpy
 import stat
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,10 @@ DEPLOY = REPO / "deploy"
 NO_HEALTHCHECK = {
     "minio-init": "a one-shot job: it creates the bucket and exits",
     "redis-exporter": "a scratch image holding only the exporter binary",
+    "models": "a one-shot command run by hand (models list|fetch|verify) that then exits",
 }
+# One-shot services run by hand: restarting them would repeat the command.
+RUN_BY_HAND = {"models"}
 SECRET_NAME = re.compile(r"(PASSWORD|SECRET|TOKEN|ACCESS_KEY|BASIC_AUTH|USERS$|_PASS$)")
 SUBSTITUTION = re.compile(r"^\$\{[A-Z][A-Z0-9_]*(:?[-?][^}]*)?\}$")
 URL_PASSWORD = re.compile(r"://[^:/@\s]*:([^@\s]+)@")
@@ -88,7 +92,10 @@ def test_every_service_has_an_image_a_restart_policy_and_a_health_check() -> Non
 
     for name, service in services.items():
         assert "image" in service or "build" in service, name
-        assert service.get("restart") in ("unless-stopped", "always", "on-failure"), name
+        if name in RUN_BY_HAND:
+            assert service["restart"] == "no", name
+        else:
+            assert service.get("restart") in ("unless-stopped", "always", "on-failure"), name
         if name not in NO_HEALTHCHECK:
             assert service["healthcheck"]["test"], name
     assert set(NO_HEALTHCHECK) <= set(services)
@@ -126,6 +133,7 @@ def test_the_services_the_issue_names_are_there() -> None:
         "worker-gpu",
         "flower",
         "redis",
+        "rabbitmq",
         "postgres",
         "minio",
         "minio-init",
@@ -136,9 +144,18 @@ def test_the_services_the_issue_names_are_there() -> None:
         "redis-exporter",
         "postgres-exporter",
         "ollama",
+        "models",
     }
     assert services["ollama"]["profiles"] == ["llm"]
+    assert services["models"]["profiles"] == ["models"]
     assert "--appendonly yes" in services["redis"]["command"]
+    rabbitmq = services["rabbitmq"]
+    assert (
+        "./deploy/rabbitmq/rabbitmq.conf:/etc/rabbitmq/conf.d/20-myspinbot.conf:ro"
+        in (rabbitmq["volumes"])
+    )
+    assert "consumer_timeout = 21600000" in (DEPLOY / "rabbitmq" / "rabbitmq.conf").read_text()
+    assert services["web"]["depends_on"]["rabbitmq"] == {"condition": "service_healthy"}
     assert "migrate --noinput" in services["web"]["command"]
     assert "/readyz" in " ".join(services["web"]["healthcheck"]["test"])
     gpu = services["worker-gpu"]
@@ -217,10 +234,151 @@ def test_docker_compose_config_accepts_the_file_with_provisioned_secrets(tmp_pat
     assert web_env["FLOWER_URL"] == "https://flower.spin.example.com/"
     assert web_env["MYSPINBOT_LLM_URL"] == ""
     assert web_env["S3_PUBLIC_ENDPOINT_URL"] == "https://files.spin.example.com"
+    assert web_env["CELERY_BROKER_URL"] == (
+        f"amqp://myspinbot:{values['RABBITMQ_PASSWORD']}@rabbitmq:5672/myspinbot"
+    )
+    assert web_env["REDIS_URL"].endswith("@redis:6379/0")
+    # The ports workers on other hosts use are published on the private address only.
+    published = {
+        name: [(port["host_ip"], port["target"]) for port in resolved[name]["ports"]]
+        for name in ("rabbitmq", "postgres", "redis", "minio")
+    }
+    assert published == {
+        "rabbitmq": [("127.0.0.1", 5672)],
+        "postgres": [("127.0.0.1", 5432)],
+        "redis": [("127.0.0.1", 6379)],
+        "minio": [("127.0.0.1", 9000)],
+    }
     assert web_env["S3_SIGNING_ACCESS_KEY_ID"] == values["S3_SIGNING_ACCESS_KEY_ID"]
     assert values["S3_SIGNING_ACCESS_KEY_ID"] != values["S3_ACCESS_KEY_ID"]
     assert missing.returncode != 0
     assert "run deploy/provision.py compose" in missing.stderr
+
+
+def settings_of(environment: dict[str, str]) -> dict[str, Any]:
+    """The model settings the production settings module produces from ``environment``
+    (a fresh interpreter, as the container's would be)."""
+    script = (
+        "import json, django; django.setup(); from django.conf import settings as s; "
+        "print(json.dumps({'root': str(s.MYSPINBOT_MODEL_ROOT), 'offline': s.HF_HUB_OFFLINE,"
+        " 'endpoint': s.HF_ENDPOINT, 'base': s.MYSPINBOT_BASE_MODEL}))"
+    )
+    env = {
+        "PATH": os.environ["PATH"],
+        **{key: str(value) for key, value in environment.items()},
+        "DJANGO_SETTINGS_MODULE": "myspinbot.settings.production",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def test_the_gpu_worker_reads_models_from_the_mounted_volume_that_the_models_service_fills(
+    tmp_path: Path,
+) -> None:
+    provisioned(tmp_path)
+    env = {**os.environ, "DOCKER_CONFIG": str(docker_config_dir(tmp_path))}
+    base = ["docker", "compose", "-f", str(COMPOSE), "--env-file", str(tmp_path / ".env")]
+    resolved = json.loads(
+        subprocess.run(
+            [*base, "--profile", "models", "config", "--format", "json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )["services"]
+    gpu, models = resolved["worker-gpu"], resolved["models"]
+
+    mounts = {
+        name: [(v["type"], v["source"], v["target"]) for v in service["volumes"]]
+        for name, service in (("worker-gpu", gpu), ("models", models))
+    }
+    assert mounts == {
+        "worker-gpu": [("volume", "models", "/models")],
+        "models": [("volume", "models", "/models")],
+    }
+    worker_settings = settings_of(gpu["environment"])
+    assert worker_settings == {
+        "root": "/models",
+        "offline": True,
+        "endpoint": "https://huggingface.co",
+        "base": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    }
+    fetch_settings = settings_of(models["environment"])
+    assert (fetch_settings["root"], fetch_settings["offline"]) == ("/models", False)
+    assert models["entrypoint"] == ["python", "manage.py", "models"]
+    assert models["user"] == "1000:1000"
+    assert gpu["environment"]["HF_HOME"].startswith("/models/")
+    # the image makes the mount point the app user's (a new volume takes its ownership)
+    lines = (DEPLOY / "Dockerfile.gpu").read_text().splitlines()
+    chown = lines.index("RUN mkdir -p /models && chown 1000:1000 /models")
+    assert lines[chown + 1] == "USER 1000:1000"
+
+
+WORKER_COMPOSE = DEPLOY / "compose.worker.yml"
+
+
+def test_the_worker_host_file_runs_only_workers_against_the_central_host(
+    tmp_path: Path,
+) -> None:
+    values = provisioned(tmp_path)
+    env_file = tmp_path / ".env"
+    env_file.write_text(env_file.read_text() + "CENTRAL_HOST=10.8.0.1\nWORKER_HOST=10.8.0.2\n")
+    env = {**os.environ, "DOCKER_CONFIG": str(docker_config_dir(tmp_path))}
+    base = ["docker", "compose", "-f", str(WORKER_COMPOSE), "--env-file", str(env_file)]
+
+    default = subprocess.run(
+        [*base, "config", "--services"], env=env, capture_output=True, text=True, check=True
+    )
+    with_cpu = subprocess.run(
+        [*base, "--profile", "cpu", "config", "--format", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    central_only = tmp_path / "central-only.env"
+    central_only.write_text(env_file.read_text().split("CENTRAL_HOST")[0])
+    missing = subprocess.run(
+        [*base[:-1], str(central_only), "config", "-q"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+
+    assert inline_secrets(dict(yaml.safe_load(WORKER_COMPOSE.read_text()))) == []
+    assert default.stdout.split() == ["worker-gpu-0"]
+    services = json.loads(with_cpu.stdout)["services"]
+    assert set(services) == {"worker-gpu-0", "worker-cpu"}
+    for name, queue, node in (("worker-gpu-0", "gpu", "gpu0"), ("worker-cpu", "cpu", "cpu")):
+        service = services[name]
+        assert service["command"][:7] == ["celery", "-A", "myspinbot", "worker", "-Q", queue, "-n"]
+        assert service["command"][7] == f"{node}@10.8.0.2"
+        environment = service["environment"]
+        assert environment["CELERY_BROKER_URL"] == (
+            f"amqp://myspinbot:{values['RABBITMQ_PASSWORD']}@10.8.0.1:5672/myspinbot"
+        )
+        assert environment["DATABASE_URL"] == (
+            f"postgres://myspinbot:{values['POSTGRES_PASSWORD']}@10.8.0.1:5432/myspinbot"
+        )
+        assert environment["REDIS_URL"] == f"redis://:{values['REDIS_PASSWORD']}@10.8.0.1:6379/0"
+        assert environment["S3_ENDPOINT_URL"] == "http://10.8.0.1:9000"
+        assert (environment["MYSPINBOT_MODEL_ROOT"], environment["HF_HUB_OFFLINE"]) == (
+            "/models",
+            "1",
+        )
+        assert [port["host_ip"] for port in service["ports"]] == ["10.8.0.2"]
+    gpu = services["worker-gpu-0"]["deploy"]["resources"]["reservations"]["devices"][0]
+    assert (gpu["driver"], gpu["device_ids"]) == ("nvidia", ["0"])
+    assert missing.returncode != 0
+    assert "CENTRAL_HOST" in missing.stderr
 
 
 # --- Prometheus -------------------------------------------------------------------------

