@@ -13,7 +13,6 @@ the log) rather than locking everyone out.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import logging
 from collections.abc import Callable
@@ -25,19 +24,11 @@ from django.contrib.auth.signals import user_logged_in, user_login_failed
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 
+from myspinbot.rate_limits import redis_client as _client
+
 logger = logging.getLogger(__name__)
 
 SIGN_IN_PATHS = ("/login/", "/admin/login/")
-
-
-def _client() -> redis.Redis:
-    """One client (and connection pool) per Redis URL, shared by every sign-in."""
-    return _client_for(str(settings.REDIS_URL), float(settings.REDIS_TIMEOUT_SECONDS))
-
-
-@functools.lru_cache(maxsize=4)
-def _client_for(url: str, timeout: float) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
 
 
 def _keys(address: str | None, username: str | None) -> list[str]:

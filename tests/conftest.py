@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -17,6 +18,7 @@ from myspinbot.settings.broker import is_rabbitmq
 from myspinbot.storage import S3ArtifactStore, get_artifact_store
 from testkit import broker
 from testkit.services import CeleryWorker, S3Server
+from tests.support.ollama import FakeOllama
 
 
 @pytest.fixture(scope="session")
@@ -143,3 +145,17 @@ def start_worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator[object]
     yield start
     for worker in started:
         worker.stop()
+
+
+@pytest.fixture
+def ollama(settings: Any) -> Iterator[FakeOllama]:
+    """The stand-in Ollama server, set as the LLM (model llama3.1:8b, 5 s timeout, two
+    re-asks); the test scripts its answers."""
+    server = FakeOllama()
+    server.start()
+    settings.MYSPINBOT_LLM_URL = server.url
+    settings.MYSPINBOT_LLM_MODEL = "llama3.1:8b"
+    settings.MYSPINBOT_LLM_TIMEOUT = 5.0
+    settings.MYSPINBOT_LLM_MAX_REASKS = 2
+    yield server
+    server.stop()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,8 +72,9 @@ def load_templates() -> dict[str, Template]:
     return templates
 
 
-def get_template(name: str) -> Template:
-    templates = load_templates()
+def get_template(name: str, templates: Mapping[str, Template] | None = None) -> Template:
+    """The template ``name`` of ``templates`` (default: the built-in ones)."""
+    templates = load_templates() if templates is None else templates
     if name not in templates:
         raise UnknownTemplate(name, sorted(templates))
     return templates[name]
@@ -86,10 +87,13 @@ def plan(
     *,
     metadata: dict[str, Any] | None = None,
     registry: CapabilityRegistry | None = None,
+    templates: Mapping[str, Template] | None = None,
 ) -> GraphDocument:
     """The template's graph with ``params`` merged over each node's params and the job
-    ``inputs`` filled in, validated. Raises ``UnknownTemplate`` or ``GraphValidationError``."""
-    template = get_template(name)
+    ``inputs`` filled in, validated. ``templates`` are those to pick from (default: the
+    built-in ones; a user's own come from :func:`apps.graphs.user_templates.templates_for`).
+    Raises ``UnknownTemplate`` or ``GraphValidationError``."""
+    template = get_template(name, templates)
     document = copy.deepcopy(template.graph)
     params, inputs = params or {}, inputs or {}
     nodes = {node["id"]: node for node in document["nodes"]}

@@ -31,6 +31,7 @@ from apps.jobs.models import Artifact, Job, JobEvent, NodeRun
 from apps.jobs.submission import ARTIFACT_REF
 from apps.jobs.uploads import accept_upload
 from myspinbot.downloads import Served, serve
+from myspinbot.error_shape import ErrorOut
 from myspinbot.errors import Rejected
 from myspinbot.storage import LocalArtifactStore, get_artifact_store
 
@@ -39,16 +40,6 @@ compat_router = Router(tags=["original system"])
 
 
 # --- Schemas -------------------------------------------------------------------------
-
-
-class ErrorBody(Schema):
-    code: str
-    message: str
-    details: dict[str, Any] | list[Any] = {}
-
-
-class ErrorOut(Schema):
-    error: ErrorBody
 
 
 class JobCreate(Schema):

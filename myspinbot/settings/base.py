@@ -302,6 +302,11 @@ MYSPINBOT_LLM_URL = env_url("MYSPINBOT_LLM_URL", None, schemes=("http", "https")
 MYSPINBOT_LLM_MODEL = env_str("MYSPINBOT_LLM_MODEL", "llama3.1:8b")
 MYSPINBOT_LLM_TIMEOUT = env_float("MYSPINBOT_LLM_TIMEOUT", 120.0, min_value=1.0)
 MYSPINBOT_LLM_MAX_REASKS = env_int("MYSPINBOT_LLM_MAX_REASKS", 2, min_value=0, max_value=10)
+# POST /api/plan asks the LLM for a graph: at most this many plans per user per window.
+MYSPINBOT_PLANS_PER_WINDOW = env_int("MYSPINBOT_PLANS_PER_WINDOW", 10, min_value=1)
+MYSPINBOT_PLAN_WINDOW_SECONDS = env_int("MYSPINBOT_PLAN_WINDOW_SECONDS", 60, min_value=1)
+# How many ComfyUI workflows one user may keep as templates.
+MYSPINBOT_MAX_WORKFLOW_TEMPLATES = env_int("MYSPINBOT_MAX_WORKFLOW_TEMPLATES", 50, min_value=1)
 # ComfyUI servers for comfyui.workflow (comma-separated base URLs); a node runs on the
 # one with the shortest queue. Empty: the service fails with comfyui_not_configured.
 MYSPINBOT_COMFYUI_URLS = [

@@ -1,14 +1,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from apps.capabilities.ollama import reask_message
 from apps.capabilities.registry import get_registry
 from apps.capabilities.services.llm_generate_script import handler, template_writer
-from apps.capabilities.services.llm_generate_script.ollama import reask_message
 from apps.capabilities.services.llm_generate_script.script import (
     SCRIPT_SCHEMA,
     count_words,
@@ -25,18 +24,6 @@ SCRIPT = {
     "stage_prompt": "A cheerful presenter in a cosy living room with a sleeping cat.",
     "narration": "Cats purr when they are happy. They also purr to calm themselves down.",
 }
-
-
-@pytest.fixture
-def ollama(settings: Any) -> Iterator[FakeOllama]:
-    server = FakeOllama()
-    server.start()
-    settings.MYSPINBOT_LLM_URL = server.url
-    settings.MYSPINBOT_LLM_MODEL = "llama3.1:8b"
-    settings.MYSPINBOT_LLM_TIMEOUT = 5.0
-    settings.MYSPINBOT_LLM_MAX_REASKS = 2
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.test import Client
 
-from apps.graphs.models import Graph
+from apps.graphs.models import Graph, WorkflowTemplate
 from apps.jobs import engine, quotas
 from apps.jobs.models import ApiToken, Artifact, Job, Profile
 from apps.jobs.uploads import accept_upload
@@ -37,6 +37,9 @@ from tests.support.media import png_bytes, wav_bytes
 DOC = Path(__file__).resolve().parents[2] / "docs" / "authorization.md"
 CALLERS = ["anonymous", "A", "B", "staff"]
 MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"
+
+
+WORKFLOW = {"1": {"class_type": "Note", "inputs": {"text": "matrix"}}}
 
 
 def read_matrix() -> list[dict[str, Any]]:
@@ -80,7 +83,9 @@ def _owned(user: User) -> dict[str, str]:
     done = engine.cancel_job(engine.submit_job(user, chain("debug.noop")).pk)
     upload = accept_upload(user, _bytes_file(png_bytes()), len(png_bytes()), "me.png")
     profile = Profile.objects.create(owner=user, kind=Profile.Kind.VOICE, name="matrix")
+    template = WorkflowTemplate.objects.create(owner=user, label="matrix", workflow=WORKFLOW)
     return {
+        "template": str(template.pk),
         "job": str(job.pk),
         "done": str(done.pk),
         "artifact": str(upload.pk),
@@ -151,6 +156,10 @@ def request_body(method: str, route: str, objects: dict[str, str]) -> tuple[byte
         document = chain("debug.echo")
         document["nodes"][0]["input"] = {"photo": photo}
         return json.dumps({"graph": document}).encode(), "application/json"
+    if (method, route) == ("POST", "/api/templates"):
+        return json.dumps({"label": "matrix", "workflow": WORKFLOW}).encode(), "application/json"
+    if (method, route) == ("POST", "/api/plan"):
+        return json.dumps({"request": "what can the workers do"}).encode(), "application/json"
     if (method, route) == ("POST", "/api/train"):
         body = {"topic": "otters", "photos": [{"artifact": objects["artifact"]}]}
         return json.dumps(body).encode(), "application/json"

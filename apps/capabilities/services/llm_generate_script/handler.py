@@ -17,8 +17,9 @@ from typing import Any
 
 from django.conf import settings
 
+from apps.capabilities import ollama
 from apps.capabilities.context import NodeContext
-from apps.capabilities.services.llm_generate_script import ollama, template_writer
+from apps.capabilities.services.llm_generate_script import template_writer
 from apps.capabilities.services.llm_generate_script.script import (
     SCRIPT_SCHEMA,
     count_words,
@@ -58,7 +59,7 @@ def run(ctx: NodeContext) -> dict[str, Any]:
     summed over requests) are None unless Ollama wrote it; ``attempts`` counts LLM
     requests (0 without one); ``truncated`` says that the model's narration was still
     too long after every re-ask and was cut at a sentence boundary; ``script`` is the
-    artifact reference. Raises the errors of :mod:`.ollama` when Ollama fails.
+    artifact reference. Raises the errors of :mod:`apps.capabilities.ollama` when Ollama fails.
     """
     params = {**DEFAULTS, **ctx.params}
     if "narration" in params:

@@ -6,13 +6,11 @@
 // artifacts, lastSeq), then follows /ws/jobs/ from seq 0: events up to lastSeq only
 // fill the log, later ones move the graph. After events that change outputs (a node
 // done or failed, an artifact stored, the job finished) it reloads the job once.
-import dagre from "../vendor/dagre/dagre.esm.js";
+import { BOX, drawGraph } from "./dag.js";
 import {
   FINISHED, JobStream, api, clockText, confirmAction, durationText, element, setPill,
 } from "./common.js";
 
-const SVG = "http://www.w3.org/2000/svg";
-const BOX = { width: 210, height: 74 };
 const root = document.getElementById("job");
 const jobId = root.dataset.jobId;
 const nodes = new Map(); // node id -> {name, service, state, progress, startedAt, error, output, el}
@@ -23,82 +21,12 @@ const posters = new Map();
 let appliedSeq = 0;
 let refreshTimer = null;
 
-function svg(tag, attributes = {}) {
-  const node = document.createElementNS(SVG, tag);
-  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, value);
-  return node;
-}
-
-function shorten(text, length) {
-  return text.length > length ? text.slice(0, length - 1) + "…" : text;
-}
-
 // --- The graph -----------------------------------------------------------------------
 
-function drawGraph(graph) {
-  const narrow = window.matchMedia("(max-width: 640px)").matches;
-  const layout = new dagre.graphlib.Graph();
-  layout.setGraph({ rankdir: narrow ? "TB" : "LR", nodesep: 22, ranksep: narrow ? 36 : 56, marginx: 8, marginy: 8 });
-  layout.setDefaultEdgeLabel(() => ({}));
-  // dagre keeps nodes in plain objects keyed by id, where an id such as "__proto__" or
-  // "constructor" is not a plain key: it lays out positions ("n0", "n1"...) instead.
-  const ids = graph.nodes.map((node) => node.id);
-  const place = new Map(ids.map((id, index) => [id, `n${index}`]));
-  const idAt = (key) => ids[Number(key.slice(1))];
-  for (const id of ids) layout.setNode(place.get(id), { ...BOX });
-  for (const edge of graph.edges) {
-    layout.setEdge(place.get(edge.from), place.get(edge.to), { kind: edge.kind || "normal" });
-  }
-  dagre.layout(layout);
-  const size = layout.graph();
-  const canvas = svg("svg", {
-    viewBox: `0 0 ${Math.ceil(size.width)} ${Math.ceil(size.height)}`,
-    role: "group",
-    "aria-label": "The job's steps, laid out by dependency",
-    class: "dag-svg",
-  });
-  canvas.style.maxWidth = `${Math.ceil(size.width)}px`;
-  const defs = svg("defs");
-  const marker = svg("marker", {
-    id: "arrow", viewBox: "0 0 10 10", refX: "9", refY: "5", markerWidth: "7", markerHeight: "7", orient: "auto",
-  });
-  marker.append(svg("path", { d: "M0,0 L10,5 L0,10 z", class: "arrow" }));
-  defs.append(marker);
-  canvas.append(defs);
-  const edges = svg("g", { class: "edges", "aria-hidden": "true" });
-  for (const ref of layout.edges()) {
-    const points = layout.edge(ref).points;
-    const path = points.map((p, i) => `${i ? "L" : "M"}${p.x.toFixed(1)},${p.y.toFixed(1)}`).join(" ");
-    edges.append(svg("path", {
-      d: path, class: `edge ${layout.edge(ref).kind}`, "marker-end": "url(#arrow)",
-      "data-from": idAt(ref.v), "data-to": idAt(ref.w),
-    }));
-  }
-  canvas.append(edges);
-  for (const node of graph.nodes) {
-    const spot = layout.node(place.get(node.id));
-    const group = svg("g", {
-      class: "node",
-      transform: `translate(${(spot.x - BOX.width / 2).toFixed(1)},${(spot.y - BOX.height / 2).toFixed(1)})`,
-      "data-node-id": node.id,
-      role: "img",
-      tabindex: "0",
-    });
-    group.append(svg("rect", { class: "box", width: BOX.width, height: BOX.height, rx: 10 }));
-    const name = svg("text", { class: "name", x: 12, y: 22 });
-    name.textContent = shorten(node.name || node.id, 24);
-    const detail = svg("text", { class: "detail", x: 12, y: 42 });
-    group.append(name, detail);
-    group.append(svg("rect", { class: "track", x: 12, y: 54, width: BOX.width - 24, height: 7, rx: 3.5 }));
-    group.append(svg("rect", { class: "bar", x: 12, y: 54, width: 0, height: 7, rx: 3.5 }));
-    const title = svg("title");
-    group.append(title);
-    canvas.append(group);
-    nodes.get(node.id).el = group;
-  }
+function showGraph(graph) {
   const holder = document.getElementById("dag");
-  holder.replaceChildren(canvas);
-  holder.removeAttribute("aria-busy");
+  const groups = drawGraph(holder, graph, "The job's steps, laid out by dependency");
+  for (const [id, group] of groups) nodes.get(id).el = group;
   for (const id of nodes.keys()) paintNode(id);
 }
 
@@ -406,7 +334,7 @@ async function start() {
       originalService: originalService(job.graph, node.id),
     });
   }
-  drawGraph(job.graph);
+  showGraph(job.graph);
   await applySnapshot(job);
   new JobStream(onEvent).subscribe(jobId, 0);
   window.setInterval(() => {

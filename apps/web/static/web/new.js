@@ -9,7 +9,13 @@
 // profile chosen, the lora.train step gets it as params.profile_id and no photos, so it
 // trains nothing and hands on that profile's LoRA. Either way the page posts that graph
 // (the template's own document, embedded in the page) instead of the template.
-import { api, element, upload } from "./common.js";
+//
+// Above the form, "Describe the video" (describe.js) plans a graph from a request, with
+// the files chosen here as its inputs. Below it, a ComfyUI workflow and its sidecar can
+// be added as a pipeline of the user's own (POST /api/templates), listed with the others
+// and deleted from there.
+import { api, confirmAction, element, upload } from "./common.js";
+import { setupDescribe } from "./describe.js";
 import { LORA_SERVICE, withProfiles } from "./reuse.js";
 
 const data = JSON.parse(document.getElementById("page-data").textContent);
@@ -46,6 +52,10 @@ function renderPipelines() {
       text: template.available ? template.description : `Unavailable: ${template.unavailableReason}.` });
     box.append(element("label", { class: `pipeline${template.available ? "" : " disabled"}`, for: id },
       input, element("span", { class: "pipeline-text" }, element("strong", { text: template.label }), about)));
+    if (template.id) {
+      box.append(element("button", { type: "button", class: "button small danger", "data-delete-template": template.id,
+        "aria-label": `Delete the pipeline ${template.label}`, text: "Delete" }));
+    }
   }
   if (!preferred) {
     box.append(element("p", { class: "error-box", role: "alert",
@@ -319,12 +329,13 @@ async function submit(event) {
     button.disabled = true;
     if (lora) {
       if (!loraId && needs.has("photos")) inputs.photos = await uploadPhotos();
-    } else if (needs.has("photos") || needs.has("portrait")) {
+    } else if (needs.has("photos") || needs.has("portrait") || needs.has("image")) {
       if (!document.getElementById("portrait").files[0]) throw new Error("Choose a portrait.");
       const id = await uploadFile("portrait", "image", "portrait-progress", "portrait-status");
       if (portraitProblem(id)) throw new Error(portraitProblem(id));
       if (needs.has("photos")) inputs.photos = [{ artifact: id }];
       if (needs.has("portrait")) inputs.portrait = { artifact: id };
+      if (needs.has("image")) inputs.image = { artifact: id };
     }
     if (!profileId && needs.has("voice_sample")) {
       if (!document.getElementById("voice").files[0]) throw new Error("Choose a voice sample, or a voice profile.");
@@ -357,6 +368,84 @@ function profileChanged() {
   document.getElementById("photo-fields").hidden = Boolean(chosenProfile("lora-profile"));
 }
 
+// --- Describe the video: the inputs a plan may use --------------------------------------
+
+async function chosenInputs() {
+  const inputs = {};
+  if (document.getElementById("portrait").files[0]) {
+    const id = await uploadFile("portrait", "image", "portrait-progress", "portrait-status");
+    inputs.photos = [{ artifact: id }];
+    inputs.portrait = { artifact: id };
+    inputs.image = { artifact: id };
+  }
+  if (document.getElementById("voice").files[0]) {
+    inputs.voice_sample = { artifact: await uploadFile("voice", "audio", "voice-progress", "voice-status") };
+  }
+  const transcript = document.getElementById("transcript").value.trim();
+  if (transcript) inputs.transcript = transcript;
+  return inputs;
+}
+
+// --- A ComfyUI workflow as a pipeline -------------------------------------------------
+
+async function readJson(file) {
+  try {
+    return JSON.parse(await file.text());
+  } catch (error) {
+    throw new Error(`${file.name} is not JSON: ${error.message}`);
+  }
+}
+
+async function addWorkflow(event) {
+  event.preventDefault();
+  const errors = document.getElementById("workflow-error");
+  const button = document.getElementById("workflow-button");
+  errors.hidden = true;
+  try {
+    const label = document.getElementById("workflow-label").value.trim();
+    if (!label) throw new Error("Name the pipeline.");
+    const file = document.getElementById("workflow-file").files[0];
+    if (!file) throw new Error("Choose the workflow's JSON file (ComfyUI: Save (API)).");
+    const workflow = await readJson(file);
+    const sidecarFile = document.getElementById("workflow-sidecar").files[0];
+    const sidecar = sidecarFile ? await readJson(sidecarFile) : {};
+    // A sidecar is the bindings themselves, or an object that holds them under "bindings".
+    const bindings = sidecar && typeof sidecar.bindings === "object" ? sidecar.bindings : sidecar;
+    button.disabled = true;
+    await api("POST", "/api/templates", { label, workflow, bindings });
+    event.target.reset();
+    await loadTemplates();
+  } catch (error) {
+    errors.textContent = error.message;
+    errors.hidden = false;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function deleteWorkflow(button) {
+  if (!(await confirmAction("Delete this pipeline? Jobs made from it keep their steps."))) return;
+  try {
+    await api("DELETE", `/api/templates/${button.dataset.deleteTemplate}`);
+    await loadTemplates();
+  } catch (error) {
+    errorBox.textContent = error.message;
+    errorBox.hidden = false;
+  }
+}
+
+async function loadTemplates() {
+  const body = await api("GET", "/api/templates");
+  templates = body.templates;
+  renderPipelines();
+}
+
+setupDescribe(chosenInputs);
+document.getElementById("workflow-form").addEventListener("submit", addWorkflow);
+document.getElementById("pipelines").addEventListener("click", (event) => {
+  const button = event.target.closest("[data-delete-template]");
+  if (button) deleteWorkflow(button);
+});
 watchFile("portrait", "image", "portrait-preview", "portrait-status");
 watchFile("voice", "audio", "voice-preview", "voice-status");
 form.addEventListener("submit", submit);
@@ -368,11 +457,7 @@ form.addEventListener("change", (event) => {
   if (event.target.id === "voice-profile" || event.target.id === "lora-profile") profileChanged();
 });
 profileChanged();
-api("GET", "/api/templates")
-  .then((body) => {
-    templates = body.templates;
-    renderPipelines();
-  })
+loadTemplates()
   .catch((error) => {
     errorBox.textContent = `The pipelines could not be loaded: ${error.message}`;
     errorBox.hidden = false;

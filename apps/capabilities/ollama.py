@@ -1,4 +1,5 @@
-"""A client for Ollama's chat API (``POST /api/chat``) that asks for JSON of a schema.
+"""A client for Ollama's chat API (``POST /api/chat``) that asks for JSON of a schema:
+used by the script writer (``llm.generate_script``) and the graph planner.
 
 Standard library only. :func:`chat` makes one non-streaming request; :func:`chat_json`
 adds parsing, validation and a bounded number of re-asks. Failures are typed by whether
