@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -145,9 +146,9 @@ def test_a_lipsync_backend_never_sees_audio_past_the_bounds(
         def available(self) -> bool:
             return True
 
-        def run(self, face: Path, audio: Path, output: Path, progress: Any) -> Path:
+        def frames(self, job: Any, progress: Any) -> Iterator[np.ndarray]:
             Backend.calls += 1
-            return output
+            return iter([])
 
     monkeypatch.setitem(lipsync.BACKENDS, "fake", Backend())
     run = make_service_run("lipsync.gpu")
