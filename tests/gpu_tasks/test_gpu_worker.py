@@ -9,18 +9,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from apps.capabilities.media.video import Mp4Writer, VideoSettings, read_audio
 from apps.capabilities.services.video_upscale import handler as upscale_handler
 from apps.jobs.execution import _gpu_oom, _is_device_out_of_memory
 from gpu_tasks import backends, upscale, worker
 from gpu_tasks.model_cache import ModelCache
 from myspinbot.errors import PermanentError
 from testkit.contexts import make_service_run
-from tests.support.media import flac_silence, png_bytes
+from tests.support.media import flac_silence, png_bytes, wav_bytes
 
 REPO = Path(__file__).resolve().parent.parent.parent
 
@@ -115,6 +117,81 @@ def test_video_upscale_upscales_a_predecessors_frames(
     assert (output["scale"], output["width"], output["height"]) == (4, 32, 24)
     assert len(output["frames"]) == 2
     assert Image.open(io.BytesIO(run.read(output["frames"][1]))).size == (32, 24)
+
+
+def talking_clip(tmp_path: Path, frames: int = 5) -> bytes:
+    """A 16x12 H.264 + AAC MP4 of ``frames`` frames at 25 fps with a tone for audio."""
+    wav = tmp_path / "tone.wav"
+    wav.write_bytes(wav_bytes(seconds=frames / 25))
+    path = tmp_path / "clip.mp4"
+    settings = VideoSettings(width=16, height=12, fps=25)
+    with Mp4Writer(path, settings, read_audio(wav)) as writer:
+        for number in range(frames):
+            pixels = np.full((12, 16, 3), 40 * number, np.uint8)
+            writer.write(av.VideoFrame.from_ndarray(pixels, format="rgb24"))
+    return path.read_bytes()
+
+
+@pytest.mark.django_db
+def test_video_upscale_upscales_a_talking_clip_into_a_larger_clip_with_its_audio(
+    gpu_settings: Any, tmp_path: Path, fresh_cache: ModelCache
+) -> None:
+    gpu_settings.MYSPINBOT_MODEL_ROOT = tmp_path
+    tiny_upscaler(tmp_path)
+    run = make_service_run("video.upscale")
+    clip = run.upload("talking.mp4", talking_clip(tmp_path), "video/mp4")
+    face = {"box": [2.0, 1.0, 14.0, 11.0], "mouth": [6.0, 7.0, 10.0, 9.0], "chin_y": 11.0}
+    run.context.inputs = {"lipsync": {"video": clip, "face": face}}
+
+    output = upscale_handler.run(run.context)
+
+    assert (output["scale"], output["width"], output["height"]) == (4, 64, 48)
+    assert (output["fps"], output["frame_count"]) == (25, 5)
+    assert output["face"] == {
+        "box": [8.0, 4.0, 56.0, 44.0],
+        "mouth": [24.0, 28.0, 40.0, 36.0],
+        "chin_y": 44.0,
+    }
+    assert "frames" not in output
+    with av.open(io.BytesIO(run.read(output["video"]))) as container:
+        assert container.streams.audio[0].codec_context.name == "aac"
+        sizes = [(f.width, f.height) for f in container.decode(video=0)]
+    assert sizes == [(64, 48)] * 5
+
+
+@pytest.mark.django_db
+def test_video_upscale_refuses_a_clip_longer_than_max_frames(
+    gpu_settings: Any, tmp_path: Path, fresh_cache: ModelCache
+) -> None:
+    gpu_settings.MYSPINBOT_MODEL_ROOT = tmp_path
+    tiny_upscaler(tmp_path)
+    run = make_service_run("video.upscale", params={"max_frames": 3})
+    clip = run.upload("talking.mp4", talking_clip(tmp_path), "video/mp4")
+    run.context.inputs = {"lipsync": {"video": clip}}
+
+    with pytest.raises(PermanentError) as caught:
+        upscale_handler.run(run.context)
+
+    assert (caught.value.code, caught.value.message) == (
+        "too_many_frames",
+        "5 frames; at most 3",
+    )
+
+
+@pytest.mark.django_db
+def test_video_upscale_says_what_it_needs_when_a_clip_is_not_a_video(
+    gpu_settings: Any, tmp_path: Path, fresh_cache: ModelCache
+) -> None:
+    gpu_settings.MYSPINBOT_MODEL_ROOT = tmp_path
+    tiny_upscaler(tmp_path)
+    run = make_service_run("video.upscale")
+    clip = run.upload("talking.mp4", png_bytes(8, 8), "video/mp4")
+    run.context.inputs = {"lipsync": {"video": clip}}
+
+    with pytest.raises(PermanentError) as caught:
+        upscale_handler.run(run.context)
+
+    assert caught.value.code == "bad_video"
 
 
 @pytest.mark.django_db
