@@ -257,7 +257,7 @@ def save_motion_adapter(folder: Path, preset: str = "tiny", seed: int = 0) -> Pa
 # MuseTalk v1.5: its UNet (8 channels in: masked ‖ reference latents; cross-attention to
 # Whisper-tiny's 384-wide states), the SD VAE and Whisper-tiny. ``tiny`` keeps the layout
 # and the 256² crop with a few thousand parameters per block; ``musetalk`` is the
-# published sizes (UNet 0.8 B as in musetalk.json, sd-vae-ft-mse, whisper-tiny).
+# published sizes (UNet 850 M as in musetalk.json, sd-vae-ft-mse, whisper-tiny).
 _MUSETALK_DOWN = ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",)
 _MUSETALK_UP = ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3
 MUSETALK_PRESETS: dict[str, dict[str, Any]] = {
