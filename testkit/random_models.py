@@ -258,22 +258,9 @@ def save_motion_adapter(folder: Path, preset: str = "tiny", seed: int = 0) -> Pa
 # Whisper-tiny's 384-wide states), the SD VAE and Whisper-tiny. ``tiny`` keeps the layout
 # and the 256² crop with a few thousand parameters per block; ``musetalk`` is the
 # published sizes (UNet 850 M as in musetalk.json, sd-vae-ft-mse, whisper-tiny).
-_MUSETALK_DOWN = ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",)
-_MUSETALK_UP = ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3
 MUSETALK_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
-        "unet": {
-            "sample_size": 32,
-            "in_channels": 8,
-            "out_channels": 4,
-            "layers_per_block": 1,
-            "block_out_channels": (32, 64),
-            "down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
-            "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"),
-            "cross_attention_dim": 32,
-            "attention_head_dim": 8,
-            "norm_num_groups": 32,
-        },
+        "unet": {**PRESETS["tiny"]["unet"], "in_channels": 8, "sample_size": 32},
         "vae": {
             "block_out_channels": (8, 8, 16, 16),
             "down_block_types": ("DownEncoderBlock2D",) * 4,
@@ -296,16 +283,9 @@ MUSETALK_PRESETS: dict[str, dict[str, Any]] = {
     },
     "musetalk": {
         "unet": {
-            "sample_size": 64,
+            **PRESETS["sd15"]["unet"],
             "in_channels": 8,
-            "out_channels": 4,
-            "layers_per_block": 2,
-            "block_out_channels": (320, 640, 1280, 1280),
-            "down_block_types": _MUSETALK_DOWN,
-            "up_block_types": _MUSETALK_UP,
             "cross_attention_dim": 384,
-            "attention_head_dim": 8,
-            "norm_num_groups": 32,
             "flip_sin_to_cos": True,
             "freq_shift": 0,
         },

@@ -159,39 +159,35 @@ def test_video_upscale_upscales_a_talking_clip_into_a_larger_clip_with_its_audio
     assert sizes == [(64, 48)] * 5
 
 
+@pytest.mark.parametrize(
+    ("params", "body", "expected"),
+    [
+        ({"max_frames": 3}, "clip", ("too_many_frames", "5 frames; at most 3")),
+        ({}, "png", ("bad_video", None)),
+    ],
+)
 @pytest.mark.django_db
-def test_video_upscale_refuses_a_clip_longer_than_max_frames(
-    gpu_settings: Any, tmp_path: Path, fresh_cache: ModelCache
+def test_video_upscale_refuses_a_clip_it_cannot_take(
+    gpu_settings: Any,
+    tmp_path: Path,
+    fresh_cache: ModelCache,
+    params: dict[str, Any],
+    body: str,
+    expected: tuple[str, str | None],
 ) -> None:
     gpu_settings.MYSPINBOT_MODEL_ROOT = tmp_path
     tiny_upscaler(tmp_path)
-    run = make_service_run("video.upscale", params={"max_frames": 3})
-    clip = run.upload("talking.mp4", talking_clip(tmp_path), "video/mp4")
-    run.context.inputs = {"lipsync": {"video": clip}}
+    run = make_service_run("video.upscale", params=params)
+    data = talking_clip(tmp_path) if body == "clip" else png_bytes(8, 8)
+    run.context.inputs = {"lipsync": {"video": run.upload("talking.mp4", data, "video/mp4")}}
 
     with pytest.raises(PermanentError) as caught:
         upscale_handler.run(run.context)
 
-    assert (caught.value.code, caught.value.message) == (
-        "too_many_frames",
-        "5 frames; at most 3",
-    )
-
-
-@pytest.mark.django_db
-def test_video_upscale_says_what_it_needs_when_a_clip_is_not_a_video(
-    gpu_settings: Any, tmp_path: Path, fresh_cache: ModelCache
-) -> None:
-    gpu_settings.MYSPINBOT_MODEL_ROOT = tmp_path
-    tiny_upscaler(tmp_path)
-    run = make_service_run("video.upscale")
-    clip = run.upload("talking.mp4", png_bytes(8, 8), "video/mp4")
-    run.context.inputs = {"lipsync": {"video": clip}}
-
-    with pytest.raises(PermanentError) as caught:
-        upscale_handler.run(run.context)
-
-    assert caught.value.code == "bad_video"
+    code, message = expected
+    assert caught.value.code == code
+    if message is not None:
+        assert caught.value.message == message
 
 
 @pytest.mark.django_db
