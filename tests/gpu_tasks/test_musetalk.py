@@ -20,6 +20,7 @@ from apps.capabilities.media import mouth_region, video
 from apps.capabilities.services.lipsync_gpu import handler
 from gpu_tasks import backends, loader, musetalk
 from gpu_tasks.model_cache import ModelCache
+from myspinbot.errors import PermanentError
 from testkit import random_models
 from testkit.contexts import make_service_run
 from tests.support.media import wav_bytes
@@ -180,3 +181,20 @@ def test_lipsync_gpu_makes_a_clip_that_differs_from_the_portrait_at_the_mouth_on
         assert int(difference[~near].max()) == 0
         assert float(difference[inside(mouth, image.shape)].mean()) > 10.0
     assert run.progress.reports[-1] == (1.0, "lip-sync ready")
+
+
+@pytest.mark.django_db
+def test_a_portrait_without_a_face_fails_with_no_face_before_any_model_loads(
+    with_musetalk: Any, fresh_cache: ModelCache
+) -> None:
+    run = make_service_run("lipsync.gpu")
+    suit = np.ascontiguousarray(astronaut()[300:, 300:])  # the suit and the flag
+    portrait = run.upload("portrait.png", png(suit), "image/png")
+    audio = run.upload("speech.wav", wav_bytes(seconds=0.4), "audio/wav")
+    run.context.inputs = {"portrait": portrait, "speech": {"audio": audio, "cues": []}}
+
+    with pytest.raises(PermanentError) as caught:
+        handler.run(run.context)
+
+    assert caught.value.code == "no_face"
+    assert fresh_cache.loads == 0
