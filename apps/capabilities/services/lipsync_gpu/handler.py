@@ -2,25 +2,25 @@
 
 The face is found with the CPU lip-sync's face mesh; the face crop, the mouth box and its
 feathered mask come from :mod:`~apps.capabilities.media.mouth_region`; the backend makes
-the frames and the MP4 carries the narration. torch and ``gpu_tasks`` are imported inside
-:func:`run`."""
+the frames and the MP4 carries the narration. The media code, torch and ``gpu_tasks``
+are imported inside :func:`run` (a worker answers capability queries without them)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import av
-
 from apps.capabilities.context import NodeContext
-from apps.capabilities.media import audio as audio_media
-from apps.capabilities.media import face as facemesh
-from apps.capabilities.media import mouth_region, probe, talking_head, video
 from apps.capabilities.services.lipsync_sync.handler import find_inputs
 from myspinbot.errors import PermanentError
 
 
 def run(ctx: NodeContext) -> dict[str, Any]:
     """Lip-sync with the chosen (or the first available) backend; see ``capability.json``."""
+    import av
+
+    from apps.capabilities.media import audio as audio_media
+    from apps.capabilities.media import face as facemesh
+    from apps.capabilities.media import mouth_region, probe, talking_head, video
     from gpu_tasks import lipsync, worker
 
     face_ref, audio_ref, _ = find_inputs(ctx)

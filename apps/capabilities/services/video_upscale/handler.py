@@ -14,7 +14,6 @@ import numpy as np
 from PIL import Image
 
 from apps.capabilities.context import NodeContext
-from apps.capabilities.media import video
 from apps.capabilities.services.gpu_frames import load_frames, save_frames
 from myspinbot.errors import PermanentError
 
@@ -132,6 +131,7 @@ def _upscale_clip(
     network: Callable[[], Any],
 ) -> dict[str, Any]:
     """The clip's frames upscaled one at a time into an MP4 with the clip's audio."""
+    from apps.capabilities.media import video
     from gpu_tasks import upscale, worker
 
     assert ctx.workdir is not None
