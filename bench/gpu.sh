@@ -7,8 +7,11 @@
 #   - keyframe seconds per image at 25 steps, 512x512 (warm pipeline);
 #   - cold vs warm job time (a keyframe job on an empty model cache, then the same job
 #     with the pipeline cached);
-#   - lora.train vs a reference diffusers + peft loop (bench/lora.py), s/step and ratio.
-# Bounded to 8 minutes in all.
+#   - lora.train vs a reference diffusers + peft loop (bench/lora.py), s/step and ratio;
+#   - MuseTalk frames/s at 256² (bench/musetalk.py: the published UNet/VAE/Whisper-tiny
+#     sizes, random weights) and its peak memory.
+# Bounded to 9.5 minutes in all. The MuseTalk step alone, on the CPU at tiny size (a dry
+# run of the script's path): .venv/bin/python bench/musetalk.py --preset tiny --device cpu
 #
 #   bash bench/gpu.sh            # from the repository root, with .venv built (make venv)
 set -euo pipefail
@@ -75,4 +78,7 @@ for steps, label in ((5, None), (40, "measured")):
 PYTHON
 
 timeout 140 "$PY" bench/lora.py --preset sd15 --resolution 512 --steps 15 --repeat 1 --device cuda \
+  | grep -v -e "^Loading" -e "^Writing"
+
+timeout 110 "$PY" bench/musetalk.py --preset musetalk --device cuda --seconds 8 --batch 16 \
   | grep -v -e "^Loading" -e "^Writing"

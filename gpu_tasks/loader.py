@@ -212,3 +212,18 @@ def model_config(location: str) -> dict[str, Any]:
     """``model_index.json`` of a local folder ({} for a hub id)."""
     index = Path(location) / "model_index.json"
     return json.loads(index.read_text()) if index.is_file() else {}
+
+
+def load_musetalk(device: Device | None = None) -> Any:
+    """MuseTalk's components (:class:`gpu_tasks.musetalk.MuseTalk`) from ``musetalk/``
+    under the model root; :class:`ModelUnavailable` when a file is missing."""
+    from gpu_tasks import musetalk
+
+    device = device or get_device()
+    if not musetalk.weights_present(model_root()):
+        raise ModelUnavailable("model 'musetalk' is not installed on this worker")
+    location = musetalk.folder(model_root())
+    key = f"musetalk:{location.resolve()}:{device.dtype}"
+    return get_cache().get(
+        key, lambda: musetalk.load(location, device), expected_bytes=weights_bytes(str(location))
+    )

@@ -203,7 +203,7 @@ def build_sd_pipeline(preset: str = "tiny", seed: int = 0) -> Any:
     sizes = PRESETS[preset]
     tokenizer = build_tokenizer()
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(**sizes["unet"])
+    unet: Any = UNet2DConditionModel(**sizes["unet"])
     torch.manual_seed(seed + 1)
     vae = AutoencoderKL(**sizes["vae"])
     torch.manual_seed(seed + 2)
@@ -251,4 +251,81 @@ def save_sd_model(folder: Path, preset: str = "tiny", seed: int = 0) -> Path:
 
 def save_motion_adapter(folder: Path, preset: str = "tiny", seed: int = 0) -> Path:
     build_motion_adapter(preset, seed).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+# MuseTalk v1.5: its UNet (8 channels in: masked ‖ reference latents; cross-attention to
+# Whisper-tiny's 384-wide states), the SD VAE and Whisper-tiny. ``tiny`` keeps the layout
+# and the 256² crop with a few thousand parameters per block; ``musetalk`` is the
+# published sizes (UNet 850 M as in musetalk.json, sd-vae-ft-mse, whisper-tiny).
+MUSETALK_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "unet": {**PRESETS["tiny"]["unet"], "in_channels": 8, "sample_size": 32},
+        "vae": {
+            "block_out_channels": (8, 8, 16, 16),
+            "down_block_types": ("DownEncoderBlock2D",) * 4,
+            "up_block_types": ("UpDecoderBlock2D",) * 4,
+            "latent_channels": 4,
+            "layers_per_block": 1,
+            "norm_num_groups": 8,
+            "sample_size": 256,
+        },
+        "whisper": {
+            "d_model": 32,
+            "encoder_layers": 2,
+            "encoder_attention_heads": 2,
+            "encoder_ffn_dim": 64,
+            "decoder_layers": 1,
+            "decoder_attention_heads": 2,
+            "decoder_ffn_dim": 64,
+            "max_target_positions": 32,
+        },
+    },
+    "musetalk": {
+        "unet": {
+            **PRESETS["sd15"]["unet"],
+            "in_channels": 8,
+            "cross_attention_dim": 384,
+            "flip_sin_to_cos": True,
+            "freq_shift": 0,
+        },
+        "vae": {**PRESETS["sd15"]["vae"], "sample_size": 256},
+        "whisper": {
+            "d_model": 384,
+            "encoder_layers": 4,
+            "encoder_attention_heads": 6,
+            "encoder_ffn_dim": 1536,
+            "decoder_layers": 4,
+            "decoder_attention_heads": 6,
+            "decoder_ffn_dim": 1536,
+            "max_target_positions": 448,
+        },
+    },
+}
+
+
+def save_musetalk(root: Path, preset: str = "tiny", seed: int = 0) -> Path:
+    """Random MuseTalk weights in its published layout at ``root``/musetalk (what
+    :func:`gpu_tasks.musetalk.weights_present` looks for); returns that folder."""
+    import json
+
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
+
+    sizes = MUSETALK_PRESETS[preset]
+    folder = root / "musetalk"
+    (folder / "musetalkV15").mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    unet: Any = UNet2DConditionModel(**sizes["unet"])
+    (folder / "musetalkV15" / "musetalk.json").write_text(json.dumps(sizes["unet"], indent=1))
+    torch.save(unet.state_dict(), folder / "musetalkV15" / "unet.pth")
+    torch.manual_seed(seed + 1)
+    vae_sizes = {"in_channels": 3, "out_channels": 3, **sizes["vae"]}
+    vae: Any = AutoencoderKL(**vae_sizes)
+    vae.save_pretrained(folder / "sd-vae", safe_serialization=True)
+    torch.manual_seed(seed + 2)
+    config = WhisperConfig(num_mel_bins=80, max_source_positions=1500, **sizes["whisper"])
+    whisper = WhisperModel(config)
+    whisper.save_pretrained(folder / "whisper", safe_serialization=True)
+    WhisperFeatureExtractor(feature_size=80).save_pretrained(folder / "whisper")
     return folder

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -11,6 +13,7 @@ from django.test import Client
 
 from apps.capabilities import manifest
 from apps.jobs.models import ApiToken
+from testkit import random_models
 from testkit.services import CeleryWorker
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -61,3 +64,46 @@ def test_templates_become_available_when_a_worker_serves_their_services(
 
     assert templates["capabilities"]["available"] is True
     assert templates["capabilities"]["unavailableReason"] == ""
+
+
+def test_the_talking_head_template_is_offered_once_a_gpu_worker_has_musetalk_and_the_upscaler(
+    as_ada: Client, start_worker: Callable[..., CeleryWorker], tmp_path: Path
+) -> None:
+    import torch
+
+    from gpu_tasks import upscale
+
+    def offered() -> tuple[set[str], set[str]]:
+        """Services some worker runs, and those the talking_head template still lacks."""
+        manifest._cache.update(at=0.0, workers=None)
+        services = as_ada.get("/api/capabilities").json()["services"]
+        templates = as_ada.get("/api/templates").json()["templates"]
+        reason = next(t for t in templates if t["name"] == "talking_head")["unavailableReason"]
+        lacking = set(reason.removeprefix("no worker runs ").split(", ")) - {""}
+        return {s["id"] for s in services if s["available"]}, lacking
+
+    def once_the_workers_answer(wanted: set[str]) -> tuple[set[str], set[str]]:
+        # Workers answer the capability broadcast once started; on a busy machine that
+        # takes a while.
+        deadline = time.monotonic() + 90
+        runs, lacking = offered()
+        while not wanted <= runs and time.monotonic() < deadline:
+            time.sleep(1)
+            runs, lacking = offered()
+        return runs, lacking
+
+    start_worker("cpu", [settings.CELERY_CPU_QUEUE])
+    runs, lacking = once_the_workers_answer({"tts.speak"})
+    assert {"lipsync.gpu", "video.upscale"} & runs == set()
+    assert {"lipsync.gpu", "video.upscale"} <= lacking
+
+    random_models.save_musetalk(tmp_path, "tiny", seed=0)
+    torch.manual_seed(0)
+    tiny = upscale.RRDBNet(upscale.RRDBConfig(num_feat=8, num_block=1, num_grow_ch=4))
+    upscale.save_upscaler(tiny, upscale.weights_path(tmp_path))
+    env = {"MYSPINBOT_MODEL_ROOT": str(tmp_path), "MYSPINBOT_DEVICE": "cpu"}
+    start_worker("gpu", [settings.CELERY_GPU_QUEUE], env=env)
+
+    runs, now_lacking = once_the_workers_answer({"tts.speak", "lipsync.gpu", "video.upscale"})
+    assert {"lipsync.gpu", "video.upscale"} <= runs
+    assert now_lacking == lacking - {"lipsync.gpu", "video.upscale"}

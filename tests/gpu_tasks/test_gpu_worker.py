@@ -5,21 +5,24 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from apps.capabilities.media.video import Mp4Writer, VideoSettings, read_audio
 from apps.capabilities.services.video_upscale import handler as upscale_handler
 from apps.jobs.execution import _gpu_oom, _is_device_out_of_memory
 from gpu_tasks import backends, upscale, worker
 from gpu_tasks.model_cache import ModelCache
 from myspinbot.errors import PermanentError
 from testkit.contexts import make_service_run
-from tests.support.media import flac_silence, png_bytes
+from tests.support.media import flac_silence, png_bytes, wav_bytes
 
 REPO = Path(__file__).resolve().parent.parent.parent
 
@@ -116,6 +119,77 @@ def test_video_upscale_upscales_a_predecessors_frames(
     assert Image.open(io.BytesIO(run.read(output["frames"][1]))).size == (32, 24)
 
 
+def talking_clip(tmp_path: Path, frames: int = 5) -> bytes:
+    """A 16x12 H.264 + AAC MP4 of ``frames`` frames at 25 fps with a tone for audio."""
+    wav = tmp_path / "tone.wav"
+    wav.write_bytes(wav_bytes(seconds=frames / 25))
+    path = tmp_path / "clip.mp4"
+    settings = VideoSettings(width=16, height=12, fps=25)
+    with Mp4Writer(path, settings, read_audio(wav)) as writer:
+        for number in range(frames):
+            pixels = np.full((12, 16, 3), 40 * number, np.uint8)
+            writer.write(av.VideoFrame.from_ndarray(pixels, format="rgb24"))
+    return path.read_bytes()
+
+
+@pytest.mark.django_db
+def test_video_upscale_upscales_a_talking_clip_into_a_larger_clip_with_its_audio(
+    gpu_settings: Any, tmp_path: Path, fresh_cache: ModelCache
+) -> None:
+    gpu_settings.MYSPINBOT_MODEL_ROOT = tmp_path
+    tiny_upscaler(tmp_path)
+    run = make_service_run("video.upscale")
+    clip = run.upload("talking.mp4", talking_clip(tmp_path), "video/mp4")
+    face = {"box": [2.0, 1.0, 14.0, 11.0], "mouth": [6.0, 7.0, 10.0, 9.0], "chin_y": 11.0}
+    run.context.inputs = {"lipsync": {"video": clip, "face": face}}
+
+    output = upscale_handler.run(run.context)
+
+    assert (output["scale"], output["width"], output["height"]) == (4, 64, 48)
+    assert (output["fps"], output["frame_count"]) == (25, 5)
+    assert output["face"] == {
+        "box": [8.0, 4.0, 56.0, 44.0],
+        "mouth": [24.0, 28.0, 40.0, 36.0],
+        "chin_y": 44.0,
+    }
+    assert "frames" not in output
+    with av.open(io.BytesIO(run.read(output["video"]))) as container:
+        assert container.streams.audio[0].codec_context.name == "aac"
+        sizes = [(f.width, f.height) for f in container.decode(video=0)]
+    assert sizes == [(64, 48)] * 5
+
+
+@pytest.mark.parametrize(
+    ("params", "body", "expected"),
+    [
+        ({"max_frames": 3}, "clip", ("too_many_frames", "5 frames; at most 3")),
+        ({}, "png", ("bad_video", None)),
+    ],
+)
+@pytest.mark.django_db
+def test_video_upscale_refuses_a_clip_it_cannot_take(
+    gpu_settings: Any,
+    tmp_path: Path,
+    fresh_cache: ModelCache,
+    params: dict[str, Any],
+    body: str,
+    expected: tuple[str, str | None],
+) -> None:
+    gpu_settings.MYSPINBOT_MODEL_ROOT = tmp_path
+    tiny_upscaler(tmp_path)
+    run = make_service_run("video.upscale", params=params)
+    data = talking_clip(tmp_path) if body == "clip" else png_bytes(8, 8)
+    run.context.inputs = {"lipsync": {"video": run.upload("talking.mp4", data, "video/mp4")}}
+
+    with pytest.raises(PermanentError) as caught:
+        upscale_handler.run(run.context)
+
+    code, message = expected
+    assert caught.value.code == code
+    if message is not None:
+        assert caught.value.message == message
+
+
 @pytest.mark.django_db
 def test_lipsync_without_a_backend_fails_clearly() -> None:
     from apps.capabilities.services.lipsync_gpu import handler as lipsync_handler
@@ -145,9 +219,9 @@ def test_a_lipsync_backend_never_sees_audio_past_the_bounds(
         def available(self) -> bool:
             return True
 
-        def run(self, face: Path, audio: Path, output: Path, progress: Any) -> Path:
+        def frames(self, job: Any, progress: Any) -> Iterator[np.ndarray]:
             Backend.calls += 1
-            return output
+            return iter([])
 
     monkeypatch.setitem(lipsync.BACKENDS, "fake", Backend())
     run = make_service_run("lipsync.gpu")

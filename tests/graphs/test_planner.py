@@ -20,12 +20,14 @@ def test_the_three_pipelines_of_the_catalogue_are_templates() -> None:
         "lora_video",
         "narrated_video",
         "quick",
+        "talking_head",
         "train_and_render",
     ]
 
 
 @pytest.mark.parametrize(
-    "name", ["capabilities", "lora_video", "narrated_video", "quick", "train_and_render"]
+    "name",
+    ["capabilities", "lora_video", "narrated_video", "quick", "talking_head", "train_and_render"],
 )
 def test_every_template_plans_into_a_valid_graph(name: str) -> None:
     node_ids = {node["id"] for node in load_templates()[name].graph["nodes"]}

@@ -673,6 +673,7 @@ def test_templates_list_nodes_param_schemas_and_availability(as_ada: Client) -> 
         "lora_video",
         "narrated_video",
         "quick",
+        "talking_head",
         "train_and_render",
     ]
     video = templates["narrated_video"]
@@ -686,6 +687,12 @@ def test_templates_list_nodes_param_schemas_and_availability(as_ada: Client) -> 
     assert video["available"] is False
     assert video["unavailableReason"] == (
         "no worker runs lipsync.sync, llm.generate_script, tts.speak, video.compose, "
+        "voice.build_profile"
+    )
+    talking = templates["talking_head"]
+    assert [n["service"] for n in talking["nodes"]][-2:] == ["lipsync.gpu", "video.upscale"]
+    assert talking["unavailableReason"] == (
+        "no worker runs lipsync.gpu, llm.generate_script, tts.speak, video.upscale, "
         "voice.build_profile"
     )
 

@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from apps.capabilities.media import face as facemesh
-from apps.capabilities.media import probe, speech_timing, video
+from apps.capabilities.media import mouth_region, probe, speech_timing, video
 from apps.capabilities.media.face import Face
 from myspinbot.errors import PermanentError
 
@@ -102,14 +102,11 @@ class TalkingHead:
         self.rng = np.random.default_rng(seed)
         points = face.landmarks.astype(np.float64)
         self.points = points
-        right_eye, left_eye = points[33], points[263]
-        axis = left_eye - right_eye
-        self.ex = axis / np.linalg.norm(axis)  # along the eye line, towards the face's left
-        self.ey = np.array([-self.ex[1], self.ex[0]])  # down the face
+        mouth = mouth_region.mouth_frame(points)
+        self.ex, self.ey = mouth.ex, mouth.ey  # along the eye line; down the face
         self.face_w = float(np.linalg.norm(points[454] - points[234]))
-        corners = points[list(facemesh.MOUTH_CORNERS)]
-        self.mouth_w = float(np.linalg.norm(corners[1] - corners[0]))
-        self.mouth_centre = corners.mean(axis=0)
+        self.mouth_w = mouth.width
+        self.mouth_centre = mouth.centre
         # How far the photo's lips are apart along the mouth (a smile with teeth): the
         # mouth closes by that much in silence, both lips meeting in the middle.
         along, gaps = [0.0], [0.0]
