@@ -72,6 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def configure_environment() -> None:
+    # One user holds every subscriber's socket here: lift the per-user cap (server too).
+    os.environ.setdefault("MYSPINBOT_WS_MAX_PER_USER", "10000")
     common.configure_environment(
         database_url=DATABASE_URL,
         redis_url=REDIS_URL,
