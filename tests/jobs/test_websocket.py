@@ -31,6 +31,7 @@ from apps.jobs.models import ApiToken, Job, JobEvent
 from myspinbot.asgi import application
 from testkit.graphs import chain
 from testkit.services import AsgiServer, CeleryWorker
+from testkit.spies import Counting
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -309,17 +310,6 @@ def test_two_clients_see_identical_sequences(ada: User) -> None:
     run(scenario)
 
 
-class Counting:
-    """Calls the real function and counts the calls (a spy, not a stand-in)."""
-
-    def __init__(self, real: Any) -> None:
-        self.real, self.calls = real, 0
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        self.calls += 1
-        return self.real(*args, **kwargs)
-
-
 def test_the_process_hub_encodes_each_event_once_and_reads_a_gap_once_for_all_sockets(
     ada: User, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -356,10 +346,8 @@ def test_the_process_hub_encodes_each_event_once_and_reads_a_gap_once_for_all_so
             assert [m["seq"] for m in await messages(socket, 4)] == [2, 3, 4, 5]
         assert reads.calls == 1
         assert encoded.calls == 1 + 3 + 1
-        for socket in sockets:
-            await socket.disconnect()
 
-    run(scenario)
+    run(scenario)  # disconnects the sockets
 
 
 def test_sockets_subscribing_together_share_one_catch_up_read(
@@ -376,10 +364,8 @@ def test_sockets_subscribing_together_share_one_catch_up_read(
         for socket in sockets:
             assert [m.get("seq") for m in await messages(socket, 4)] == [1, 2, 3, 3]
         assert reads.calls < len(sockets)
-        for socket in sockets:
-            await socket.disconnect()
 
-    run(scenario)
+    run(scenario)  # disconnects the sockets
 
 
 def test_a_socket_whose_credential_fails_gets_no_more_live_events(ada: User) -> None:

@@ -18,19 +18,9 @@ from apps.capabilities.context import NodeContext, made_workdir
 from apps.jobs import engine, execution
 from apps.jobs.models import NodeRun
 from testkit.graphs import chain
+from testkit.spies import Counting
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-class Counted:
-    """Calls the real function and counts the calls."""
-
-    def __init__(self, real: Any) -> None:
-        self.real, self.calls = real, 0
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        self.calls += 1
-        return self.real(*args, **kwargs)
 
 
 def run_queued_nodes_in_process(job_id: str) -> int:
@@ -47,7 +37,7 @@ def test_several_nodes_build_one_store_client_one_heartbeat_thread_and_no_scratc
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # given a five-node chain and counters on boto3 clients, thread starts and mkdtemp
-    clients, folders = Counted(boto3.client), Counted(tempfile.mkdtemp)
+    clients, folders = Counting(boto3.client), Counting(tempfile.mkdtemp)
     monkeypatch.setattr(boto3, "client", clients)
     monkeypatch.setattr(tempfile, "mkdtemp", folders)
     started: list[str] = []
