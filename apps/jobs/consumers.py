@@ -34,15 +34,16 @@ state the event leads to (``node.*`` events only; ``node.retrying`` → ``queued
 not a job id: the socket stays usable), ``bad_request`` (not JSON, not an object, unknown
 action), ``too_many_subscriptions``.
 
-On subscribe the server joins the job's channel-layer group, then sends every event
-after ``since`` from the database, then ``subscribed``, then live events. Per job it
-remembers the last seq sent: a live event at or below it is a duplicate and dropped; a
-live event further ahead means live messages were lost, and the missing range is read
-from the database first (seqs are taken under the job's row lock, so if seq N+1 is
-committed, N is too). A consumer handles one message at a time, so live events that
-arrive during a catch-up wait in the channel layer until it is done. Every ping
-interval the server also checks the database for events it has not sent (a live
-message can be lost, e.g. the last one of a job) and sends them.
+On subscribe the process's hub (``live.Hub``) joins the job's channel-layer group if no
+socket of the process is subscribed to it yet, then the socket gets every event after
+``since`` from the database, then ``subscribed``, then live events; live events that
+arrive during the catch-up wait in the hub and follow ``subscribed``. Per socket and job
+the hub remembers the last seq written: a live event at or below it is a duplicate and
+dropped; a live event further ahead means live messages were lost, and the missing range
+is read from the database first, once for all the sockets that lack it (seqs are taken
+under the job's row lock, so if seq N+1 is committed, N is too). Every ping interval the
+hub also checks the database for events it has not written (a live message can be lost,
+e.g. the last one of a job) and writes them.
 
 The server pings every ``MYSPINBOT_WS_PING_INTERVAL`` seconds (default 20) and closes
 the socket with code 4408 when nothing (pong or any other message) arrived from the
@@ -292,10 +293,14 @@ class JobEventsConsumer(JobSocket):
         hub = live.hub()
         subscription = await hub.subscribe(self, job_id, since)
         self.subscriptions[job_id] = subscription
-        await hub.catch_up(subscription)
-        if self.user_id is None:  # the credential failed meanwhile: the socket is closed
-            return
-        await self.send_json({"type": "subscribed", "jobId": job_id, "seq": subscription.last})
+
+        async def subscribed() -> None:
+            if self.user_id is not None:  # else the credential failed meanwhile: closed
+                await self.send_json(
+                    {"type": "subscribed", "jobId": job_id, "seq": subscription.last}
+                )
+
+        await hub.catch_up(subscription, subscribed)
 
     async def unsubscribe(self, raw_job_id: object) -> None:
         job_id = parse_job_id(raw_job_id)

@@ -22,7 +22,7 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -276,9 +276,12 @@ class Hub:
 
     # -- writing ------------------------------------------------------------------------
 
-    async def catch_up(self, subscription: Subscription) -> None:
-        """Write the stored events after ``subscription.last``, then what arrived live
-        meanwhile, then mark it ready for live frames."""
+    async def catch_up(
+        self, subscription: Subscription, caught_up: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Write the stored events after ``subscription.last``, call ``caught_up`` (the
+        socket's "subscribed"), then write what arrived live meanwhile and mark the
+        subscription ready for live frames."""
         job_id = subscription.job_id
         while True:
             page = await self.stored(job_id, subscription.last, None, CATCH_UP_PAGE)
@@ -289,6 +292,7 @@ class Hub:
         if lock is None:  # unsubscribed meanwhile
             return
         async with lock:  # live delivery of this job waits: nothing overtakes the pending
+            await caught_up()
             pending, subscription.pending = subscription.pending, []
             await self.deliver(job_id, [subscription], pending)
             subscription.ready = True
@@ -368,13 +372,13 @@ class Hub:
 
     async def read_live(self, layer: Any, channel: str) -> None:
         while True:
-            message = await layer.receive(channel)
-            if message.get("type") != "job.event":
-                continue
             try:
-                await self.live(message["event"])
-            except Exception:  # one bad event must not end delivery for the process
-                logger.exception("could not deliver a live event")
+                message = await layer.receive(channel)
+                if message.get("type") == "job.event":
+                    await self.live(message["event"])
+            except Exception:  # one bad event or a broken read must not end delivery
+                logger.exception("could not receive or deliver a live event")
+                await asyncio.sleep(0.5)
 
     async def reconcile_every_ping(self) -> None:
         """Every ping interval, write what the database holds beyond the last seq each
