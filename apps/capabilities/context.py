@@ -58,7 +58,8 @@ class _Workdir:
         return value
 
     def __set__(self, instance: object, value: Path | Callable[[], Path] | None) -> None:
-        instance.__dict__[self.slot] = value
+        # Left out, the dataclass passes its default: this descriptor itself.
+        instance.__dict__[self.slot] = None if isinstance(value, _Workdir) else value
 
 
 def made_workdir(context: NodeContext) -> Path | None:
@@ -101,7 +102,7 @@ class NodeContext:
     artifacts: Any = field(default=None, repr=False)
     # A private scratch folder for this attempt, removed when the handler returns. The
     # worker passes a function that makes it: the folder exists once a handler reads this.
-    workdir: _Workdir = _Workdir()
+    workdir: _Workdir = field(default=_Workdir(), repr=False)
     owner_id: int | None = None
     profiles: Profiles | None = field(default=None, repr=False)
 

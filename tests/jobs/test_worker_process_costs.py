@@ -85,6 +85,7 @@ def test_a_scratch_folder_is_made_on_first_use_only_and_once() -> None:
         cancelled_callback=lambda: False,
         workdir=make,
     )
+    repr(context)  # logging a context does not make its folder either
     assert made_workdir(context) is None
     assert made == []
     first = context.workdir
@@ -119,3 +120,17 @@ def test_the_heartbeat_thread_beats_each_running_attempt_and_stops_with_it(
     NodeRun.objects.filter(pk=run.pk).update(heartbeat_at=None)
     threading.Event().wait(0.35)  # three intervals: no beat for a removed attempt
     assert NodeRun.objects.get(pk=run.pk).heartbeat_at is None
+
+
+def test_a_context_without_a_workdir_has_none() -> None:
+    context = NodeContext(
+        job_id="j",
+        node_id="n",
+        attempt=1,
+        params={},
+        inputs={},
+        store=None,
+        progress_callback=lambda fraction, message: None,
+        cancelled_callback=lambda: False,
+    )
+    assert context.workdir is None
