@@ -67,14 +67,8 @@ def test_several_nodes_build_one_store_client_one_heartbeat_thread_and_no_scratc
     assert execution.heartbeats.running == {}  # every attempt left the heartbeat
 
 
-def test_a_scratch_folder_is_made_on_first_use_only_and_once() -> None:
-    made: list[Path] = []
-
-    def make() -> Path:
-        made.append(Path(tempfile.mkdtemp(prefix="scratch-test-")))
-        return made[-1]
-
-    context = NodeContext(
+def bare_context(**fields: Any) -> NodeContext:
+    return NodeContext(
         job_id="j",
         node_id="n",
         attempt=1,
@@ -83,8 +77,18 @@ def test_a_scratch_folder_is_made_on_first_use_only_and_once() -> None:
         store=None,
         progress_callback=lambda fraction, message: None,
         cancelled_callback=lambda: False,
-        workdir=make,
+        **fields,
     )
+
+
+def test_a_scratch_folder_is_made_on_first_use_only_and_once() -> None:
+    made: list[Path] = []
+
+    def make() -> Path:
+        made.append(Path(tempfile.mkdtemp(prefix="scratch-test-")))
+        return made[-1]
+
+    context = bare_context(workdir=make)
     repr(context)  # logging a context does not make its folder either
     assert made_workdir(context) is None
     assert made == []
@@ -123,14 +127,5 @@ def test_the_heartbeat_thread_beats_each_running_attempt_and_stops_with_it(
 
 
 def test_a_context_without_a_workdir_has_none() -> None:
-    context = NodeContext(
-        job_id="j",
-        node_id="n",
-        attempt=1,
-        params={},
-        inputs={},
-        store=None,
-        progress_callback=lambda fraction, message: None,
-        cancelled_callback=lambda: False,
-    )
+    context = bare_context()
     assert context.workdir is None
