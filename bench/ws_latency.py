@@ -61,10 +61,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=20, help="events sent before measuring")
     parser.add_argument("--interval", type=float, default=0.02, help="seconds between commits")
     parser.add_argument("--subscribers", type=int, nargs="+", default=[1, 100])
+    parser.add_argument(
+        "--deflate",
+        choices=["on", "off"],
+        default="off",
+        help="the server's permessage-deflate (off, as the Procfile runs it; on compresses "
+        "every frame once per socket)",
+    )
     return parser.parse_args(argv)
 
 
 def configure_environment() -> None:
+    # One user holds every subscriber's socket here: lift the per-user cap (server too).
+    os.environ.setdefault("MYSPINBOT_WS_MAX_PER_USER", "10000")
     common.configure_environment(
         database_url=DATABASE_URL,
         redis_url=REDIS_URL,
@@ -81,15 +90,17 @@ def free_port() -> int:
 class Server:
     """``uvicorn myspinbot.asgi:application`` in its own process group."""
 
-    def __init__(self, log_path: Path) -> None:
+    def __init__(self, log_path: Path, deflate: bool) -> None:
         self.port = free_port()
         self.log_path = log_path
+        self.deflate = deflate
         self.process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Server:
         command = [sys.executable, "-m", "uvicorn", "myspinbot.asgi:application"]
         command += ["--host", "127.0.0.1", "--port", str(self.port)]
         command += ["--log-level", "warning", "--no-access-log"]
+        command += ["--ws-per-message-deflate", "true" if self.deflate else "false"]
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 command,
@@ -219,7 +230,8 @@ def report(rounds: list[Round], args: argparse.Namespace, command: str) -> None:
     print()
     print(
         f"WebSocket latency, commit -> client receipt ({args.events} events, "
-        f"{args.interval * 1000:.0f} ms apart, after {args.warmup} warm-up events)"
+        f"{args.interval * 1000:.0f} ms apart, after {args.warmup} warm-up events, "
+        f"permessage-deflate {args.deflate})"
     )
     print(
         f"{'subscribers':>11}  {'samples':>7}  {'p50 ms':>7}  {'p99 ms':>7}  {'max ms':>7}  "
@@ -266,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="myspinbot-bench-ws-"))
     rounds: list[Round] = []
     try:
-        with Server(work / "uvicorn.log") as server:
+        with Server(work / "uvicorn.log", deflate=args.deflate == "on") as server:
             url = f"ws://127.0.0.1:{server.port}/ws/jobs/"
             for subscribers in args.subscribers:
                 job = make_job(user)

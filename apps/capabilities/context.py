@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, overload
 
 from myspinbot.errors import Cancelled
 
@@ -35,6 +35,37 @@ class Profiles(Protocol):
         return its id. Raises ``Cancelled`` when this attempt is no longer the running
         one, so a superseded attempt never overwrites its successor's profile."""
         ...
+
+
+class _Workdir:
+    """The ``workdir`` field: a folder, or a function that makes one, called the first
+    time a handler asks for it (most handlers never do, and then no folder is made)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = f"_{name}"
+
+    @overload
+    def __get__(self, instance: None, owner: type) -> None: ...
+    @overload
+    def __get__(self, instance: object, owner: type) -> Path | None: ...
+    def __get__(self, instance: object | None, owner: type) -> Path | None:
+        if instance is None:
+            return None  # the dataclass's default
+        value = instance.__dict__.get(self.slot)
+        if callable(value):
+            value = value()
+            instance.__dict__[self.slot] = value
+        return value
+
+    def __set__(self, instance: object, value: Path | Callable[[], Path] | None) -> None:
+        # Left out, the dataclass passes its default: this descriptor itself.
+        instance.__dict__[self.slot] = None if isinstance(value, _Workdir) else value
+
+
+def made_workdir(context: NodeContext) -> Path | None:
+    """The context's scratch folder if it exists already (without making it)."""
+    value = context.__dict__.get("_workdir")
+    return value if isinstance(value, Path) else None
 
 
 @dataclass
@@ -69,8 +100,9 @@ class NodeContext:
     # ``fetch(reference, folder) -> path``, ``saved(prefix) -> [reference]`` (this node's
     # own, newest name first).
     artifacts: Any = field(default=None, repr=False)
-    # A private scratch folder for this attempt, removed when the handler returns.
-    workdir: Path | None = None
+    # A private scratch folder for this attempt, removed when the handler returns. The
+    # worker passes a function that makes it: the folder exists once a handler reads this.
+    workdir: _Workdir = field(default=_Workdir(), repr=False)
     owner_id: int | None = None
     profiles: Profiles | None = field(default=None, repr=False)
 

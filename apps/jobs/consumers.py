@@ -34,15 +34,16 @@ state the event leads to (``node.*`` events only; ``node.retrying`` → ``queued
 not a job id: the socket stays usable), ``bad_request`` (not JSON, not an object, unknown
 action), ``too_many_subscriptions``.
 
-On subscribe the server joins the job's channel-layer group, then sends every event
-after ``since`` from the database, then ``subscribed``, then live events. Per job it
-remembers the last seq sent: a live event at or below it is a duplicate and dropped; a
-live event further ahead means live messages were lost, and the missing range is read
-from the database first (seqs are taken under the job's row lock, so if seq N+1 is
-committed, N is too). A consumer handles one message at a time, so live events that
-arrive during a catch-up wait in the channel layer until it is done. Every ping
-interval the server also checks the database for events it has not sent (a live
-message can be lost, e.g. the last one of a job) and sends them.
+On subscribe the process's hub (``live.Hub``) joins the job's channel-layer group if no
+socket of the process is subscribed to it yet, then the socket gets every event after
+``since`` from the database, then ``subscribed``, then live events; live events that
+arrive during the catch-up wait in the hub and follow ``subscribed``. Per socket and job
+the hub remembers the last seq written: a live event at or below it is a duplicate and
+dropped; a live event further ahead means live messages were lost, and the missing range
+is read from the database first, once for all the sockets that lack it (seqs are taken
+under the job's row lock, so if seq N+1 is committed, N is too). Every ping interval the
+hub also checks the database for events it has not written (a live message can be lost,
+e.g. the last one of a job) and writes them.
 
 The server pings every ``MYSPINBOT_WS_PING_INTERVAL`` seconds (default 20) and closes
 the socket with code 4408 when nothing (pong or any other message) arrived from the
@@ -65,7 +66,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
 import uuid
 from typing import Any
@@ -73,49 +73,18 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
-from redis.exceptions import RedisError
 
-from apps.graphs.walker import NodeState
-from apps.jobs.live import group_name
-from apps.jobs.models import Job, JobEvent
+from apps.jobs import live
+from apps.jobs.live import NODE_STATUS, client_event, group_name
+from apps.jobs.models import Job
 from apps.jobs.ws_auth import Credential, SocketSlots, user_group
 
 UNAUTHENTICATED = 4401
 TOO_MANY_SOCKETS = 4429
 PING_TIMEOUT = 4408
-CATCH_UP_PAGE = 500
 MAX_SUBSCRIPTIONS = 100
 
-# Which node state each node event leaves its node in (``walker.NodeState``).
-NODE_STATUS: dict[str, NodeState] = {
-    "node.queued": "queued",
-    "node.started": "running",
-    "node.progress": "running",
-    "node.retrying": "queued",
-    "node.completed": "completed",
-    "node.cached": "completed",
-    "node.failed": "failed",
-    "node.skipped": "skipped",
-    "node.cancelled": "cancelled",
-}
-
-logger = logging.getLogger(__name__)
-
-
-def client_event(event: dict[str, Any]) -> dict[str, Any]:
-    """A ``JobEvent.to_json()`` dict in the ``/ws/jobs/`` form."""
-    return {
-        "type": "event",
-        "jobId": event["job_id"],
-        "seq": event["seq"],
-        "event": event["type"],
-        "nodeId": event["node_id"],
-        "status": event["job_status"],
-        "progress": event["job_progress"],
-        "nodeStatus": NODE_STATUS.get(event["type"]),
-        "payload": event["payload"],
-        "timestamp": event["created_at"],
-    }
+__all__ = ["NODE_STATUS", "JobEventsConsumer", "LegacyJobConsumer", "client_event"]
 
 
 def parse_job_id(value: object) -> str | None:
@@ -137,22 +106,6 @@ def owned_job_state(user_id: int, job_id: str) -> tuple[str, float, int] | None:
     rows = Job.objects.filter(pk=job_id, owner_id=user_id)
     found = rows.values_list("status", "progress", "event_seq").first()
     return (str(found[0]), float(found[1]), int(found[2])) if found else None
-
-
-@database_sync_to_async
-def events_between(job_id: str, after: int, before: int | None, limit: int) -> list[dict[str, Any]]:
-    """Up to ``limit`` events with ``after < seq < before``, in order."""
-    rows = JobEvent.objects.filter(job_id=job_id, seq__gt=after)
-    if before is not None:
-        rows = rows.filter(seq__lt=before)
-    return [row.to_json() for row in rows.order_by("seq")[:limit]]
-
-
-@database_sync_to_async
-def last_seqs(job_ids: list[str]) -> dict[str, int]:
-    """The last committed event seq of each job."""
-    rows = Job.objects.filter(pk__in=job_ids).values_list("pk", "event_seq")
-    return {str(pk): int(seq) for pk, seq in rows}
 
 
 # --- Consumers ------------------------------------------------------------------------
@@ -273,25 +226,38 @@ class JobSocket(AsyncJsonWebsocketConsumer):
 
 
 class JobEventsConsumer(JobSocket):
-    """``/ws/jobs/``: every event of the subscribed jobs, in order, from any seq."""
+    """``/ws/jobs/``: every event of the subscribed jobs, in order, from any seq.
 
-    # job id -> last seq sent to the client
-    sent: dict[str, int]
+    The process's :class:`live.Hub` holds the subscriptions and writes the frames; this
+    consumer checks the credential and the job's owner on every subscribe, and leaves
+    the hub when the socket closes or its credential no longer holds."""
+
+    # job id -> the hub's subscription of this socket
+    subscriptions: dict[str, live.Subscription]
     heartbeat: asyncio.Task[None] | None = None
 
     async def opened(self) -> None:
-        self.sent = {}
+        self.subscriptions = {}
         self.heartbeat = asyncio.create_task(self.beat(self.ping_interval()))
 
     @staticmethod
     def ping_interval() -> float:
         return float(getattr(settings, "MYSPINBOT_WS_PING_INTERVAL", 20))
 
+    async def release(self) -> None:
+        await self.leave_hub()
+        await super().release()
+
+    async def leave_hub(self) -> None:
+        subscriptions = getattr(self, "subscriptions", {})
+        if subscriptions:
+            self.subscriptions = {}
+            await live.hub().drop(self)
+
     async def disconnect(self, code: int) -> None:
         if self.heartbeat is not None:
             self.heartbeat.cancel()
-        for job_id in list(getattr(self, "sent", {})):
-            await self.leave(job_id)
+        await self.leave_hub()
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         action = content.get("action")
@@ -323,54 +289,29 @@ class JobEventsConsumer(JobSocket):
         if job_id is None or await owned_job_state(self.owner, job_id) is None:
             await self.error(raw_job_id, "not_found", "no such job")
             return
-        if job_id not in self.sent and len(self.sent) >= MAX_SUBSCRIPTIONS:
+        if job_id not in self.subscriptions and len(self.subscriptions) >= MAX_SUBSCRIPTIONS:
             await self.error(job_id, "too_many_subscriptions", "unsubscribe from a job first")
             return
-        # Join first, then read: an event committed meanwhile is either in the read or
-        # arrives live afterwards (and is dropped there if it was in the read).
-        await self.join(job_id)
-        self.sent[job_id] = since
-        await self.send_stored(job_id, before=None)
-        await self.send_json({"type": "subscribed", "jobId": job_id, "seq": self.sent[job_id]})
+        hub = live.hub()
+        subscription = await hub.subscribe(self, job_id, since)
+        self.subscriptions[job_id] = subscription
+
+        async def subscribed() -> None:
+            if self.user_id is not None:  # else the credential failed meanwhile: closed
+                await self.send_json(
+                    {"type": "subscribed", "jobId": job_id, "seq": subscription.last}
+                )
+
+        await hub.catch_up(subscription, subscribed)
 
     async def unsubscribe(self, raw_job_id: object) -> None:
         job_id = parse_job_id(raw_job_id)
         if job_id is None:
             await self.error(raw_job_id, "not_found", "no such job")
             return
-        if self.sent.pop(job_id, None) is not None:
-            await self.leave(job_id)
+        if self.subscriptions.pop(job_id, None) is not None:
+            await live.hub().unsubscribe(self, job_id)
         await self.send_json({"type": "unsubscribed", "jobId": job_id})
-
-    async def send_stored(self, job_id: str, before: int | None) -> None:
-        """Send the stored events after the last one sent (and below ``before``)."""
-        while True:
-            events = await events_between(job_id, self.sent[job_id], before, CATCH_UP_PAGE)
-            for event in events:
-                await self.send_json(client_event(event))
-                self.sent[job_id] = event["seq"]
-            if len(events) < CATCH_UP_PAGE:
-                return
-
-    async def job_event(self, message: dict[str, Any]) -> None:
-        """A live event from the channel layer."""
-        event = message["event"]
-        job_id, seq = event["job_id"], event["seq"]
-        last = self.sent.get(job_id)
-        if last is None or seq <= last:
-            return
-        if seq > last + 1:
-            await self.send_stored(job_id, before=seq)
-        await self.send_json(client_event(event))
-        self.sent[job_id] = seq
-
-    async def job_reconcile(self, message: dict[str, Any]) -> None:
-        """Send what the database holds beyond the last seq sent (lost live messages)."""
-        if not self.sent:
-            return
-        for job_id, seq in (await last_seqs(list(self.sent))).items():
-            if job_id in self.sent and seq > self.sent[job_id]:
-                await self.send_stored(job_id, before=None)
 
     async def beat(self, interval: float) -> None:
         while True:
@@ -379,16 +320,6 @@ class JobEventsConsumer(JobSocket):
                 await self.close(code=PING_TIMEOUT)
                 return
             await self.send_json({"type": "ping", "ts": time.time()})
-            # Through the channel layer, so it is handled in turn with live events. While
-            # Redis is away the send fails: keep beating, and reconcile at the next beat
-            # once it is back (events committed meanwhile, a job's last one included, were
-            # published to nobody; only this catches them up).
-            try:
-                await self.channel_layer.send(self.channel_name, {"type": "job.reconcile"})
-            except (OSError, RedisError):
-                logger.warning(
-                    "reconcile of %s not queued: the channel layer is away", self.channel_name
-                )
 
 
 class LegacyJobConsumer(JobSocket):

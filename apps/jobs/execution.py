@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -21,10 +22,11 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import connection, connections, transaction
+from django.db.models import Q
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from apps.capabilities.context import NodeContext
+from apps.capabilities.context import NodeContext, made_workdir
 from apps.capabilities.registry import get_registry, load_handler
 from apps.jobs import engine
 from apps.jobs.artifacts import NodeArtifacts, discard_superseded
@@ -46,34 +48,70 @@ def _current(run_pk: int, attempt: int, status: str = Status.RUNNING) -> Any:
     return NodeRun.objects.filter(pk=run_pk, attempt=attempt, status=status)
 
 
-class Heartbeat(threading.Thread):
-    """Writes ``heartbeat_at`` every third of the heartbeat timeout while a handler runs.
+class Heartbeats:
+    """Writes ``heartbeat_at`` every third of the heartbeat timeout for every attempt this
+    process is running, from one thread per process: the thread is started by the first
+    attempt and then serves every later one, so a node costs no thread of its own, and
+    one beat is one ``UPDATE`` for all the attempts of the process (a thread pool worker
+    runs several at once).
 
     Heartbeats are the database's clock (``now()``), as is the sweeper's cutoff, so a
     worker whose clock is behind another machine's is not taken for dead."""
 
-    def __init__(self, run_pk: int, attempt: int) -> None:
-        super().__init__(name=f"heartbeat-{run_pk}", daemon=True)
-        self.run_pk, self.attempt = run_pk, attempt
-        self.interval = settings.MYSPINBOT_HEARTBEAT_TIMEOUT / 3
-        self.stopped = threading.Event()
+    def __init__(self) -> None:
+        self.reset()
 
-    def run(self) -> None:
-        try:
-            while not self.stopped.wait(self.interval):
-                try:
-                    _current(self.run_pk, self.attempt).update(heartbeat_at=Now())
-                except Exception:  # the database may be briefly away: keep beating
-                    logger.exception("heartbeat of NodeRun %s failed", self.run_pk)
-                    # A broken connection is not reopened by Django on its own: drop it
-                    # so the next beat connects afresh once the database is back.
-                    connection.close()
-        finally:
-            connection.close()
+    def reset(self) -> None:
+        self.lock = threading.Lock()
+        self.running: dict[int, int] = {}  # NodeRun pk -> attempt
+        self.thread: threading.Thread | None = None
+        self.pid = 0
+        self.interval = 0.0
+        self.woken = threading.Event()
 
-    def stop(self) -> None:
-        self.stopped.set()
-        self.join(timeout=5)
+    def add(self, run_pk: int, attempt: int) -> None:
+        with self.lock:
+            self.running[run_pk] = attempt
+            # A forked pool process inherits the object but not the parent's thread.
+            if self.thread is None or self.pid != os.getpid() or not self.thread.is_alive():
+                self.pid = os.getpid()
+                self.woken = threading.Event()
+                self.thread = threading.Thread(target=self._beat, name="heartbeats", daemon=True)
+                self.thread.start()
+            elif self.interval > settings.MYSPINBOT_HEARTBEAT_TIMEOUT / 3:
+                self.woken.set()  # the timeout was shortened: do not sleep the old interval
+
+    def remove(self, run_pk: int) -> None:
+        with self.lock:
+            self.running.pop(run_pk, None)
+            if not self.running:
+                self.woken.set()  # let the thread give its connection back now
+
+    def _beat(self) -> None:
+        while True:
+            self.interval = settings.MYSPINBOT_HEARTBEAT_TIMEOUT / 3
+            self.woken.wait(self.interval)
+            self.woken.clear()
+            with self.lock:
+                running = list(self.running.items())
+            if not running:
+                connection.close()  # nothing to beat for: hold no idle connection
+                continue
+            current = Q()
+            for run_pk, attempt in running:
+                current |= Q(pk=run_pk, attempt=attempt)
+            try:
+                NodeRun.objects.filter(current, status=Status.RUNNING).update(heartbeat_at=Now())
+            except Exception:  # the database may be briefly away: keep beating
+                logger.exception("heartbeat of NodeRuns %s failed", [pk for pk, _ in running])
+                # A broken connection is not reopened by Django on its own: drop it
+                # so the next beat connects afresh once the database is back.
+                connection.close()
+
+
+heartbeats = Heartbeats()
+# A forked pool process starts afresh (a lock held at fork time would never be released).
+os.register_at_fork(after_in_child=heartbeats.reset)
 
 
 @dataclass(frozen=True)
@@ -198,8 +236,7 @@ def execute(
     capability = get_registry().get(run.service)
     inputs = engine.inputs_for(structure, claimed.predecessors, node_id)
     reporter = ProgressReporter(run, attempt)
-    store = get_artifact_store()
-    workdir = Path(tempfile.mkdtemp(prefix=f"node-{node_id[:32]}-"))
+    store = get_artifact_store()  # one per process (a boto3 client is costly to build)
     context = NodeContext(
         job_id=str(job_id),
         node_id=node_id,
@@ -216,14 +253,13 @@ def execute(
             attempt=attempt,
             owner_id=claimed.owner_id,
         ),
-        workdir=workdir,
+        workdir=lambda: Path(tempfile.mkdtemp(prefix=f"node-{node_id[:32]}-")),
         owner_id=claimed.owner_id,
         profiles=NodeProfiles(
             job_id=str(job_id), node_id=node_id, attempt=attempt, owner_id=claimed.owner_id
         ),
     )
-    heartbeat = Heartbeat(run.pk, attempt)
-    heartbeat.start()
+    heartbeats.add(run.pk, attempt)
     try:
         output = load_handler(capability)(context)
         _check_output(output)
@@ -253,8 +289,10 @@ def execute(
         fail(run, attempt, ServiceError("internal_error", f"{type(error).__name__}: {error}"))
         return
     finally:
-        heartbeat.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        heartbeats.remove(run.pk)
+        workdir = made_workdir(context)
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
     complete(run, attempt, output)
 
 

@@ -13,7 +13,7 @@ from django.contrib.auth.models import User
 from django.db import connection
 
 from apps.jobs import engine
-from apps.jobs.execution import Heartbeat, claim
+from apps.jobs.execution import claim, heartbeats
 from apps.jobs.models import NodeRun
 from testkit.graphs import chain, wait_for_job
 from testkit.services import CeleryWorker
@@ -47,8 +47,7 @@ def test_a_heartbeat_reconnects_after_its_connection_is_cut(settings: Any) -> No
     job = engine.submit_job(User.objects.create_user("ada"), chain("debug.sleep"))
     claimed = claim(str(job.pk), "n0", 1, "test")
     assert claimed is not None
-    heartbeat = Heartbeat(claimed.run.pk, 1)
-    heartbeat.start()
+    heartbeats.add(claimed.run.pk, 1)
     try:
         first = NodeRun.objects.values_list("heartbeat_at", flat=True).get(pk=claimed.run.pk)
         assert beats(claimed.run, first, timeout=5)
@@ -59,7 +58,7 @@ def test_a_heartbeat_reconnects_after_its_connection_is_cut(settings: Any) -> No
 
         assert beats(claimed.run, cut_at, timeout=5), "the heartbeat stopped for good"
     finally:
-        heartbeat.stop()
+        heartbeats.remove(claimed.run.pk)
 
 
 @pytest.mark.slow

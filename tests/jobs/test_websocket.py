@@ -30,6 +30,7 @@ from apps.jobs.models import ApiToken, Job, JobEvent
 from myspinbot.asgi import application
 from testkit.graphs import chain
 from testkit.services import AsgiServer, CeleryWorker
+from testkit.spies import Counting
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -304,6 +305,86 @@ def test_two_clients_see_identical_sequences(ada: User) -> None:
         assert [m.get("seq") for m in seen_first] == [1, 2, 2, 3, 4, 5, 6, 7, 8]
         await first.disconnect()
         await second.disconnect()
+
+    run(scenario)
+
+
+def test_the_process_hub_encodes_each_event_once_and_reads_a_gap_once_for_all_sockets(
+    ada: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given five sockets subscribed to one job, all caught up
+    job, token = make_job(ada), token_for(ada)
+    publish = live.publish
+
+    async def scenario() -> None:
+        sockets = [await opened(socket_to("/ws/jobs/", token)) for _ in range(5)]
+        for socket in sockets:
+            await socket.send_json_to(subscribe(job))
+            assert (await messages(socket, 1))[0]["type"] == "subscribed"
+        encoded, reads = Counting(live.encode), Counting(live.events_between)
+        monkeypatch.setattr(live, "encode", encoded)
+        monkeypatch.setattr(live, "events_between", reads)
+
+        # when one event is published
+        await sync_to_async(add_events)(job, 1)
+        frames = [await socket.receive_output(5) for socket in sockets]
+
+        # then it was encoded once and every socket got the very same frame
+        assert {frame["text"] for frame in frames} == {frames[0]["text"]}
+        assert json.loads(frames[0]["text"])["seq"] == 1
+        assert (encoded.calls, reads.calls) == (1, 0)
+
+        # when three events are lost on the way and the next one arrives
+        monkeypatch.setattr(live, "publish", lambda rows: None)
+        await sync_to_async(add_events)(job, 3)
+        monkeypatch.setattr(live, "publish", publish)
+        await sync_to_async(add_events)(job, 1)
+
+        # then the gap was read from the database once for the five sockets
+        for socket in sockets:
+            assert [m["seq"] for m in await messages(socket, 4)] == [2, 3, 4, 5]
+        assert reads.calls == 1
+        assert encoded.calls == 1 + 3 + 1
+
+    run(scenario)  # disconnects the sockets
+
+
+def test_sockets_subscribing_together_share_one_catch_up_read(
+    ada: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job, token = make_job(ada), token_for(ada)
+    add_events(job, 3)
+    reads = Counting(live.events_between)
+    monkeypatch.setattr(live, "events_between", reads)
+
+    async def scenario() -> None:
+        sockets = [await opened(socket_to("/ws/jobs/", token)) for _ in range(4)]
+        await asyncio.gather(*(socket.send_json_to(subscribe(job)) for socket in sockets))
+        for socket in sockets:
+            assert [m.get("seq") for m in await messages(socket, 4)] == [1, 2, 3, 3]
+        assert reads.calls < len(sockets)
+
+    run(scenario)  # disconnects the sockets
+
+
+def test_a_socket_whose_credential_fails_gets_no_more_live_events(ada: User) -> None:
+    job = make_job(ada)
+    record, token = ApiToken.issue(ada, "test")
+
+    async def scenario() -> None:
+        kept = await opened(socket_to("/ws/jobs/", await sync_to_async(token_for)(ada)))
+        revoked = await opened(socket_to("/ws/jobs/", token))
+        for socket in (kept, revoked):
+            await socket.send_json_to(subscribe(job))
+            await messages(socket, 1)
+        await sync_to_async(ApiToken.objects.filter(pk=record.pk).update)(revoked_at=timezone.now())
+        # the next subscribe re-checks the credential and closes the socket
+        await revoked.send_json_to(subscribe(job))
+        assert (await revoked.receive_output(5))["code"] == 4401
+        await sync_to_async(add_events)(job, 1)
+        assert [m["seq"] for m in await messages(kept, 1)] == [1]
+        assert await revoked.receive_nothing(timeout=0.3)
+        assert len(live.hub().jobs[str(job.pk)]) == 1  # the hub let the closed socket go
 
     run(scenario)
 
