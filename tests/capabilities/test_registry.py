@@ -29,6 +29,7 @@ SERVICE_IDS = [
     "lipsync.sync",
     "llm.generate_script",
     "lora.train",
+    "tts.clone",
     "tts.speak",
     "video.animate",
     "video.compose",
@@ -73,7 +74,7 @@ def registry() -> CapabilityRegistry:
 
 def test_registry_loads_the_debug_services(registry: CapabilityRegistry) -> None:
     assert [capability.id for capability in registry.all()] == sorted(DEBUG_IDS + SERVICE_IDS)
-    assert len(registry) == 15
+    assert len(registry) == 16
     assert "debug.sleep" in registry
 
 
