@@ -24,8 +24,9 @@ $(VENV)/.local.stamp: requirements/base.txt requirements/local.txt
 	$(PY) -m pip install --quiet -r requirements/local.txt
 	@touch $@
 
-$(VENV)/.test.stamp: $(VENV)/.local.stamp requirements/test.txt
+$(VENV)/.test.stamp: $(VENV)/.local.stamp requirements/test.txt requirements/f5.txt
 	$(PY) -m pip install --quiet -r requirements/test.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements/f5.txt
 	@touch $@
 
 $(VENV)/.bench.stamp: $(VENV)/.test.stamp requirements/bench.txt

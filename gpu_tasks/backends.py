@@ -72,6 +72,7 @@ SERVICE_NEEDS = {
     "video.animate": "animate",
     "video.upscale": "upscale",
     "lipsync.gpu": "lipsync",
+    "tts.clone": "tts_gpu",
 }
 
 

@@ -1,8 +1,10 @@
 """GPU speech engines: text + a voice profile's reference clip → a WAV in that voice.
 
-One interface, :class:`CloningEngine`; an engine (F5-TTS, XTTS...) registers itself in
-:data:`ENGINES` only when its weights are configured. None ships with this build; the
-worker reports the (empty) list, and the CPU engines of ``tts.speak`` remain the ones used.
+One interface, :class:`CloningEngine`; the engines are listed in :data:`ENGINES` and
+offered when their weights are present (``available()``): F5-TTS
+(:mod:`gpu_tasks.cloning`) from the model root. The worker reports the available ones
+(backend kind ``tts_gpu``); with one, it offers ``tts.clone`` and the planner uses that in
+place of the CPU engines of ``tts.speak``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+from gpu_tasks.cloning import F5TTSEngine
 
 
 class CloningEngine(Protocol):
@@ -25,7 +29,7 @@ class CloningEngine(Protocol):
         ...
 
 
-ENGINES: dict[str, CloningEngine] = {}
+ENGINES: dict[str, CloningEngine] = {F5TTSEngine.name: F5TTSEngine()}
 
 
 def available_engines() -> list[str]:

@@ -329,3 +329,101 @@ def save_musetalk(root: Path, preset: str = "tiny", seed: int = 0) -> Path:
     whisper.save_pretrained(folder / "whisper", safe_serialization=True)
     WhisperFeatureExtractor(feature_size=80).save_pretrained(folder / "whisper")
     return folder
+
+
+# --- F5-TTS (gpu_tasks.cloning) ----------------------------------------------------------
+
+# F5TTS_v1_Base's architecture at a few thousand parameters per block; the mel and the
+# vocoder keep the published 24 kHz / 100 mels / hop 256 shape, so lengths are the real ones.
+F5_TINY_ARCH = {
+    "dim": 32,
+    "depth": 2,
+    "heads": 2,
+    "ff_mult": 2,
+    "text_dim": 16,
+    "text_mask_padding": True,
+    "qk_norm": None,
+    "conv_layers": 1,
+    "pe_attn_head": None,
+    "attn_backend": "torch",
+    "attn_mask_enabled": False,
+    "checkpoint_activations": False,
+}
+F5_MEL = {
+    "target_sample_rate": 24000,
+    "n_mel_channels": 100,
+    "hop_length": 256,
+    "win_length": 1024,
+    "n_fft": 1024,
+    "mel_spec_type": "vocos",
+}
+VOCOS_TINY: dict[str, dict[str, Any]] = {
+    "feature_extractor": {
+        "class_path": "vocos.feature_extractors.MelSpectrogramFeatures",
+        "init_args": {
+            "sample_rate": 24000,
+            "n_fft": 1024,
+            "hop_length": 256,
+            "n_mels": 100,
+            "padding": "center",
+        },
+    },
+    "backbone": {
+        "class_path": "vocos.models.VocosBackbone",
+        "init_args": {"input_channels": 100, "dim": 32, "intermediate_dim": 64, "num_layers": 1},
+    },
+    "head": {
+        "class_path": "vocos.heads.ISTFTHead",
+        "init_args": {"dim": 32, "n_fft": 1024, "hop_length": 256, "padding": "same"},
+    },
+}
+
+
+def save_f5_tts(folder: Path, seed: int = 0) -> Path:
+    """A random-weight F5-TTS (DiT + CFM) and Vocos vocoder from their real classes, saved
+    in the published layout (``gpu_tasks.cloning``): EMA-prefixed safetensors, F5-TTS's own
+    vocab.txt, the architecture yaml, Vocos's config.yaml and pytorch_model.bin."""
+    import importlib.util
+    import shutil
+
+    import yaml
+    from safetensors.torch import save_file
+
+    from gpu_tasks import cloning
+
+    torch.manual_seed(seed)
+    classes = cloning._classes()
+    model_dir, vocoder_dir = folder / cloning.MODEL_DIR, folder / cloning.VOCODER_DIR
+    model_dir.mkdir(parents=True, exist_ok=True)
+    vocoder_dir.mkdir(parents=True, exist_ok=True)
+    spec = importlib.util.find_spec("f5_tts")
+    assert spec is not None
+    assert spec.submodule_search_locations
+    package = Path(next(iter(spec.submodule_search_locations)))
+    shutil.copyfile(package / "infer" / "examples" / "vocab.txt", model_dir / "vocab.txt")
+    vocab, vocab_size = classes.get_tokenizer(str(model_dir / "vocab.txt"), "custom")
+    config = {
+        "name": cloning.MODEL_DIR,
+        "backbone": "DiT",
+        "arch": F5_TINY_ARCH,
+        "mel_spec": F5_MEL,
+    }
+    (model_dir / f"{cloning.MODEL_DIR}.yaml").write_text(yaml.safe_dump({"model": config}))
+    cfm = classes.cfm(
+        transformer=classes.dit(
+            **F5_TINY_ARCH, text_num_embeds=vocab_size, mel_dim=F5_MEL["n_mel_channels"]
+        ),
+        mel_spec_kwargs=F5_MEL,
+        vocab_char_map=vocab,
+    )
+    weights = {f"ema_model.{k}": v.contiguous() for k, v in cfm.state_dict().items()}
+    save_file(weights, str(model_dir / "model_1250000.safetensors"))
+    (vocoder_dir / "config.yaml").write_text(yaml.safe_dump(VOCOS_TINY))
+    vocoder = cloning.Vocoder(
+        classes.backbone(**VOCOS_TINY["backbone"]["init_args"]),
+        classes.head(**VOCOS_TINY["head"]["init_args"]),
+    )
+    state = dict(vocoder.state_dict())
+    state["feature_extractor.mel_spec.spectrogram.window"] = torch.hann_window(1024)
+    torch.save(state, vocoder_dir / "pytorch_model.bin")
+    return folder

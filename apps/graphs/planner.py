@@ -136,7 +136,11 @@ def plan(
                     node["input"][key] = inputs[key]
     if issues:
         raise GraphValidationError(issues)
-    choices = choose_lipsync(document, _lipsync_offered)
+    offered = _gpu_services_offered()
+    choices = {
+        **choose_speech(document, lambda: GPU_SPEECH in offered()),
+        **choose_lipsync(document, lambda: GPU_LIPSYNC in offered()),
+    }
     document["metadata"] = {
         **document.get("metadata", {}),
         **choices,
@@ -151,14 +155,22 @@ def plan(
 
 
 CPU_LIPSYNC, GPU_LIPSYNC = "lipsync.sync", "lipsync.gpu"
+CPU_SPEECH, GPU_SPEECH, PROFILE_SERVICE = "tts.speak", "tts.clone", "voice.build_profile"
 
 
-def _lipsync_offered() -> bool:
-    """Whether a worker that is up offers the GPU lip-sync service (asked only when the
-    setting ``MYSPINBOT_LIPSYNC_GPU_PROBE`` is on: the broadcast waits for its timeout)."""
-    if not getattr(settings, "MYSPINBOT_LIPSYNC_GPU_PROBE", True):
-        return False
-    return GPU_LIPSYNC in runnable_services(live_workers())
+def _gpu_services_offered() -> Callable[[], list[str]]:
+    """The services the workers that are up offer, asked once and only when first needed
+    (and only when the setting ``MYSPINBOT_LIPSYNC_GPU_PROBE`` is on: the broadcast waits
+    for its timeout)."""
+    found: list[list[str]] = []
+
+    def offered() -> list[str]:
+        if not found:
+            probe = getattr(settings, "MYSPINBOT_LIPSYNC_GPU_PROBE", True)
+            found.append(list(runnable_services(live_workers())) if probe else [])
+        return found[0]
+
+    return offered
 
 
 def choose_lipsync(document: dict[str, Any], offered: Callable[[], bool]) -> dict[str, str]:
@@ -181,5 +193,43 @@ def choose_lipsync(document: dict[str, Any], offered: Callable[[], bool]) -> dic
     return {
         "lipsync": (
             "GPU backend (lipsync.gpu): a gpu worker offers one, so it outranks the CPU face mesh"
+        )
+    }
+
+
+def choose_speech(document: dict[str, Any], offered: Callable[[], bool]) -> dict[str, str]:
+    """Run each ``tts.speak`` node that follows a voice profile (a ``voice.build_profile``
+    predecessor or the input ``profile_id``) on the GPU cloning service instead when
+    ``offered()`` says a worker offers it; the job's metadata says which engine was chosen
+    and why, nothing without such a node."""
+    services = {node["id"]: node["service"] for node in document["nodes"]}
+    profiled = {
+        edge["to"]
+        for edge in document.get("edges", [])
+        if services.get(edge["from"]) == PROFILE_SERVICE
+    }
+    nodes = [
+        node
+        for node in document["nodes"]
+        if node["service"] == CPU_SPEECH
+        and (node["id"] in profiled or "profile_id" in node.get("input", {}))
+    ]
+    if not nodes:
+        return {}
+    if not offered():
+        return {
+            "speech": (
+                "CPU engine (tts.speak): no worker offers a GPU cloning engine; the neural "
+                "voice is conformed to the profile's pitch, rate and timbre"
+            )
+        }
+    for node in nodes:
+        node["service"] = GPU_SPEECH
+        node["plane"] = "gpu"
+        node["params"] = {}
+    return {
+        "speech": (
+            "GPU cloning engine (tts.clone): a gpu worker offers one, so the narration is "
+            "spoken in the voice of the profile's reference clip"
         )
     }

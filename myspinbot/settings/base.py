@@ -351,6 +351,12 @@ MYSPINBOT_BASE_MODEL = env_str(
 # AnimateDiff motion adapter and Stable Video Diffusion model; empty: backend unavailable.
 MYSPINBOT_MOTION_ADAPTER = env_str("MYSPINBOT_MOTION_ADAPTER", "")
 MYSPINBOT_SVD_MODEL = env_str("MYSPINBOT_SVD_MODEL", "")
+# The F5-TTS cloning engine of tts.clone (gpu_tasks/cloning.py): a folder under the model
+# root holding F5TTS_v1_Base/ (model_*.safetensors, vocab.txt) and vocos-mel-24khz/
+# (config.yaml, pytorch_model.bin); absent: no cloning engine, tts.speak on the CPU.
+MYSPINBOT_F5_TTS_MODEL = env_str("MYSPINBOT_F5_TTS_MODEL", "f5-tts")
+# Flow-matching steps per sentence (F5-TTS's own default is 32).
+MYSPINBOT_F5_TTS_STEPS = env_int("MYSPINBOT_F5_TTS_STEPS", 32, min_value=1)
 # Bytes of loaded models a GPU worker keeps; 0: 80 % of the device's memory.
 MYSPINBOT_MODEL_CACHE_BYTES = env_int("MYSPINBOT_MODEL_CACHE_BYTES", 0, min_value=0)
 

@@ -30,6 +30,7 @@ SERVICE_IDS = [
     "lipsync.sync",
     "llm.generate_script",
     "lora.train",
+    "tts.clone",
     "tts.speak",
     "video.animate",
     "video.compose",

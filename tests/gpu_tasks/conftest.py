@@ -25,6 +25,7 @@ def model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("models")
     random_models.save_sd_model(root / "sd-tiny", "tiny", seed=0)
     random_models.save_motion_adapter(root / "motion-tiny", "tiny", seed=0)
+    random_models.save_f5_tts(root / "f5-tiny", seed=0)
     return root
 
 
@@ -34,6 +35,8 @@ def gpu_settings(settings: Any, model_root: Path) -> Any:
     settings.MYSPINBOT_BASE_MODEL = "sd-tiny"
     settings.MYSPINBOT_MOTION_ADAPTER = "motion-tiny"
     settings.HF_HUB_OFFLINE = True
+    settings.MYSPINBOT_F5_TTS_MODEL = "f5-tiny"
+    settings.MYSPINBOT_F5_TTS_STEPS = 2
     return settings
 
 

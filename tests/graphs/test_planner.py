@@ -6,7 +6,13 @@ import pytest
 from django.contrib.auth.models import User
 
 from apps.capabilities.registry import get_registry
-from apps.graphs.planner import UnknownTemplate, choose_lipsync, load_templates, plan
+from apps.graphs.planner import (
+    UnknownTemplate,
+    choose_lipsync,
+    choose_speech,
+    load_templates,
+    plan,
+)
 from apps.graphs.validation import GraphValidationError, validate_graph
 from apps.jobs import engine
 from testkit.graphs import states
@@ -74,6 +80,34 @@ def test_without_a_gpu_backend_the_cpu_lipsync_runs_and_the_metadata_says_why() 
         "lipsync": "CPU face-mesh backend (lipsync.sync): no worker offers a GPU lip-sync backend"
     }
     assert choose_lipsync(load_templates()["capabilities"].graph, lambda: True) == {}
+
+
+def test_a_gpu_cloning_engine_speaks_a_profiled_narration_and_the_metadata_says_so() -> None:
+    document = copy.deepcopy(load_templates()["quick"].graph)
+
+    said = choose_speech(document, lambda: True)
+    document["nodes"][0]["params"]["topic"] = "otters"
+
+    speech = next(node for node in document["nodes"] if node["id"] == "speech")
+    assert (speech["service"], speech["plane"]) == ("tts.clone", "gpu")
+    assert said["speech"].startswith("GPU cloning engine (tts.clone)")
+    validate_graph(document, registry=get_registry())
+
+
+def test_without_a_cloning_engine_or_a_profile_tts_speak_runs() -> None:
+    document = copy.deepcopy(load_templates()["quick"].graph)
+
+    said = choose_speech(document, lambda: False)
+
+    assert [n["service"] for n in document["nodes"] if n["id"] == "speech"] == ["tts.speak"]
+    assert said["speech"].startswith("CPU engine (tts.speak): no worker offers")
+    # speech without a voice profile has no clip to clone: the probe is not even asked
+    unprofiled = {
+        "nodes": [{"id": "s", "service": "tts.speak", "plane": "cpu", "params": {}}],
+        "edges": [],
+    }
+    assert choose_speech(unprofiled, lambda: pytest.fail("asked")) == {}
+    assert unprofiled["nodes"][0]["service"] == "tts.speak"
 
 
 def test_a_missing_input_and_an_unknown_node_are_named() -> None:

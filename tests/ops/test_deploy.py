@@ -474,7 +474,9 @@ def requirement_names(path: Path) -> set[str]:
 
 
 def installed_requirements(dockerfile: Path) -> Path:
-    found = re.findall(r"pip install [^\n]*-r (requirements/\S+)", dockerfile.read_text())
+    # (a set installed with --no-deps, such as the cloning engine's f5.txt, comes on top)
+    text = dockerfile.read_text()
+    found = re.findall(r"pip install (?![^\n]*--no-deps)[^\n]*-r (requirements/\S+)", text)
     assert len(found) == 1, found
     return REPO / found[0]
 
@@ -489,6 +491,7 @@ def test_the_web_image_has_no_torch_and_the_gpu_image_has_cuda_torch() -> None:
     assert "torch" in requirement_names(gpu)
     assert (DEPLOY / "Dockerfile.gpu").read_text().startswith("# GPU worker")
     assert "FROM nvidia/cuda:" in (DEPLOY / "Dockerfile.gpu").read_text()
+    assert "--no-deps -r requirements/f5.txt" in (DEPLOY / "Dockerfile.gpu").read_text()
 
 
 # --- Provisioning -------------------------------------------------------------------------------

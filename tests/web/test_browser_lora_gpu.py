@@ -192,7 +192,7 @@ def test_lora_video_from_photos_then_again_with_its_lora(
     ]
     assert sorted(captions[2:]) == [
         "reference.wav · Build the voice profile",
-        "speech.wav · Speak the narration",
+        "speech.wav · Speak the narration · spoken by piper",
     ]
     assert tab.page.locator("#previews [data-node-id='keyframe'] img").count() == 1
     assert tab.page.locator("#previews [data-node-id='animate']").count() == 0

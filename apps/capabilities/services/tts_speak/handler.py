@@ -85,15 +85,7 @@ def run(ctx: NodeContext) -> dict[str, Any]:
     """Speak the narration; see the module doc."""
     narration = find_narration(ctx.inputs)
     sentences = split_sentences(narration)
-    words = audio.count_words(narration)
-    if words == 0:
-        raise PermanentError("empty_narration", "the narration has no words")
-    if words > MAX_NARRATION_WORDS:
-        raise PermanentError(
-            "too_long",
-            f"the narration has {words} words; at most {MAX_NARRATION_WORDS} are spoken",
-            details={"words": words, "max_words": MAX_NARRATION_WORDS},
-        )
+    words = narration_words(narration)
     profile = find_profile(ctx)
     engine_name = str(ctx.params.get("engine", "auto"))
     voice_name = str(ctx.params.get("voice", "en-us"))
@@ -102,8 +94,6 @@ def run(ctx: NodeContext) -> dict[str, Any]:
     except EngineUnavailable as error:
         raise PermanentError("engine_unavailable", str(error)) from None
     voice = Voice(name=voice_name, rate_wpm=DEFAULT_RATE_WPM)
-    workdir = ctx.workdir
-    assert workdir is not None, "the worker gives every attempt a workdir"
 
     move_pitch = bool(ctx.params.get("pitch_shift", True))
     strength = float(ctx.params.get("timbre_strength", TIMBRE_STRENGTH))
@@ -133,31 +123,43 @@ def run(ctx: NodeContext) -> dict[str, Any]:
         )
 
     ctx.progress(0.95, "joining sentences")
-    speech, cues = join(clips, sentences, rate)
-    # EBU R128: the video's audio is muxed from this file, so it is levelled here.
-    speech, loudness = audio.normalize_loudness(speech, rate, ceiling_dbtp=NARRATION_CEILING_DBTP)
-    stored = ctx.artifacts.save(
-        "speech.wav", audio.write_wav(workdir / "speech.wav", speech, rate), "audio/wav"
-    )
-    measured = audio.measure_pitch(speech, rate)
+    stored = store_speech(ctx, clips, sentences, rate)
     ctx.progress(1.0, "speech ready")
     return {
-        "audio": stored,
-        "duration_seconds": round(speech.size / rate, 3),
-        "sample_rate": rate,
+        **stored,
         "engine": engine.name,
         "voice": PIPER_VOICE if engine.name == "piper" else voice.name,
         "rate_wpm": voice.rate_wpm,
         "time_stretch": round(stretch, 3),
         "profile_id": profile.profile_id if profile else None,
+        "timbre_conformed": conform["conformed"],
+        "timbre": conform,
+        "words": words,
+    }
+
+
+def store_speech(
+    ctx: NodeContext, clips: list[audio.Samples], sentences: list[str], rate: int
+) -> dict[str, Any]:
+    """Join the sentences' clips, level them and store ``speech.wav``: the outputs that
+    describe it (audio, duration, rate, median pitch, loudness, true peak, cues)."""
+    assert ctx.workdir is not None, "the worker gives every attempt a workdir"
+    speech, cues = join(clips, sentences, rate)
+    # EBU R128: the video's audio is muxed from this file, so it is levelled here.
+    speech, loudness = audio.normalize_loudness(speech, rate, ceiling_dbtp=NARRATION_CEILING_DBTP)
+    stored = ctx.artifacts.save(
+        "speech.wav", audio.write_wav(ctx.workdir / "speech.wav", speech, rate), "audio/wav"
+    )
+    measured = audio.measure_pitch(speech, rate)
+    return {
+        "audio": stored,
+        "duration_seconds": round(speech.size / rate, 3),
+        "sample_rate": rate,
         "median_pitch_hz": round(measured.median_hz, 2) if measured else None,
         "loudness_lufs": None if loudness.lufs is None else round(loudness.lufs, 2),
         "true_peak_dbtp": (
             None if loudness.true_peak_dbtp is None else round(loudness.true_peak_dbtp, 2)
         ),
-        "timbre_conformed": conform["conformed"],
-        "timbre": conform,
-        "words": words,
         "cues": cues,
     }
 
@@ -178,6 +180,20 @@ def find_narration(inputs: dict[str, Any]) -> str:
     raise PermanentError(
         "missing_input", "no narration: connect a script node or give the input narration"
     )
+
+
+def narration_words(narration: str) -> int:
+    """The narration's words, refused when there are none or too many."""
+    words = audio.count_words(narration)
+    if words == 0:
+        raise PermanentError("empty_narration", "the narration has no words")
+    if words > MAX_NARRATION_WORDS:
+        raise PermanentError(
+            "too_long",
+            f"the narration has {words} words; at most {MAX_NARRATION_WORDS} are spoken",
+            details={"words": words, "max_words": MAX_NARRATION_WORDS},
+        )
+    return words
 
 
 def find_profile(ctx: NodeContext) -> VoiceProfile | None:

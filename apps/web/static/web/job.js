@@ -199,7 +199,8 @@ async function showArtifact(artifact) {
     const audio = element("audio", { controls: true, preload: "metadata", src: url,
       "aria-label": `${artifact.name} from ${from}`, "data-artifact-id": artifact.id });
     document.getElementById("players").append(element("figure", {}, audio,
-      element("figcaption", { text: `${artifact.name} · ${from}` })));
+      element("figcaption", { text: audioCaption(artifact.name, from, owner),
+        "data-audio-of": artifact.node_id || "", "data-name": artifact.name || "" })));
   } else {
     image.src = url;
     if (artifact.name === "poster.jpg") {
@@ -207,6 +208,22 @@ async function showArtifact(artifact) {
       applyPoster(artifact.node_id || "");
     }
   }
+}
+
+// A narration says which engine spoke it (tts.speak's piper or espeak, or the GPU
+// cloning engine of tts.clone).
+function audioCaption(name, from, owner) {
+  const engine = owner && owner.output && owner.output.engine;
+  return engine ? `${name} · ${from} · spoken by ${engine}` : `${name} · ${from}`;
+}
+
+function captionAudio(nodeId) {
+  const owner = nodes.get(nodeId);
+  document.querySelectorAll("#players figcaption[data-audio-of]").forEach((caption) => {
+    if (caption.dataset.audioOf === nodeId) {
+      caption.textContent = audioCaption(caption.dataset.name, owner ? owner.name : nodeId, owner);
+    }
+  });
 }
 
 function applySnapshot(job) {
@@ -232,7 +249,10 @@ function applySnapshot(job) {
     appliedSeq = job.lastSeq;
     showJob(job.status, job.progress);
   }
-  for (const id of nodes.keys()) paintNode(id);
+  for (const id of nodes.keys()) {
+    paintNode(id);
+    captionAudio(id);
+  }
   showErrors(job);
   showScript();
   return Promise.all(job.artifacts.map(showArtifact));
