@@ -340,6 +340,7 @@ def test_the_repository_manifest_names_every_pipeline_model_with_a_licence() -> 
         "realesrgan-x4plus",
         "sd-1.5",
         "sd-vae-ft-mse",
+        "vocos-mel-24khz",
         "whisper-tiny",
     ]
     assert entries["sd-1.5"].repo_id == "stable-diffusion-v1-5/stable-diffusion-v1-5"
