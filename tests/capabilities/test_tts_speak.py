@@ -18,18 +18,18 @@ from django.contrib.auth.models import User
 from scipy.signal import resample_poly
 
 from apps.capabilities.media import audio
-from apps.capabilities.media.tts_engines import Voice, sample_voice
+from apps.capabilities.media.tts_engines import Voice
 from apps.capabilities.registry import get_registry
 from apps.capabilities.services.tts_speak import handler
 from apps.capabilities.services.voice_build_profile import handler as build_profile
 from apps.jobs.models import Artifact, Profile
 from myspinbot.errors import PermanentError
 from testkit.contexts import ServiceRun, make_service_run
+from tests.support.voices import TRANSCRIPT, voice_profile
 
 SERVICE = "tts.speak"
 NARRATION = "Cats purr when they are happy. They also purr to calm down!\nIsn't that neat?"
 SENTENCES = ["Cats purr when they are happy.", "They also purr to calm down!", "Isn't that neat?"]
-TRANSCRIPT = "The quick brown fox jumps over the lazy dog, and then it runs away."
 
 
 def speak(
@@ -51,19 +51,6 @@ def decoded(run: ServiceRun, ref: dict[str, Any]) -> tuple[np.ndarray, int]:
         assert (read.getnchannels(), read.getsampwidth()) == (1, 2)
         pcm = np.frombuffer(read.readframes(read.getnframes()), dtype="<i2")
         return (pcm / 32768.0).astype(np.float32), read.getframerate()
-
-
-def voice_profile(tmp_path: Path, espeak_pitch: int) -> dict[str, Any]:
-    """A real voice.build_profile output, from eSpeak speech at ``espeak_pitch`` (0-100)."""
-    sample = sample_voice(TRANSCRIPT, tmp_path / f"v{espeak_pitch}.wav", Voice(pitch=espeak_pitch))
-    run = make_service_run("voice.build_profile")
-    run.context.inputs = {
-        "voice_sample": run.upload(
-            f"v-{uuid.uuid4().hex[:8]}.wav", sample.read_bytes(), "audio/wav"
-        ),
-        "transcript": TRANSCRIPT,
-    }
-    return build_profile.run(run.context)
 
 
 def stored_profile(owner: User, median: float, rate_wps: float) -> Profile:

@@ -17,13 +17,12 @@ import torch
 from apps.capabilities.media.tts_engines import Voice, sample_voice
 from apps.capabilities.services.tts_clone import handler as clone
 from apps.capabilities.services.tts_speak.handler import PAUSE_SECONDS
-from apps.capabilities.services.voice_build_profile import handler as build_profile
 from gpu_tasks import backends, cloning, speech, torchaudio_mel
 from gpu_tasks.model_cache import ModelCache
 from myspinbot.errors import PermanentError
 from testkit.contexts import make_service_run
+from tests.support.voices import TRANSCRIPT, voice_profile
 
-TRANSCRIPT = "The quick brown fox jumps over the lazy dog, and then it runs away."
 SENTENCES = ["Cats purr when they are happy.", "Is that not neat?"]
 
 
@@ -32,18 +31,6 @@ def reference_frames(path: Path) -> int:
     with wave.open(str(path)) as read:
         frames, rate = read.getnframes(), read.getframerate()
     return math.ceil(frames * 24000 / rate) // 256
-
-
-def built_profile(tmp_path: Path) -> dict[str, Any]:
-    sample = sample_voice(TRANSCRIPT, tmp_path / "sample.wav", Voice(pitch=40))
-    run = make_service_run("voice.build_profile")
-    run.context.inputs = {
-        "voice_sample": run.upload(
-            f"v-{uuid.uuid4().hex[:8]}.wav", sample.read_bytes(), "audio/wav"
-        ),
-        "transcript": TRANSCRIPT,
-    }
-    return build_profile.run(run.context)
 
 
 def test_the_cloning_engine_is_offered_only_with_its_weights(gpu_settings: Any) -> None:
@@ -88,7 +75,7 @@ def test_f5_tts_speaks_the_published_duration_rule_in_24_khz(
 def test_tts_clone_speaks_each_sentence_in_the_profiles_voice(
     gpu_settings: Any, fresh_cache: ModelCache, tmp_path: Path
 ) -> None:
-    profile = built_profile(tmp_path)
+    profile = voice_profile(tmp_path)
     run = make_service_run("tts.clone")
     run.context.inputs = {"script": {"narration": " ".join(SENTENCES)}, "voice": profile}
 
