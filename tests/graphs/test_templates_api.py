@@ -87,6 +87,7 @@ def test_only_the_owner_lists_plans_and_deletes_a_workflow_template() -> None:
         "lora_video",
         "narrated_video",
         "quick",
+        "talking_head",
         "train_and_render",
         name,
     ]
@@ -95,6 +96,7 @@ def test_only_the_owner_lists_plans_and_deletes_a_workflow_template() -> None:
         "lora_video",
         "narrated_video",
         "quick",
+        "talking_head",
         "train_and_render",
     ]
 

@@ -691,9 +691,14 @@ def test_templates_list_nodes_param_schemas_and_availability(as_ada: Client) -> 
     )
     talking = templates["talking_head"]
     assert [n["service"] for n in talking["nodes"]][-2:] == ["lipsync.gpu", "video.upscale"]
+    # ... and its models, none fetched here, each with the command that fetches it.
     assert talking["unavailableReason"] == (
         "no worker runs lipsync.gpu, llm.generate_script, tts.speak, video.upscale, "
-        "voice.build_profile"
+        "voice.build_profile: "
+        + "; ".join(
+            f"model {name} is missing: run python manage.py models fetch {name}"
+            for name in ("sd-vae-ft-mse", "musetalk-v1.5", "whisper-tiny", "realesrgan-x4plus")
+        )
     )
 
 
