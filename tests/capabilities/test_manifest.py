@@ -79,7 +79,9 @@ def test_the_talking_head_template_is_offered_once_a_gpu_worker_has_musetalk_and
         services = as_ada.get("/api/capabilities").json()["services"]
         templates = as_ada.get("/api/templates").json()["templates"]
         reason = next(t for t in templates if t["name"] == "talking_head")["unavailableReason"]
-        lacking = set(reason.removeprefix("no worker runs ").split(", ")) - {""}
+        # "no worker runs a, b, c: model m is missing: run ...; ...": the services part.
+        services_part = reason.removeprefix("no worker runs ").split(": ", 1)[0]
+        lacking = set(services_part.split(", ")) - {""}
         return {s["id"] for s in services if s["available"]}, lacking
 
     def once_the_workers_answer(wanted: set[str]) -> tuple[set[str], set[str]]:

@@ -106,7 +106,7 @@ def test_without_an_llm_a_template_answers_and_says_so(settings: Any) -> None:
     assert (body["source"], body["template"], body["model"]) == ("template", "capabilities", None)
     assert body["reason"] == (
         "no LLM is configured (MYSPINBOT_LLM_URL); using the template 'Capabilities' "
-        "(capabilities), though no worker that is up runs debug.echo"
+        "(capabilities), though no worker that is up runs capabilities.report"
     )
     assert [n["id"] for n in body["graph"]["nodes"]] == ["get_capabilities", "merge_manifest"]
 
