@@ -84,3 +84,37 @@ def test_a_token_records_its_use_at_most_once_a_minute(ada: User) -> None:
     assert first == ["SELECT", "UPDATE", *second[1:]]
     assert "UPDATE" not in second
     assert ApiToken.objects.get(pk=record.pk).last_used_at > a_minute_ago + timedelta(seconds=60)
+
+
+def test_completing_a_chain_node_counts_its_successor_down_in_a_fixed_number_of_statements(
+    ada: User,
+) -> None:
+    # given a four-node chain whose second node runs
+    from apps.jobs import engine
+    from apps.jobs.execution import claim, complete
+
+    job = engine.submit_job(ada, chain("debug.noop", "debug.noop", "debug.noop", "debug.noop"))
+    for node_id in ("n0", "n1"):
+        claimed = claim(str(job.pk), node_id, 1, "inline")
+        assert claimed is not None
+        if node_id == "n0":
+            complete(claimed.run, 1, {"node": node_id})
+    # when it completes
+    with CaptureQueriesContext(connection) as captured:
+        complete(claimed.run, 1, {"node": "n1"})
+    # then: no read of the other nodes' states and no plan of the graph: lock the job,
+    # complete the run, count the successor down (it reaches 0), look up its cached
+    # result, queue it, the job's event counter and progress, the events; after commit
+    # the dispatch is marked sent.
+    assert statements(captured) == [
+        "BEGIN",
+        "SELECT",  # job row lock
+        "WITH",  # n1 completed, fenced by attempt
+        "UPDATE",  # n2 waiting - 1 RETURNING
+        "SELECT",  # cached result of n2
+        "UPDATE",  # n2 queued
+        "UPDATE",  # job event counter, progress
+        "INSERT",  # events
+        "COMMIT",
+        "UPDATE",  # n2 sent
+    ]
