@@ -438,11 +438,10 @@ def release(
             edge.source for run in ready for edge in structure.incoming[run.node_id]
         } - outputs.keys()
         if wanted and any(registry.get(run.service).cacheable for run in ready):
-            outputs.update(
-                NodeRun.objects.filter(job_id=job.pk, node_id__in=wanted).values_list(
-                    "node_id", "output"
-                )
-            )
+            for pred, output in NodeRun.objects.filter(
+                job_id=job.pk, node_id__in=wanted
+            ).values_list("node_id", "output"):
+                outputs[pred] = output or {}
         for run in ready:
             capability = registry.get(run.service)
             if capability.cacheable:
