@@ -10,8 +10,9 @@ from django.contrib.auth.models import User
 from django.db import connection
 
 from apps.jobs import engine
-from apps.jobs.execution import claim, complete
+from apps.jobs.execution import claim, complete, fail
 from apps.jobs.models import Job, JobEvent, NodeRun
+from myspinbot.errors import PermanentError
 from testkit.graphs import assert_gap_free, edge, graph, node, run_to_end, states
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -165,3 +166,26 @@ def test_a_retried_job_counts_only_the_predecessors_that_run_again(user: User) -
     job.refresh_from_db()
     assert job.status == "completed"
     assert states(job) == dict.fromkeys("abcd", "completed")
+
+
+def test_a_sibling_completing_after_an_unhandled_failure_ends_the_job_failed(user: User) -> None:
+    # given a -> c <- b, both roots running
+    job = engine.submit_job(
+        user, graph([node("a"), node("b"), node("c")], [edge("a", "c"), edge("b", "c")])
+    )
+    a = claim(str(job.pk), "a", 1, "inline")
+    b = claim(str(job.pk), "b", 1, "inline")
+    assert a is not None
+    assert b is not None
+    # when a fails for good, c is skipped while b still runs
+    fail(a.run, 1, PermanentError("boom", "planned failure"))
+    job.refresh_from_db()
+    assert (job.status, states(job)["c"]) == ("running", "skipped")
+    # and once b completes, nothing is released and the job ends failed with a's error
+    complete(b.run, 1, {"node": "b"})
+    job.refresh_from_db()
+    assert states(job) == {"a": "failed", "b": "completed", "c": "skipped"}
+    assert (job.status, job.progress) == ("failed", 1.0)
+    assert job.error is not None
+    assert job.error["node"] == "a"
+    assert_gap_free(job)

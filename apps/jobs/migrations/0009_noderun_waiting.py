@@ -4,7 +4,8 @@ from django.db import migrations, models
 
 
 def count_waiting(apps, schema_editor):
-    """Give the pending nodes of unfinished jobs their number of incoming edges whose
+    """(The column has a database default, so that code of the release before, still
+    running during the upgrade, can insert runs.) Give the pending nodes of unfinished jobs their number of incoming edges whose
     source has not completed, so that jobs in flight during the upgrade still release
     their successors."""
     Job = apps.get_model("jobs", "Job")
@@ -31,7 +32,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="noderun",
             name="waiting",
-            field=models.IntegerField(default=0),
+            field=models.IntegerField(default=0, db_default=0),
         ),
         migrations.RunPython(count_waiting, migrations.RunPython.noop),
     ]
