@@ -57,6 +57,9 @@ def test_the_join_of_a_fan_out_is_queued_once_by_the_last_of_its_predecessors(us
     assert claimed[3] is not None
     complete(claimed[3].run, 1, {"node": "m3"})
     assert (states(job)["join"], waiting(job)["join"]) == ("queued", 0)
+    join = NodeRun.objects.get(job=job, node_id="join")
+    assert (join.attempt, join.task_id) == (1, f"{job.pk}:join:1")
+    assert join.sent_at is not None  # the outbox entry was sent and marked
     run_to_end(job)
     job.refresh_from_db()
     assert (job.status, job.progress) == ("completed", 1.0)
