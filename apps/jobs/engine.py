@@ -2,7 +2,9 @@
 
 Every function that changes a job's NodeRuns first locks the job row, so two
 nodes finishing at once are planned one after the other and a successor is
-dispatched once.
+dispatched once. A completion in a graph without ``on_failure`` edges (on PostgreSQL)
+does not plan the whole graph: it counts its successors' ``NodeRun.waiting`` down and
+releases those that reach 0 (:func:`release`), in O(its out-degree).
 
 A dispatch is an outbox entry written with the state change: the run is queued with
 its attempt's ``task_id`` and ``sent_at`` null, in the same transaction. After commit
