@@ -2,7 +2,9 @@
 
 Every function that changes a job's NodeRuns first locks the job row, so two
 nodes finishing at once are planned one after the other and a successor is
-dispatched once.
+dispatched once. A completion in a graph without ``on_failure`` edges (on PostgreSQL)
+does not plan the whole graph: it counts its successors' ``NodeRun.waiting`` down and
+releases those that reach 0 (:func:`release`), in O(its out-degree).
 
 A dispatch is an outbox entry written with the state change: the run is queued with
 its attempt's ``task_id`` and ``sent_at`` null, in the same transaction. After commit
@@ -16,6 +18,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +26,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import F, FloatField, Sum
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -60,6 +63,12 @@ class GraphStructure:
     incoming: dict[str, tuple[walker.Edge, ...]]
     params: dict[str, dict[str, Any]]
     static_inputs: dict[str, dict[str, Any]]
+    # The targets of each node's edges (one entry per edge).
+    outgoing: dict[str, tuple[str, ...]]
+    # Every edge is satisfied by its source completing (no ``on_failure`` edge): a node is
+    # ready once its ``NodeRun.waiting`` counter reaches 0 (see :func:`release`).
+    counted: bool
+    total_weight: float
 
 
 _structures: dict[UUID, GraphStructure] = {}
@@ -80,13 +89,18 @@ def graph_structure(graph_id: UUID, document: dict[str, Any] | None = None) -> G
         for edge in document["edges"]
     )
     incoming: dict[str, list[walker.Edge]] = {node["id"]: [] for node in document["nodes"]}
+    outgoing: dict[str, list[str]] = {node["id"]: [] for node in document["nodes"]}
     for edge in edges:
         incoming[edge.target].append(edge)
+        outgoing[edge.source].append(edge.target)
     structure = GraphStructure(
         edges=edges,
         incoming={node_id: tuple(items) for node_id, items in incoming.items()},
         params={node["id"]: node.get("params", {}) for node in document["nodes"]},
         static_inputs={node["id"]: node.get("input", {}) for node in document["nodes"]},
+        outgoing={node_id: tuple(items) for node_id, items in outgoing.items()},
+        counted=all(edge.kind != "on_failure" for edge in edges),
+        total_weight=sum(float(node.get("progressWeight", 1.0)) for node in document["nodes"]),
     )
     with _structures_lock:
         if len(_structures) > 1024:
@@ -159,7 +173,7 @@ def create_job(
             workflow_id=graph_doc.workflow_id or "",
             node_count=len(graph_doc.nodes),
         )
-        graph_structure(graph.pk, document)
+        structure = graph_structure(graph.pk, document)
         # Nobody else sees the job before commit: planning it needs no row lock.
         job = Job.objects.create(owner=owner, graph=graph, template=template)
         name_inputs(job, document)
@@ -174,6 +188,7 @@ def create_job(
                     queue=capability.queue,
                     max_attempts=node.retries.max_attempts or capability.max_attempts,
                     progress_weight=float(node.progress_weight),
+                    waiting=len(structure.incoming[node.id]),
                 )
             )
         NodeRun.objects.bulk_create(runs)
@@ -191,12 +206,7 @@ def create_job(
 
 def lock_job(job_id: UUID | str) -> Job | None:
     """The job with its row locked until the transaction ends, or None if it is gone."""
-    return (
-        Job.objects.select_for_update(of=("self",))
-        .select_related("graph")
-        .filter(pk=job_id)
-        .first()
-    )
+    return Job.objects.select_for_update().filter(pk=job_id).first()
 
 
 def inputs_for(structure: GraphStructure, runs: dict[str, NodeRun], node_id: str) -> dict[str, Any]:
@@ -335,16 +345,9 @@ def advance_locked(
                 "cached_from",
             ],
         )
-    stored = share_reused(job.pk, reused_from)
-    if stored:  # a cached node announces its artifacts as a fresh run would
-        events = [
-            follow
-            for event in events
-            for follow in (
-                event,
-                *(stored.get(event.node_id or "", []) if event.type == "node.cached" else []),
-            )
-        ]
+    if reused_from and counts_waiting(structure):  # their successors wait for one less
+        _count_down(job.pk, Counter(t for node in reused_from for t in structure.outgoing[node]))
+    events = _with_reused(job.pk, events, reused_from)
     job.progress = _weighted_progress(states, progress)
     fields = ["progress"]
     if plan.job_status is not None:
@@ -362,6 +365,176 @@ def advance_locked(
     if to_send:  # registered before emit() so messages leave before events are published
         transaction.on_commit(lambda: relay(to_send))
     emit(job, events, save=fields)
+
+
+def counts_waiting(structure: GraphStructure) -> bool:
+    """Whether the job's successors are released by their ``waiting`` counters
+    (:func:`release`) rather than by a full plan: graphs without ``on_failure`` edges, on
+    PostgreSQL. SQLite (``make run``) always plans the whole graph."""
+    return structure.counted and connection.vendor == "postgresql"
+
+
+def _count_down(job_id: UUID | str, decrements: Counter[str]) -> list[tuple[Any, ...]]:
+    """Take ``decrements[node]`` off the ``waiting`` counter of each pending node, in one
+    statement; return ``(pk, node_id, waiting, service, queue, attempt, progress_weight)``
+    of the nodes it touched. The row lock of each UPDATE makes the counts exact however
+    many completions run at once: exactly one of them sees a node reach 0."""
+    if not decrements:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE graphs_noderun AS run SET waiting = run.waiting - d.n "
+            "FROM unnest(%s::varchar[], %s::int[]) AS d(node_id, n) "
+            "WHERE run.job_id = %s AND run.node_id = d.node_id AND run.status = %s "
+            "RETURNING run.id, run.node_id, run.waiting, run.service, run.queue, run.attempt, "
+            "run.progress_weight",
+            [list(decrements), list(decrements.values()), str(job_id), Status.PENDING],
+        )
+        return list(cursor.fetchall())
+
+
+def release(
+    job: Job,
+    structure: GraphStructure,
+    done: dict[str, dict[str, Any]],
+    events: Sequence[Event],
+    *,
+    progress_gain: float = 0.0,
+) -> None:
+    """Advance a job of a counted graph (:func:`counts_waiting`) after the nodes in
+    ``done`` (``{node: output}``) completed, in O(their out-degree) rather than a plan of
+    the whole graph: their successors' counters go down, and each successor that reaches 0
+    is answered from the output cache or queued. A cached node releases its own
+    successors the same way. The caller holds the job's lock and has written ``done``.
+
+    ``progress_gain`` is what the completions added to the job's weighted progress. Once
+    no node of the job is queued or running, the full plan runs once to end the job (or
+    to find what a counter missed)."""
+    registry = get_registry()
+    now = timezone.now()
+    events = list(events)
+    outputs = dict(done)
+    to_send: list[NodeRun] = []
+    reused_from: dict[str, tuple[UUID, str]] = {}
+    while done:
+        touched = _count_down(job.pk, Counter(t for node in done for t in structure.outgoing[node]))
+        ready = [
+            NodeRun(
+                pk=pk,
+                job_id=job.pk,
+                node_id=node_id,
+                service=service,
+                queue=queue,
+                attempt=attempt,
+                progress_weight=weight,
+                status=Status.PENDING,
+            )
+            for pk, node_id, waiting, service, queue, attempt, weight in touched
+            if waiting == 0
+        ]
+        done = {}
+        if not ready:
+            break
+        keys: dict[str, str] = {}
+        wanted = {
+            edge.source for run in ready for edge in structure.incoming[run.node_id]
+        } - outputs.keys()
+        if wanted and any(registry.get(run.service).cacheable for run in ready):
+            for pred, output in NodeRun.objects.filter(
+                job_id=job.pk, node_id__in=wanted
+            ).values_list("node_id", "output"):
+                outputs[pred] = output or {}
+        for run in ready:
+            capability = registry.get(run.service)
+            if capability.cacheable:
+                inputs: dict[str, Any] = dict(structure.static_inputs.get(run.node_id, {}))
+                for edge in structure.incoming[run.node_id]:
+                    inputs[edge.source] = outputs.get(edge.source) or {}
+                keys[run.node_id] = cache_key(capability, structure.params[run.node_id], inputs)
+        found = _cached_runs(job, set(keys.values()))
+        queued: list[NodeRun] = []
+        for run in ready:
+            source = found.get(keys.get(run.node_id, ""))
+            run.cache_key = keys.get(run.node_id, "")
+            if source is None:
+                run.status, run.attempt = Status.QUEUED, run.attempt + 1
+                run.task_id = task_id(job.pk, run.node_id, run.attempt)
+                queued.append(run)
+                events.append(
+                    Event("node.queued", run.node_id, {"attempt": run.attempt, "queue": run.queue})
+                )
+                continue
+            NodeRun.objects.filter(pk=run.pk).update(
+                status=Status.COMPLETED,
+                progress=1.0,
+                finished_at=now,
+                output=source.output,
+                cached_from=source,
+                cache_key=run.cache_key,
+            )
+            done[run.node_id] = outputs[run.node_id] = source.output or {}
+            reused_from[run.node_id] = (source.job_id, source.node_id)
+            progress_gain += run.progress_weight
+            metrics.cache_hit(run.service)
+            events.append(
+                Event(
+                    "node.cached",
+                    run.node_id,
+                    {"from_job": str(source.job_id), "from_node": source.node_id},
+                )
+            )
+        if queued:
+            _queue(job.pk, queued, now)
+            to_send += queued
+    events = _with_reused(job.pk, events, reused_from)
+    if not to_send and not (
+        NodeRun.objects.filter(job_id=job.pk, status__in=[Status.QUEUED, Status.RUNNING]).exists()
+    ):
+        advance_locked(job, events)  # nothing left running: the plan ends the job
+        return
+    if structure.total_weight:
+        job.progress = min(1.0, job.progress + progress_gain / structure.total_weight)
+    if to_send:  # registered before emit() so messages leave before events are published
+        transaction.on_commit(lambda: relay(to_send))
+    emit(job, events, save=["progress"])
+
+
+def _queue(job_id: UUID | str, runs: Sequence[NodeRun], now: Any) -> None:
+    """Queue the next attempt of each run in one statement (the outbox: ``sent_at``
+    null until :func:`relay` has sent its message)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE graphs_noderun AS run SET status = %s, attempt = run.attempt + 1, "
+            "task_id = %s || ':' || run.node_id || ':' || (run.attempt + 1), "
+            "dispatched_at = %s, sent_at = NULL, cache_key = d.cache_key "
+            "FROM unnest(%s::bigint[], %s::varchar[]) AS d(id, cache_key) "
+            "WHERE run.id = d.id",
+            [
+                Status.QUEUED,
+                str(job_id),
+                now,
+                [run.pk for run in runs],
+                [run.cache_key for run in runs],
+            ],
+        )
+
+
+def _with_reused(
+    job_id: UUID | str, events: list[Event], reused_from: dict[str, tuple[UUID, str]]
+) -> list[Event]:
+    """Record what the cached nodes reuse; each ``node.cached`` event is followed by the
+    ``artifact.stored`` events a fresh run of its node would have emitted."""
+    stored = share_reused(job_id, reused_from)
+    if not stored:
+        return events
+    return [
+        follow
+        for event in events
+        for follow in (
+            event,
+            *(stored.get(event.node_id or "", []) if event.type == "node.cached" else []),
+        )
+    ]
 
 
 def _cached_runs(job: Job, keys: set[str]) -> dict[str, NodeRun]:
@@ -536,9 +709,13 @@ def retry_job(job_id: UUID | str) -> Job:
         )
         if not rerun:
             raise JobStateError(f"job {job.pk} has no failed, skipped or cancelled node")
+        structure = graph_structure(job.graph_id)
+        again = {run.node_id for run in rerun}
         for run in rerun:
             run.status, run.progress, run.error, run.output = Status.PENDING, 0.0, None, None
             run.finished_at, run.round_start, run.lost_attempts = None, run.attempt, 0
+            # The kept nodes all completed: a re-run node waits for its re-run predecessors.
+            run.waiting = sum(edge.source in again for edge in structure.incoming[run.node_id])
         NodeRun.objects.bulk_update(
             rerun,
             [
@@ -549,6 +726,7 @@ def retry_job(job_id: UUID | str) -> Job:
                 "finished_at",
                 "round_start",
                 "lost_attempts",
+                "waiting",
             ],
         )
         job.status, job.finished_at, job.error = Job.Status.QUEUED, None, None

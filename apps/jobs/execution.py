@@ -293,7 +293,7 @@ def execute(
         workdir = made_workdir(context)
         if workdir is not None:
             shutil.rmtree(workdir, ignore_errors=True)
-    complete(run, attempt, output)
+    complete(run, attempt, output, structure)
 
 
 def _is_device_out_of_memory(error: BaseException) -> bool:
@@ -320,10 +320,25 @@ def _check_output(output: object) -> None:
         raise ServiceError("bad_output", f"handler output is not JSON: {error}") from None
 
 
-def complete(run: NodeRun, attempt: int, output: dict[str, Any]) -> None:
+def complete(
+    run: NodeRun,
+    attempt: int,
+    output: dict[str, Any],
+    structure: engine.GraphStructure | None = None,
+) -> None:
     with transaction.atomic():
         job = engine.lock_job(run.job_id)
         if job is None:
+            return
+        structure = structure or engine.graph_structure(job.graph_id)
+        event = Event("node.completed", run.node_id, {"attempt": attempt})
+        if engine.counts_waiting(structure) and not job.is_finished:
+            gained = _mark_completed(run.pk, attempt, output)
+            if gained is None:
+                return
+            metrics.node_completed(run)
+            discard_superseded(get_artifact_store(), run.job_id, run.node_id, keep=attempt)
+            engine.release(job, structure, {run.node_id: output}, [event], progress_gain=gained)
             return
         updated = _current(run.pk, attempt).update(
             status=Status.COMPLETED,
@@ -336,7 +351,32 @@ def complete(run: NodeRun, attempt: int, output: dict[str, Any]) -> None:
             return
         metrics.node_completed(run)
         discard_superseded(get_artifact_store(), run.job_id, run.node_id, keep=attempt)
-        engine.advance_locked(job, [Event("node.completed", run.node_id, {"attempt": attempt})])
+        engine.advance_locked(job, [event])
+
+
+def _mark_completed(run_pk: int, attempt: int, output: dict[str, Any]) -> float | None:
+    """Complete the running attempt in one fenced statement; return what it adds to the
+    job's weighted progress (its weight times the fraction it had not reported yet), or
+    None when the attempt is no longer the running one."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "WITH before AS (SELECT progress FROM graphs_noderun WHERE id = %s) "
+            "UPDATE graphs_noderun SET status = %s, output = %s::jsonb, progress = 1.0, "
+            "finished_at = %s, error = NULL "
+            "WHERE id = %s AND attempt = %s AND status = %s "
+            "RETURNING progress_weight * (1.0 - (SELECT progress FROM before))",
+            [
+                run_pk,
+                Status.COMPLETED,
+                json.dumps(output),
+                timezone.now(),
+                run_pk,
+                attempt,
+                Status.RUNNING,
+            ],
+        )
+        row = cursor.fetchone()
+    return None if row is None else float(row[0])
 
 
 def fail(run: NodeRun, attempt: int, error: ServiceError) -> None:

@@ -81,6 +81,10 @@ class NodeRun(models.Model):
     lost_attempts = models.PositiveIntegerField(default=0)
     # The attempt number before the current round (a retried job starts a new round).
     round_start = models.PositiveIntegerField(default=0)
+    # Incoming edges whose source has not completed yet, while the node is pending: the
+    # completion that brings it to 0 (one UPDATE ... RETURNING) is the one that releases
+    # the node (graphs without ``on_failure`` edges, on PostgreSQL; see engine.release).
+    waiting = models.IntegerField(default=0, db_default=0)
     task_id = models.CharField(max_length=200, blank=True, default="")
     worker = models.CharField(max_length=200, blank=True, default="")
     progress = models.FloatField(default=0.0)

@@ -84,3 +84,73 @@ def test_a_token_records_its_use_at_most_once_a_minute(ada: User) -> None:
     assert first == ["SELECT", "UPDATE", *second[1:]]
     assert "UPDATE" not in second
     assert ApiToken.objects.get(pk=record.pk).last_used_at > a_minute_ago + timedelta(seconds=60)
+
+
+def test_completing_a_chain_node_counts_its_successor_down_in_a_fixed_number_of_statements(
+    ada: User,
+) -> None:
+    # given a four-node chain whose second node runs
+    from apps.jobs import engine
+    from apps.jobs.execution import claim, complete
+
+    job = engine.submit_job(ada, chain("debug.noop", "debug.noop", "debug.noop", "debug.noop"))
+    for node_id in ("n0", "n1"):
+        claimed = claim(str(job.pk), node_id, 1, "inline")
+        assert claimed is not None
+        if node_id == "n0":
+            complete(claimed.run, 1, {"node": node_id})
+    # when it completes
+    with CaptureQueriesContext(connection) as captured:
+        complete(claimed.run, 1, {"node": "n1"})
+    # then: no read of the other nodes' states and no plan of the graph: lock the job,
+    # complete the run, count the successor down (it reaches 0), look up its cached
+    # result, queue it, the job's event counter and progress, the events; after commit
+    # the dispatch is marked sent.
+    assert statements(captured) == [
+        "BEGIN",
+        "SELECT",  # job row lock
+        "WITH",  # n1 completed, fenced by attempt
+        "UPDATE",  # n2 waiting - 1 RETURNING
+        "SELECT",  # cached result of n2
+        "UPDATE",  # n2 queued
+        "UPDATE",  # job event counter, progress
+        "INSERT",  # events
+        "COMMIT",
+        "UPDATE",  # n2 sent
+    ]
+
+
+def test_completing_a_middle_node_of_a_wide_fan_out_reads_no_other_node(ada: User) -> None:
+    # given a 1 -> 50 -> 1 job whose root has completed and whose middle nodes run
+    from apps.jobs import engine
+    from apps.jobs.execution import claim, complete
+    from testkit.graphs import edge, graph, node
+
+    middle = [node(f"m{i}", input={"i": i}) for i in range(50)]
+    job = engine.submit_job(
+        ada,
+        graph(
+            [node("root"), *middle, node("join")],
+            [edge("root", m["id"]) for m in middle] + [edge(m["id"], "join") for m in middle],
+        ),
+    )
+    root = claim(str(job.pk), "root", 1, "inline")
+    assert root is not None
+    complete(root.run, 1, {"node": "root"})
+    claimed = claim(str(job.pk), "m0", 1, "inline")
+    assert claimed is not None
+    # when one of the 50 completes (the join still waits for 49)
+    with CaptureQueriesContext(connection) as captured:
+        complete(claimed.run, 1, {"node": "m0"})
+    # then the statements do not depend on the width: the join's counter goes down,
+    # nothing is released, and one existence check finds the job still running.
+    assert statements(captured) == [
+        "BEGIN",
+        "SELECT",  # job row lock
+        "WITH",  # m0 completed, fenced by attempt
+        "UPDATE",  # join waiting - 1 RETURNING (49: not released)
+        "SELECT",  # is any node still queued or running?
+        "UPDATE",  # job event counter, progress
+        "INSERT",  # events
+        "COMMIT",
+    ]
