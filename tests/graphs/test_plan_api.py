@@ -15,8 +15,9 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from apps.capabilities import manifest
-from apps.jobs.models import Job
+from apps.jobs.models import Artifact, Job
 from myspinbot.rate_limits import redis_client
+from myspinbot.storage import get_artifact_store
 from testkit.graphs import wait_for_job
 from testkit.services import CeleryWorker
 from tests.graphs.test_llm_planner import PLAN
@@ -106,7 +107,7 @@ def test_without_an_llm_a_template_answers_and_says_so(settings: Any) -> None:
     assert (body["source"], body["template"], body["model"]) == ("template", "capabilities", None)
     assert body["reason"] == (
         "no LLM is configured (MYSPINBOT_LLM_URL); using the template 'Capabilities' "
-        "(capabilities), though no worker that is up runs debug.echo"
+        "(capabilities), though no worker that is up runs capabilities.report"
     )
     assert [n["id"] for n in body["graph"]["nodes"]] == ["get_capabilities", "merge_manifest"]
 
@@ -141,3 +142,35 @@ def test_a_bad_plan_request_is_a_422(body: dict[str, Any], settings: Any) -> Non
 
     assert response.status_code == 422
     assert response.json()["error"]["code"] in {"invalid_request", "invalid_text"}
+
+
+def test_an_artifact_that_is_not_the_callers_is_refused_at_plan_time(
+    ollama: FakeOllama, settings: Any
+) -> None:
+    settings.MYSPINBOT_LLM_URL = None
+    ada, bob = User.objects.create_user("ada"), User.objects.create_user("bob")
+    stored = get_artifact_store().save_bytes("uploads/bob/face.png", b"png", "image/png")
+    bobs = Artifact.objects.create(
+        owner=bob,
+        bucket=stored.bucket,
+        key=stored.key,
+        size_bytes=3,
+        sha256=stored.sha256,
+        content_type="image/png",
+    )
+    as_ada, as_bob = api_client(ada), api_client(bob)
+    ask = {"request": "a talking portrait", "inputs": {"photos": [{"artifact": str(bobs.pk)}]}}
+
+    refused = post_json(as_ada, "/api/plan", ask)
+    not_an_id = post_json(
+        as_ada, "/api/plan", {"request": "a portrait", "inputs": {"photo": {"artifact": "x"}}}
+    )
+    owned = post_json(as_bob, "/api/plan", ask)
+
+    assert refused.status_code == 422
+    assert refused.json()["error"]["code"] == "unknown_artifact"
+    assert refused.json()["error"]["message"] == f"inputs.photos[0]: no artifact {bobs.pk}"
+    assert (not_an_id.status_code, not_an_id.json()["error"]["code"]) == (422, "unknown_artifact")
+    assert not_an_id.json()["error"]["message"] == "inputs.photo: not an artifact id"
+    assert owned.status_code == 200, owned.json()
+    assert ollama.requests == []
