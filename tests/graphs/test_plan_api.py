@@ -12,16 +12,17 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from apps.capabilities import manifest
-from apps.jobs.models import Artifact, Job
+from apps.jobs.models import Job
 from myspinbot.rate_limits import redis_client
-from myspinbot.storage import get_artifact_store
 from testkit.graphs import wait_for_job
 from testkit.services import CeleryWorker
 from tests.graphs.test_llm_planner import PLAN
 from tests.support.clients import api_client
+from tests.support.media import png_bytes
 from tests.support.ollama import FakeOllama, chat_reply
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -149,17 +150,10 @@ def test_an_artifact_that_is_not_the_callers_is_refused_at_plan_time(
 ) -> None:
     settings.MYSPINBOT_LLM_URL = None
     ada, bob = User.objects.create_user("ada"), User.objects.create_user("bob")
-    stored = get_artifact_store().save_bytes("uploads/bob/face.png", b"png", "image/png")
-    bobs = Artifact.objects.create(
-        owner=bob,
-        bucket=stored.bucket,
-        key=stored.key,
-        size_bytes=3,
-        sha256=stored.sha256,
-        content_type="image/png",
-    )
     as_ada, as_bob = api_client(ada), api_client(bob)
-    ask = {"request": "a talking portrait", "inputs": {"photos": [{"artifact": str(bobs.pk)}]}}
+    photo = SimpleUploadedFile("face.png", png_bytes(), content_type="image/png")
+    bobs = as_bob.post("/api/uploads", {"file": photo}).json()["id"]
+    ask = {"request": "a talking portrait", "inputs": {"photos": [{"artifact": bobs}]}}
 
     refused = post_json(as_ada, "/api/plan", ask)
     not_an_id = post_json(
@@ -169,7 +163,7 @@ def test_an_artifact_that_is_not_the_callers_is_refused_at_plan_time(
 
     assert refused.status_code == 422
     assert refused.json()["error"]["code"] == "unknown_artifact"
-    assert refused.json()["error"]["message"] == f"inputs.photos[0]: no artifact {bobs.pk}"
+    assert refused.json()["error"]["message"] == f"inputs.photos[0]: no artifact {bobs}"
     assert (not_an_id.status_code, not_an_id.json()["error"]["code"]) == (422, "unknown_artifact")
     assert not_an_id.json()["error"]["message"] == "inputs.photo: not an artifact id"
     assert owned.status_code == 200, owned.json()
