@@ -204,10 +204,12 @@ def _register_routers() -> None:
     from apps.graphs.api import router as templates_router
     from apps.jobs.api import compat_router
     from apps.jobs.api import router as jobs_router
+    from apps.jobs.plans import router as plans_router
 
     api.add_router("/", jobs_router)
     api.add_router("/", capabilities_router)
     api.add_router("/", templates_router)
+    api.add_router("/", plans_router)
     api.add_router("/", compat_router)
 
 

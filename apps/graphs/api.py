@@ -1,7 +1,7 @@
 """Templates and plans: ``GET /api/templates`` (the pipelines a user can start, theirs
 included, and whether the workers that are up now can run every step of each),
-``POST``/``DELETE /api/templates`` (a user's ComfyUI workflow kept as a template) and
-``POST /api/plan`` (a graph for a request in words, for review; nothing runs)."""
+and ``POST``/``DELETE /api/templates`` (a user's ComfyUI workflow kept as a template).
+``POST /api/plan`` lives in :mod:`apps.jobs.plans`: it checks artifacts as a job does."""
 
 from __future__ import annotations
 
@@ -23,14 +23,12 @@ from apps.capabilities.manifest import (
     runnable_services,
 )
 from apps.capabilities.registry import get_registry
-from apps.graphs.llm_planner import propose
 from apps.graphs.models import WorkflowTemplate
 from apps.graphs.planner import Template, load_templates
-from apps.graphs.user_templates import as_template, graph_of, templates_for
+from apps.graphs.user_templates import as_template, graph_of
 from myspinbot.error_shape import ErrorOut
 from myspinbot.errors import Rejected
 from myspinbot.jsonb import check_storable
-from myspinbot.rate_limits import take
 
 router = Router(tags=["capabilities"])
 
@@ -59,23 +57,6 @@ class WorkflowTemplateIn(Schema):
     description: str = Field("", max_length=2000)
     workflow: dict[str, Any]
     bindings: dict[str, Any] = {}
-
-
-class PlanIn(Schema):
-    """A request in words and the job inputs a plan may use (uploads as
-    ``{"artifact": "<id>"}``)."""
-
-    request: str = Field(min_length=1, max_length=2000, pattern=r"\S")
-    inputs: dict[str, Any] = {}
-
-
-class PlanOut(Schema):
-    source: str
-    reason: str | None
-    template: str | None
-    attempts: int
-    model: str | None
-    graph: dict[str, Any]
 
 
 def _caller(request: HttpRequest) -> User:
@@ -177,35 +158,3 @@ def delete_template(request: HttpRequest, template_id: uuid.UUID) -> Status[None
     if not deleted:
         raise Rejected(404, "not_found", f"no template {template_id}")
     return Status(204, None)
-
-
-@router.post("/plan", response={200: PlanOut, 401: ErrorOut, 422: ErrorOut, 429: ErrorOut})
-def plan_request(request: HttpRequest, body: PlanIn) -> dict[str, Any]:
-    """A ``langgraph.v1`` graph for ``request`` to review: built by the LLM from the
-    capability manifests of the services the workers that are up offer, or the
-    best-matching template (``source: "template"``, ``reason`` says why). Nothing runs;
-    ``POST /api/jobs`` runs the returned graph unchanged. Limited per user
-    (``MYSPINBOT_PLANS_PER_WINDOW`` per ``MYSPINBOT_PLAN_WINDOW_SECONDS``)."""
-    owner = _caller(request)
-    check_storable(body.request, "request")
-    check_storable(body.inputs, "inputs")
-    wait = take(
-        f"myspinbot:plan:user:{owner.pk}",
-        limit=settings.MYSPINBOT_PLANS_PER_WINDOW,
-        window_seconds=settings.MYSPINBOT_PLAN_WINDOW_SECONDS,
-    )
-    if wait:
-        raise Rejected(
-            429,
-            "too_many_plans",
-            f"at most {settings.MYSPINBOT_PLANS_PER_WINDOW} plans per "
-            f"{settings.MYSPINBOT_PLAN_WINDOW_SECONDS} s; try again in {wait} s",
-            headers={"Retry-After": str(wait)},
-        )
-    proposal = propose(
-        body.request,
-        body.inputs,
-        offered=runnable_services(live_workers()),
-        templates=templates_for(owner),
-    )
-    return proposal.to_json()

@@ -227,7 +227,8 @@ def best_template(
     as the script's topic: first one whose required inputs are all given, then the most
     words shared with its label and description, then one whose every service a worker
     offers (ties: by name). ``reason`` says why a template stands in, and the result what
-    no worker runs. Raises ``GraphValidationError`` when it still lacks a job input."""
+    no worker runs. Raises ``Rejected(422, "invalid_graph")`` with ``reason`` and the
+    validator's issues when it still lacks a job input."""
     if not templates:
         raise Rejected(422, "no_template", f"{reason}, and there is no template to use instead")
     words = _words(request)
@@ -245,8 +246,17 @@ def best_template(
         for node in chosen.graph["nodes"]
         if node["service"] == SCRIPT_SERVICE and "topic" not in node.get("params", {})
     }
-    document = plan(chosen.name, topic, dict(inputs), templates=templates).to_json()
     said = f"{reason}; using the template {chosen.label!r} ({chosen.name})"
+    try:
+        document = plan(chosen.name, topic, dict(inputs), templates=templates).to_json()
+    except GraphValidationError as exc:
+        raise Rejected(
+            422,
+            "invalid_graph",
+            f"{reason}; the best-matching template {chosen.label!r} ({chosen.name}) "
+            f"cannot stand in: {exc}",
+            details={"issues": [issue.to_json() for issue in exc.issues]},
+        ) from exc
     missing = sorted(set(chosen.services) - set(offered))
     if missing:
         said += f", though no worker that is up runs {', '.join(missing)}"

@@ -219,3 +219,21 @@ def test_replies_that_never_match_the_schema_fall_back(ollama: FakeOllama) -> No
         "the LLM (llama3.1:8b) failed: llama3.1:8b gave no valid reply in 3 attempt(s): "
         "the reply does not match the JSON schema ("
     )
+
+
+def test_a_fallback_template_that_lacks_a_job_input_is_refused_with_the_reason(
+    settings: Any,
+) -> None:
+    settings.MYSPINBOT_LLM_URL = None
+    templates = {"narrated_video": load_templates()["narrated_video"]}
+
+    with pytest.raises(Rejected) as caught:
+        propose(REQUEST, {}, offered=OFFERED, templates=templates)
+
+    refused = caught.value
+    assert (refused.status, refused.code) == (422, "invalid_graph")
+    assert refused.message.startswith(
+        "no LLM is configured (MYSPINBOT_LLM_URL); the best-matching template "
+        f"{templates['narrated_video'].label!r} (narrated_video) cannot stand in: invalid graph: "
+    )
+    assert {issue["rule"] for issue in refused.details["issues"]} == {"missing_input"}

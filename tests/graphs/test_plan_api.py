@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from apps.capabilities import manifest
@@ -21,6 +22,7 @@ from testkit.graphs import wait_for_job
 from testkit.services import CeleryWorker
 from tests.graphs.test_llm_planner import PLAN
 from tests.support.clients import api_client
+from tests.support.media import png_bytes
 from tests.support.ollama import FakeOllama, chat_reply
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -141,3 +143,28 @@ def test_a_bad_plan_request_is_a_422(body: dict[str, Any], settings: Any) -> Non
 
     assert response.status_code == 422
     assert response.json()["error"]["code"] in {"invalid_request", "invalid_text"}
+
+
+def test_an_artifact_that_is_not_the_callers_is_refused_at_plan_time(
+    ollama: FakeOllama, settings: Any
+) -> None:
+    settings.MYSPINBOT_LLM_URL = None
+    ada, bob = User.objects.create_user("ada"), User.objects.create_user("bob")
+    as_ada, as_bob = api_client(ada), api_client(bob)
+    photo = SimpleUploadedFile("face.png", png_bytes(), content_type="image/png")
+    bobs = as_bob.post("/api/uploads", {"file": photo}).json()["id"]
+    ask = {"request": "a talking portrait", "inputs": {"photos": [{"artifact": bobs}]}}
+
+    refused = post_json(as_ada, "/api/plan", ask)
+    not_an_id = post_json(
+        as_ada, "/api/plan", {"request": "a portrait", "inputs": {"photo": {"artifact": "x"}}}
+    )
+    owned = post_json(as_bob, "/api/plan", ask)
+
+    assert refused.status_code == 422
+    assert refused.json()["error"]["code"] == "unknown_artifact"
+    assert refused.json()["error"]["message"] == f"inputs.photos[0]: no artifact {bobs}"
+    assert (not_an_id.status_code, not_an_id.json()["error"]["code"]) == (422, "unknown_artifact")
+    assert not_an_id.json()["error"]["message"] == "inputs.photo: not an artifact id"
+    assert owned.status_code == 200, owned.json()
+    assert ollama.requests == []
