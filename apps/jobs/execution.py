@@ -16,14 +16,13 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import connection, connections, transaction
-from django.db.models import DurationField, ExpressionWrapper, F, Q, QuerySet
+from django.db.models import Q
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -175,31 +174,23 @@ def drop_broken_connections() -> None:
 
 def take_over(job_id: str, node_id: str, task_id: str) -> int | None:
     """The attempt this redelivered message now runs, after recording the one it ran
-    before as lost; None when the node is not running from this message (the sweeper or
-    a cancel got there first), its attempt still beats (a duplicate copy of the message:
-    another worker runs it) or it has lost too many attempts (then failed).
+    before as lost; None when the node is not running from this message (a duplicate, or
+    the sweeper or a cancel got there first) or has lost too many attempts (then failed).
 
-    RabbitMQ delivers a message again once the consumer that held it is gone (its
-    connection dropped, or its pool process died and the message was rejected). That
-    consumer held *a* copy: the sweeper re-sends a queued node's message when the broker
-    may have lost it, so another copy may be running the node on a live worker. The
-    heartbeat decides (:func:`still_beats`): a live attempt beats every third of
-    ``MYSPINBOT_HEARTBEAT_TIMEOUT``, so waiting half of it from the last beat tells a
-    dead attempt from a live one without waiting for the sweeper's full timeout. The
-    next attempt keeps the message's task id, so a later cancel revokes (and
-    terminates) the message that runs it."""
-    running = NodeRun.objects.filter(
-        job_id=job_id, node_id=node_id, task_id=task_id, status=Status.RUNNING
-    )
-    last_beat = running.values_list("heartbeat_at", flat=True).first()
-    if last_beat is None or still_beats(running, last_beat):
-        return None
+    RabbitMQ delivers a message again only once the consumer that held it is gone (its
+    connection dropped, or its pool process died and the message was rejected): the
+    attempt that message started is dead, and waiting for its heartbeat to go stale would
+    cost ``MYSPINBOT_HEARTBEAT_TIMEOUT`` for nothing. The next attempt keeps the message's
+    task id, so a later cancel revokes (and terminates) the message that runs it."""
     with transaction.atomic():
         job = engine.lock_job(job_id)
         if job is None or job.is_finished:
             return None
-        # Not if it beat since: the attempt is alive after all.
-        run = running.select_for_update().filter(heartbeat_at=last_beat).first()
+        run = (
+            NodeRun.objects.select_for_update()
+            .filter(job_id=job_id, node_id=node_id, task_id=task_id, status=Status.RUNNING)
+            .first()
+        )
         if run is None or not record_lost_attempt(
             job, run, detected_by="redelivery", task_id=task_id
         ):
@@ -207,23 +198,6 @@ def take_over(job_id: str, node_id: str, task_id: str) -> int | None:
         # The message is in this worker's hands: the outbox has nothing to send.
         NodeRun.objects.filter(pk=run.pk, attempt=run.attempt).update(sent_at=Now())
         return int(run.attempt)
-
-
-def still_beats(running: QuerySet[NodeRun], last_beat: datetime) -> bool:
-    """Whether the attempt of ``running`` (a NodeRun query) writes a heartbeat after
-    ``last_beat`` within half the heartbeat timeout of it (one and a half beats; both
-    times on the database's clock, as the heartbeats are)."""
-    window = timedelta(seconds=settings.MYSPINBOT_HEARTBEAT_TIMEOUT / 2)
-    age = (
-        running.annotate(age=ExpressionWrapper(Now() - F("heartbeat_at"), DurationField()))
-        .values_list("age", flat=True)
-        .first()
-    )
-    if age is None:
-        return False  # no longer running from this message: the lock decides
-    if age < window:
-        time.sleep((window - age).total_seconds())
-    return running.filter(heartbeat_at__gt=last_beat).exists()
 
 
 def execute(
@@ -237,16 +211,15 @@ def execute(
 ) -> None:
     """Run one attempt of a node to its outcome (called by the service's Celery task).
 
-    A message RabbitMQ delivers again whose node is still running from it, with no
-    heartbeat since, takes the node over (:func:`take_over`) and runs the next attempt;
-    a node that still beats is left to the worker running it and the message is acked."""
+    A message RabbitMQ delivers again whose node is still running from it takes the
+    node over (:func:`take_over`) and runs the next attempt at once."""
     drop_broken_connections()
     claimed = claim(job_id, node_id, attempt, worker)
     if claimed is None and redelivered and task_id and broker_is_rabbitmq():
         next_attempt = take_over(job_id, node_id, task_id)
         if next_attempt is not None:
             logger.warning(
-                "%s:%s: redelivered while attempt %s was running; it stopped beating, "
+                "%s:%s: redelivered while attempt %s was running; its worker is gone, "
                 "running attempt %s",
                 job_id,
                 node_id,

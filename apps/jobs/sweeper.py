@@ -13,9 +13,9 @@ terminated.
 All changes are conditional updates, so any number of sweepers can run at once.
 
 On RabbitMQ a killed worker's message returns to the queue at once and the worker that
-receives it takes the node over (``execution.take_over``) once the attempt has missed a
-beat, long before its heartbeat is stale; the heartbeat pass remains for hung workers and
-for Redis, which keeps the message until the visibility timeout.
+receives it takes the node over (``execution.take_over``) long before its heartbeat is
+stale; the heartbeat pass remains for hung workers and for Redis, which keeps the
+message until the visibility timeout.
 """
 
 from __future__ import annotations

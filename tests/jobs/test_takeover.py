@@ -1,13 +1,10 @@
-"""A message RabbitMQ delivers again while its node is still running from it: when the
-running attempt has not beaten for half the heartbeat timeout, the receiving worker
-records it as lost and runs the next one; an attempt that still beats (the redelivered
-message was a duplicate copy) is left running. Every other case (a first delivery,
-another attempt's message, Redis) is left to the claim and the sweeper as before. The
-handler runs in this process."""
+"""A message RabbitMQ delivers again while its node is still running from it: the
+receiving worker records the running attempt as lost and runs the next one at once;
+every other case (a first delivery, a duplicate, another attempt's message, Redis) is
+left to the claim and the sweeper as before. The handler runs in this process."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,7 +13,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 
 from apps.jobs import engine
-from apps.jobs.execution import claim, execute, heartbeats
+from apps.jobs.execution import claim, execute
 from apps.jobs.models import Job, JobEvent, NodeRun
 from myspinbot.celery import app
 from testkit import broker
@@ -41,8 +38,6 @@ def running() -> Iterator[tuple[Job, NodeRun]]:
 def on_rabbitmq(settings: Any) -> None:
     # Only the broker's kind is read on this path; nothing is sent.
     settings.CELERY_BROKER_URL = RABBITMQ
-    # A beat every 0.33 s: a takeover waits 0.5 s from the last one.
-    settings.MYSPINBOT_HEARTBEAT_TIMEOUT = 1.0
 
 
 def test_a_redelivered_message_takes_its_running_node_over_and_runs_the_next_attempt(
@@ -81,31 +76,6 @@ def test_a_redelivered_message_takes_its_running_node_over_and_runs_the_next_att
             "details": {"attempt": 1, "worker": "dead@host-a", "detectedBy": "redelivery"},
         },
     }
-
-
-def test_a_redelivered_duplicate_leaves_a_node_that_still_beats_to_its_worker(
-    running: tuple[Job, NodeRun], on_rabbitmq: None
-) -> None:
-    job, run = running
-    # The worker that claimed attempt 1 is alive: its process's heartbeat thread beats.
-    NodeRun.objects.filter(pk=run.pk).update(worker="live@host-a")
-    heartbeats.add(run.pk, 1)
-    try:
-        started = time.monotonic()
-        execute(str(job.pk), "n0", 1, "other@host-b", task_id=run.task_id, redelivered=True)
-        waited = time.monotonic() - started
-    finally:
-        heartbeats.remove(run.pk)
-
-    run.refresh_from_db()
-    assert (run.status, run.attempt, run.lost_attempts, run.worker) == (
-        "running",
-        1,
-        0,
-        "live@host-a",
-    )
-    assert event_types(job, "n0") == ["node.queued", "node.started"]
-    assert waited < 1.0  # half the timeout from the last beat, not the sweeper's timeout
 
 
 @pytest.mark.parametrize(
