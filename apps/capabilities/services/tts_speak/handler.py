@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from apps.capabilities.context import NodeContext
-from apps.capabilities.media import audio, timbre
+from apps.capabilities.media import audio, speech_timing, timbre
 from apps.capabilities.media.tts_engines import (
     PIPER_VOICE,
     EngineUnavailable,
@@ -151,6 +151,7 @@ def store_speech(
         "speech.wav", audio.write_wav(ctx.workdir / "speech.wav", speech, rate), "audio/wav"
     )
     measured = audio.measure_pitch(speech, rate)
+    ctx.progress(0.97, "aligning the words to the speech")
     return {
         "audio": stored,
         "duration_seconds": round(speech.size / rate, 3),
@@ -161,7 +162,37 @@ def store_speech(
             None if loudness.true_peak_dbtp is None else round(loudness.true_peak_dbtp, 2)
         ),
         "cues": cues,
+        **aligned_words(speech, rate, cues),
     }
+
+
+def aligned_words(speech: audio.Samples, rate: int, cues: list[dict[str, Any]]) -> dict[str, Any]:
+    """``word_times``: each dictionary word of the narration and when it is spoken in the
+    stored speech, by forced alignment of the speech itself (each sentence's span, with
+    half of the pauses beside it, aligned to its text); ``word_times_note`` says which
+    sentences could not be aligned (their words are left out)."""
+    pad = round(PAUSE_SECONDS / 2 * rate)
+    words: list[dict[str, Any]] = []
+    missed: list[int] = []
+    for number, cue in enumerate(cues):
+        first = max(0, round(cue["start"] * rate) - pad)
+        last = min(speech.size, round(cue["end"] * rate) + pad)
+        try:
+            alignment = speech_timing.align_samples(speech[first:last], rate, cue["text"])
+        except speech_timing.AlignmentError:
+            missed.append(number)
+            continue
+        offset = first / rate
+        words.extend(
+            {
+                "text": word.text,
+                "start": round(offset + word.start, 3),
+                "end": round(offset + word.end, 3),
+            }
+            for word in alignment.words
+        )
+    note = "every sentence aligned" if not missed else f"sentences not aligned: {missed}"
+    return {"word_times": words, "word_times_note": note}
 
 
 # --- Inputs --------------------------------------------------------------------------

@@ -123,10 +123,16 @@ def caption_cues(
     times came from; the sentence ``cues`` unchanged when the words cannot be timed."""
     text = " ".join(cue.text for cue in cues)
     words = None
+    source = ""
     for value in inputs.values():
-        if isinstance(value, dict) and (words := captions.parse_words(value.get("words"))):
+        if not isinstance(value, dict):
+            continue
+        if words := captions.parse_words(value.get("word_times")):
+            source = "the narration's alignment by tts.speak"
             break
-    source = "a predecessor's alignment of the narration (lip-sync)"
+        if words := captions.parse_words(value.get("words")):
+            source = "a predecessor's alignment of the narration (lip-sync)"
+            break
     if not words:
         try:
             words = list(speech_timing.align(narration, text).words)
