@@ -3,7 +3,7 @@
 check inputs → speak each sentence (matching the profile's speaking rate) → in one
 WORLD resynthesis, move the pitch onto the profile's and conform the timbre to the
 speaker's (``media.timbre``) → join with pauses → level to -16 LUFS (true peak ≤ -2
-dBTP, so the encoded video stays under -1) → store ``speech.wav``.
+dBTP) → align the words to the stored speech → store ``speech.wav``.
 
 Speaking rate is measured as in ``voice.build_profile``: words per second of sound
 (pauses left out). An engine's nominal words-per-minute is not that, so when the rate
@@ -53,9 +53,9 @@ PROBE_WORDS = 25
 PAUSE_SECONDS = 0.3
 # Keep a little of each sentence's own silence so it does not start or end abruptly.
 SENTENCE_MARGIN_SECONDS = 0.02
-# speech.wav's true-peak ceiling: 1 dB under EBU R128's -1 dBTP, because the video's
-# 64 kb/s AAC overshoots the WAV's true peak by up to 0.6 dB on our narrations (measured:
-# -1.04 dBTP in the WAV gave -0.62 in the MP4; -2.04 gives -1.70 to -1.99).
+# speech.wav's true-peak ceiling: 1 dB under EBU R128's -1 dBTP, headroom for a lossy
+# encode of the file (video.compose measures its own AAC's overshoot and levels the mix
+# it delivers by it: ``video.master_audio``).
 NARRATION_CEILING_DBTP = -2.0
 # Timbre conform defaults (params timbre_strength and timbre_warp), chosen by speaker
 # similarity in ``bench/voice.py --tune`` (6 made speakers, Resemblyzer cosine over a
