@@ -67,6 +67,13 @@ NARRATION_CEILING_DBTP = -2.0
 # 0.784 with no conform.
 TIMBRE_STRENGTH = 1.0
 TIMBRE_WARP = 0.5
+# WORLD synthesizes this many frames per analysed 5 ms frame (``audio.world_synthesize``):
+# every 2.5 ms, F0 held and envelope and aperiodicity interpolated. Whisper tiny.en on
+# the 20 bench sentences spoken by Piper, missed words after WORLD at 5 ms / synthesized
+# at 2.5 ms: unchanged pitch 8.2 / 8.2 %, F0 x0.8 8.2 / 7.5 %, x1.5 11.3 / 8.8 % (Piper
+# alone 6.3 %); analysing at 2.5 ms as well gained no more (6.9, 8.2, 9.4 %) and left an
+# octave-low subharmonic on part of a moved voice. bench/RESULTS.md, "Voice".
+SYNTHESIS_SUBFRAMES = 2
 
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|(?<=[.!?…][\"'”’)\]])\s+|\n+")
 
@@ -416,7 +423,7 @@ def follow_profile(
                 analysis = audio.stretch_frames(analysis, stretch)
             new_f0 = analysis.f0 if pitch_map is None else pitch_map.apply(analysis.f0)
             envelope = None if timbre_map is None else timbre_map.apply(analysis.envelope, rate)
-            clip = audio.world_synthesize(analysis, new_f0, envelope)
+            clip = audio.world_synthesize(analysis, new_f0, envelope, SYNTHESIS_SUBFRAMES)
         moved.append(clip)
         done = 0.3 + 0.65 * (index + 1) / len(clips)
         ctx.progress(done, f"followed the voice profile in sentence {index + 1} of {len(clips)}")
