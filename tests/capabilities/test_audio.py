@@ -126,6 +126,29 @@ def test_world_time_stretch_changes_the_length_and_keeps_the_pitch(factor: float
     assert stats.median_hz == pytest.approx(150.0, rel=0.03)
 
 
+def test_world_synthesis_every_2_5_ms_follows_the_5_ms_analysis() -> None:
+    # Given a vibrato voice analysed every 5 ms and moved up
+    source = vibrato(120.0, 0.05, 1.5)
+    frames = audio.world_analyse(source, RATE)
+    moved = frames.f0 * 1.5
+
+    # When it is synthesized at the analysis's frame rate and at twice it
+    coarse = audio.world_synthesize(frames, moved)
+    fine = audio.world_synthesize(frames, moved, every=2)
+
+    # Then both are the clip's length, at the moved pitch, over the same range (no
+    # octave-low frames), and the finer one is the same sound, not a copy
+    assert fine.shape == coarse.shape == source.shape
+    for out in (coarse, fine):
+        stats = audio.measure_pitch(out, RATE)
+        assert stats is not None
+        assert stats.median_hz == pytest.approx(180.0, rel=0.03)
+        assert stats.p05_hz > 0.8 * 180.0
+    spectrum = np.abs(np.fft.rfft(coarse)), np.abs(np.fft.rfft(fine))
+    assert np.corrcoef(*spectrum)[0, 1] > 0.9
+    assert not np.allclose(coarse, fine, atol=1e-3)
+
+
 def test_pitch_map_moves_the_median_and_scales_the_range_in_log_frequency() -> None:
     mapping = audio.PitchMap(source_median_hz=100.0, target_median_hz=200.0, range_scale=0.5)
 

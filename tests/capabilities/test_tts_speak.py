@@ -71,7 +71,7 @@ def stored_profile(owner: User, median: float, rate_wps: float) -> Profile:
 def test_declaration_is_registered() -> None:
     capability = get_registry().get(SERVICE)
 
-    assert (capability.queue, capability.version) == ("cpu", "4")
+    assert (capability.queue, capability.version) == ("cpu", "5")
     assert (capability.cacheable, capability.timeout_seconds, capability.max_attempts) == (
         True,
         900,
@@ -419,3 +419,53 @@ def test_without_a_profile_nothing_is_conformed() -> None:
     output, _ = speak({"narration": "Hello there."})
 
     assert output["timbre"] == {"conformed": False, "reason": "no voice profile"}
+
+
+# --- word times: captions follow the real speech -----------------------------------
+
+CAPTIONED = (
+    "Otters hold hands while they sleep, so that they never drift apart. "
+    "Then, at dawn, they wake and dive for breakfast. A sea otter eats a quarter of its weight."
+)
+
+
+@pytest.mark.django_db
+def test_caption_words_land_within_100_ms_of_the_speech_aligned_independently(
+    tmp_path: Path,
+) -> None:
+    """The word times (and the caption lines video.compose makes of them) come from the
+    stored speech itself: here the narration is moved to a profile's pitch, rate and
+    timbre by WORLD, and the test aligns the stored speech.wav on its own, whole."""
+    from apps.capabilities.media import captions, speech_timing
+    from apps.capabilities.services.video_compose import handler as compose
+
+    profile = voice_profile(tmp_path, 80)
+    output, run = speak({"narration": CAPTIONED, "profile_id": profile["profile_id"]})
+    assert output["timbre_conformed"] is True
+    wav = tmp_path / "speech.wav"
+    wav.write_bytes(run.read(output["audio"]))
+
+    reference = speech_timing.align(wav, CAPTIONED).words
+    assert output["word_times_note"] == "every sentence aligned"
+    spoken = [word["text"] for word in output["word_times"]]
+    assert spoken == [word.text for word in reference]
+    assert len(spoken) == len(speech_timing.normalise_words(CAPTIONED))
+    for given, aligned in zip(output["word_times"], reference, strict=True):
+        assert abs(given["start"] - aligned.start) <= 0.1, (given, aligned)
+        assert abs(given["end"] - aligned.end) <= 0.1, (given, aligned)
+    # Every word of the captions video.compose draws from this output lands there too.
+    sentence_cues = compose.parse_cues(output["cues"])
+    lines, timing, note = compose.caption_cues({"speak": output}, wav, sentence_cues)
+    assert (timing, note) == ("words", "word times from the narration's alignment by tts.speak")
+    tokens = captions.timed_tokens(CAPTIONED, captions.parse_words(output["word_times"]) or [])
+    assert tokens is not None
+    assert len(tokens) == len(CAPTIONED.split())
+    for token, aligned in zip(tokens, reference, strict=True):
+        assert speech_timing.normalise_words(token.text) == [aligned.text]
+        assert abs(token.start - aligned.start) <= 0.1, (token, aligned)
+    # (each line shows from its first word's aligned start)
+    first = 0
+    for line in lines:
+        assert line.start == tokens[first].start, (line, tokens[first])
+        first += len(line.text.split())
+    assert first == len(tokens)

@@ -14,6 +14,7 @@ from typing import Any
 
 import av
 import numpy as np
+import pyloudnorm
 import pytest
 from django.test import override_settings
 from PIL import Image, ImageDraw
@@ -617,3 +618,75 @@ def test_caption_lines_break_at_sentences_pauses_and_42_characters() -> None:
     assert captions.parse_words([{"text": "a", "start": 1, "end": 0.5}]) is None
     assert captions.parse_words([{"text": "a", "start": True, "end": 2}]) is None
     assert captions.parse_words("words") is None
+
+
+# --- The final mix ----------------------------------------------------------------------------
+
+
+def mp4_audio(data: bytes) -> tuple[np.ndarray, int]:
+    """The MP4's audio as decoded (PyAV), mono float64."""
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.audio[0]
+        chunks = [frame.to_ndarray() for frame in container.decode(stream)]
+        rate = stream.codec_context.sample_rate
+    return np.concatenate(chunks, axis=1).mean(axis=0).astype(np.float64), rate
+
+
+def dbtp(samples: np.ndarray) -> float:
+    from scipy.signal import resample_poly
+
+    return float(20 * np.log10(np.max(np.abs(resample_poly(samples, 4, 1)))))
+
+
+@pytest.mark.django_db
+def test_the_delivered_audio_is_minus_16_lufs_with_its_decoded_true_peak_under_minus_1_dbtp(
+    tmp_path: Any,
+) -> None:
+    """A peaky narration (real speech with short noise bursts peaking at 0 dBFS, under
+    -18 LUFS: reaching -16 needs a gain its peaks cannot take): limited to -1 dBTP and
+    encoded once, its AAC overshoots the ceiling; the video's audio, measured on the
+    output MP4, meets it at about -16 LUFS."""
+    from apps.capabilities.media import audio
+    from apps.capabilities.media.tts_engines import PiperEngine, Voice, write_wav
+
+    speech, rate = PiperEngine().synthesize(" ".join(SPOKEN), Voice())
+    peaky = np.asarray(speech, np.float64)
+    noise = np.random.default_rng(1).standard_normal(200)
+    for burst in range(1, 8):
+        at = burst * peaky.size // 8
+        peaky[at : at + 200] += noise * 0.4
+    peaky *= 0.99 / np.abs(peaky).max()
+    assert pyloudnorm.Meter(rate).integrated_loudness(peaky) < -18.0
+    # (why a measured ceiling: the same audio limited to -1 dBTP decodes over it)
+    limited, _ = audio.normalize_loudness(peaky.astype(np.float32), rate, -16.0, -1.0)
+    once = video.decode_aac(video.encode_aac(video.Audio(limited[None, :], rate)))
+    assert dbtp(once.samples[0].astype(np.float64)) > -0.8
+    wav = tmp_path / "narration.wav"
+    write_wav(wav, peaky.astype(np.float32), rate)
+    run = make_service_run(SERVICE, {**SMALL, "captions": False})
+    run.context.inputs = {
+        "speak": {"audio": run.upload("n.wav", wav.read_bytes(), "audio/wav"), "cues": []},
+        "portrait": run.upload("portrait.png", portrait_png(), "image/png"),
+    }
+
+    output = handler.run(run.context)
+
+    delivered, delivered_rate = mp4_audio(run.read(output["video"]))
+    assert delivered_rate == rate
+    lufs = pyloudnorm.Meter(delivered_rate).integrated_loudness(delivered)
+    peak = dbtp(delivered)
+    assert lufs == pytest.approx(-16.0, abs=0.5)
+    assert peak <= -1.0
+    assert peak > -2.0  # (the limiter's ceiling moved by the overshoot, not by a guess)
+    assert output["loudness_lufs"] == pytest.approx(lufs, abs=0.05)
+    assert output["true_peak_dbtp"] == pytest.approx(peak, abs=0.05)
+
+
+@pytest.mark.django_db
+def test_a_tone_narration_is_levelled_too() -> None:
+    # (the tone of narration_wav: 0.3 full scale, about -13 LUFS)
+    output, run = compose({**SMALL, "captions": False}, seconds=2.0)
+
+    delivered, rate = mp4_audio(run.read(output["video"]))
+    assert pyloudnorm.Meter(rate).integrated_loudness(delivered) == pytest.approx(-16.0, abs=0.5)
+    assert dbtp(delivered) <= -1.0

@@ -367,13 +367,31 @@ def world_synthesize(
     frames: WorldFrames,
     new_f0: npt.NDArray[np.float64],
     envelope: npt.NDArray[np.float64] | None = None,
+    every: int = 1,
 ) -> Samples:
     """The clip resynthesized from ``frames`` following ``new_f0``, with ``envelope``
-    in place of the analysed one when given. Same length as the analysed clip."""
+    in place of the analysed one when given. Same length as the analysed clip.
+
+    With ``every`` above 1 the synthesis runs every ``WORLD_FRAME_MS / every``: F0 held,
+    envelope and aperiodicity interpolated between the analysed frames (the analysis
+    itself stays at ``WORLD_FRAME_MS``: analysed finer, the envelope and DIO's F0 follow
+    the waveform within a pitch period, and a moved pitch then carries a subharmonic)."""
     world = pyworld()
+    f0 = np.ascontiguousarray(new_f0, dtype=np.float64)
     spectrum = frames.envelope if envelope is None else np.ascontiguousarray(envelope)
+    aperiodicity = frames.aperiodicity
+    if every > 1:
+        position = np.minimum(np.arange(f0.size * every) / every, f0.size - 1.0)
+        low = np.floor(position).astype(int)
+        high = np.minimum(low + 1, f0.size - 1)
+        weight = (position - low)[:, None]
+        f0 = np.ascontiguousarray(f0[low])
+        spectrum = np.ascontiguousarray(spectrum[low] * (1.0 - weight) + spectrum[high] * weight)
+        aperiodicity = np.ascontiguousarray(
+            aperiodicity[low] * (1.0 - weight) + aperiodicity[high] * weight
+        )
     y = world.synthesize(
-        new_f0, spectrum, frames.aperiodicity, frames.sample_rate, frame_period=WORLD_FRAME_MS
+        f0, spectrum, aperiodicity, frames.sample_rate, frame_period=WORLD_FRAME_MS / every
     )
     out = np.zeros(frames.length, dtype=np.float32)
     n = min(frames.length, y.size)

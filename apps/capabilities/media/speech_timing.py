@@ -102,11 +102,15 @@ def read_speech(wav_path: Path) -> npt.NDArray[np.int16]:
         rate, data = wavfile.read(wav_path)
     except (OSError, ValueError) as error:
         raise AlignmentError(f"cannot read {wav_path.name} as WAV: {error}") from None
-    samples = _as_float_mono(data)
-    if rate != ALIGN_RATE and samples.size:
-        common = math.gcd(int(rate), ALIGN_RATE)
-        samples = resample_poly(samples, ALIGN_RATE // common, int(rate) // common)
-    return np.asarray(np.round(np.clip(samples, -1.0, 1.0) * 32767.0), dtype=np.int16)
+    return _to_pcm(_as_float_mono(data), int(rate))
+
+
+def _to_pcm(mono: npt.NDArray[np.float64], rate: int) -> npt.NDArray[np.int16]:
+    """Float mono at ``rate`` Hz as the decoder's 16 kHz int16."""
+    if rate != ALIGN_RATE and mono.size:
+        common = math.gcd(rate, ALIGN_RATE)
+        mono = resample_poly(mono, ALIGN_RATE // common, rate // common)
+    return np.asarray(np.round(np.clip(mono, -1.0, 1.0) * 32767.0), dtype=np.int16)
 
 
 def align(wav_path: Path, text: str) -> Alignment:
@@ -117,10 +121,18 @@ def align(wav_path: Path, text: str) -> Alignment:
     start of the file, within its duration. Raises :class:`AlignmentError` when no word
     is left to align or the speech does not match the text (e.g. the WAV is silent).
     """
-    pcm = read_speech(wav_path)
+    return _align_pcm(read_speech(wav_path), text, wav_path.name)
+
+
+def align_samples(samples: npt.NDArray[Any], rate: int, text: str) -> Alignment:
+    """:func:`align` for speech in memory: float samples in [-1, 1] (mono) at ``rate`` Hz."""
+    return _align_pcm(_to_pcm(_as_float_mono(np.asarray(samples)), int(rate)), text, "the speech")
+
+
+def _align_pcm(pcm: npt.NDArray[np.int16], text: str, name: str) -> Alignment:
     words = normalise_words(text)
     if pcm.size == 0:
-        raise AlignmentError(f"{wav_path.name} holds no audio samples")
+        raise AlignmentError(f"{name} holds no audio samples")
     with _decoder_lock:
         decoder = _get_decoder()
         known = [word for word in words if decoder.lookup_word(word) is not None]
@@ -139,7 +151,7 @@ def align(wav_path: Path, text: str) -> Alignment:
         decoder.end_utt()
         if decoder.hyp() is None:
             raise AlignmentError(
-                f"the speech in {wav_path.name} does not match the text (silence or other words)"
+                f"the speech in {name} does not match the text (silence or other words)"
             )
         decoder.set_alignment()
         decoder.start_utt()
@@ -147,7 +159,7 @@ def align(wav_path: Path, text: str) -> Alignment:
         decoder.end_utt()
         segments = decoder.get_alignment()
         if segments is None:
-            raise AlignmentError(f"the phones of the text do not align to {wav_path.name}")
+            raise AlignmentError(f"the phones of the text do not align to {name}")
         aligned = [
             (word.name, word.start, word.duration, [(p.name, p.start, p.duration) for p in word])
             for word in segments
@@ -167,7 +179,7 @@ def align(wav_path: Path, text: str) -> Alignment:
                 Phone(_base_phone(label), seconds(p_start), seconds(p_start + p_length))
             )
     if not out_words:
-        raise AlignmentError(f"no word of the text aligned to {wav_path.name}")
+        raise AlignmentError(f"no word of the text aligned to {name}")
     return Alignment(words=tuple(out_words), phones=tuple(out_phones), skipped=skipped)
 
 

@@ -33,6 +33,7 @@ import numpy as np
 from django.conf import settings
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
+from apps.capabilities.media import audio as loudness
 from apps.capabilities.media import probe
 from myspinbot.errors import PermanentError
 
@@ -563,11 +564,7 @@ class Mp4Writer:
         context.color_primaries = 1
         context.color_trc = 1
         self.video_stream = stream
-        self.audio_stream = self.out.add_stream("aac", rate=audio.rate)
-        self.audio_stream.layout = audio.layout
-        # 64 kb/s a channel (plenty for speech), within what AAC allows at low rates.
-        channels = audio.samples.shape[0]
-        self.audio_stream.bit_rate = channels * min(64_000, audio.rate * 6)
+        self.audio_stream = _add_aac_stream(self.out, audio)
         self.audio_sent = 0
         self.written = 0
 
@@ -591,18 +588,118 @@ class Mp4Writer:
         self._send_audio(self.written / self.video.fps)
 
     def _send_audio(self, until_seconds: float) -> None:
-        samples, rate = self.audio.samples, self.audio.rate
-        until = min(samples.shape[1], math.ceil(until_seconds * rate))
-        while self.audio_sent < until:
-            chunk = samples[:, self.audio_sent : self.audio_sent + AAC_FRAME_SAMPLES]
-            frame = av.AudioFrame.from_ndarray(
-                np.ascontiguousarray(chunk), format="fltp", layout=self.audio.layout
-            )
-            frame.sample_rate = rate
-            frame.pts = self.audio_sent
-            frame.time_base = Fraction(1, rate)
-            self.out.mux(self.audio_stream.encode(frame))
-            self.audio_sent += chunk.shape[1]
+        until = min(self.audio.samples.shape[1], math.ceil(until_seconds * self.audio.rate))
+        self.audio_sent = _send_aac(self.out, self.audio_stream, self.audio, self.audio_sent, until)
+
+
+def _add_aac_stream(out: Any, audio: Audio) -> Any:
+    """The narration's AAC stream in ``out``: the one setting of the encoder, shared by the
+    video and by :func:`master_audio`'s trial encodes, so that both code the same."""
+    stream = out.add_stream("aac", rate=audio.rate)
+    stream.layout = audio.layout
+    # 64 kb/s a channel (plenty for speech), within what AAC allows at low rates.
+    stream.bit_rate = audio.samples.shape[0] * min(64_000, audio.rate * 6)
+    return stream
+
+
+def _send_aac(out: Any, stream: Any, audio: Audio, sent: int, until: int) -> int:
+    """Encode and mux ``audio``'s samples from ``sent`` to ``until`` in AAC-frame chunks;
+    returns how many are sent."""
+    while sent < until:
+        chunk = audio.samples[:, sent : sent + AAC_FRAME_SAMPLES]
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(chunk), format="fltp", layout=audio.layout
+        )
+        frame.sample_rate = audio.rate
+        frame.pts = sent
+        frame.time_base = Fraction(1, audio.rate)
+        out.mux(stream.encode(frame))
+        sent += chunk.shape[1]
+    return sent
+
+
+# --- The final mix ------------------------------------------------------------------------
+
+# The delivered MP4's audio: EBU R128's -16 LUFS (speech on the web) with its true peak,
+# measured on the DECODED AAC (4x oversampled), at or under -1 dBTP. The AAC encoder
+# overshoots the true peak it is given (measured on our narrations: by 0.3 to 1.4 dB, a
+# -2.04 dBTP WAV decoding at -0.66), so the ceiling given to the limiter is found by
+# encoding the audio alone: each trial lowers it by the overshoot it measured (plus a
+# step), until the decoded peak is under the ceiling.
+MIX_LUFS = -16.0
+MIX_CEILING_DBTP = -1.0
+MIX_TRIALS = 4
+MIX_STEP_DB = 0.1
+
+
+@dataclass(frozen=True)
+class Mix:
+    """What :func:`master_audio` measured on the decoded AAC of the levelled audio."""
+
+    lufs: float | None
+    true_peak_dbtp: float | None
+    limiter_ceiling_dbtp: float  # the ceiling the samples were limited to before encoding
+    trials: int
+
+
+def master_audio(audio: Audio) -> tuple[Audio, Mix]:
+    """``audio`` levelled to :data:`MIX_LUFS` with a limiter whose ceiling keeps the true
+    peak of its AAC encode (as :class:`Mp4Writer` makes it) under
+    :data:`MIX_CEILING_DBTP`, found by trial encodes of the audio alone (see above).
+    Silence comes back unchanged."""
+    ceiling = MIX_CEILING_DBTP
+    levelled, decoded = audio, None
+    for trial in range(1, MIX_TRIALS + 1):
+        levelled = _level(audio, ceiling)
+        decoded = decode_aac(encode_aac(levelled))
+        peak = _peak_dbtp(decoded.samples)
+        if peak is None or peak <= MIX_CEILING_DBTP or trial == MIX_TRIALS:
+            break
+        ceiling -= peak - MIX_CEILING_DBTP + MIX_STEP_DB
+    assert decoded is not None
+    lufs = loudness.integrated_loudness(decoded.samples.T, decoded.rate)
+    return levelled, Mix(lufs, _peak_dbtp(decoded.samples), ceiling, trial)
+
+
+def _level(audio: Audio, ceiling_dbtp: float) -> Audio:
+    """Mono: :func:`loudness.normalize_loudness` (gain, look-ahead limiter). Stereo: one
+    static gain to the loudness, or less where the true peak would pass the ceiling."""
+    if audio.samples.shape[0] == 1:
+        levelled, _ = loudness.normalize_loudness(
+            audio.samples[0], audio.rate, MIX_LUFS, ceiling_dbtp
+        )
+        return Audio(np.ascontiguousarray(levelled[None, :], dtype=np.float32), audio.rate)
+    lufs = loudness.integrated_loudness(audio.samples.T, audio.rate)
+    peak = _peak_dbtp(audio.samples)
+    if lufs is None or peak is None:
+        return audio
+    gain_db = min(MIX_LUFS - lufs, ceiling_dbtp - peak)
+    scaled = audio.samples * np.float32(10 ** (gain_db / 20))
+    return Audio(np.ascontiguousarray(scaled, dtype=np.float32), audio.rate)
+
+
+def _peak_dbtp(samples: np.ndarray) -> float | None:
+    return loudness.to_dbtp(max(loudness.true_peak(channel) for channel in samples))
+
+
+def encode_aac(audio: Audio) -> bytes:
+    """``audio`` alone in an MP4, coded as the video's audio is (:func:`_add_aac_stream`)."""
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as out:
+        stream = _add_aac_stream(out, audio)
+        _send_aac(out, stream, audio, 0, audio.samples.shape[1])
+        out.mux(stream.encode(None))
+    return buffer.getvalue()
+
+
+def decode_aac(data: bytes) -> Audio:
+    """The first audio stream of an MP4 in memory, decoded to float32 planar samples."""
+    with av.open(io.BytesIO(data), "r") as opened:
+        stream = opened.streams.audio[0]
+        chunks = [frame.to_ndarray() for frame in opened.decode(stream)]
+        rate = stream.codec_context.sample_rate
+    samples = np.concatenate(chunks, axis=1) if chunks else np.zeros((1, 0), np.float32)
+    return Audio(np.ascontiguousarray(samples, dtype=np.float32), rate)
 
 
 # --- A talking clip ---------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 check inputs → speak each sentence (matching the profile's speaking rate) → in one
 WORLD resynthesis, move the pitch onto the profile's and conform the timbre to the
 speaker's (``media.timbre``) → join with pauses → level to -16 LUFS (true peak ≤ -2
-dBTP, so the encoded video stays under -1) → store ``speech.wav``.
+dBTP) → align the words to the stored speech → store ``speech.wav``.
 
 Speaking rate is measured as in ``voice.build_profile``: words per second of sound
 (pauses left out). An engine's nominal words-per-minute is not that, so when the rate
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from apps.capabilities.context import NodeContext
-from apps.capabilities.media import audio, timbre
+from apps.capabilities.media import audio, speech_timing, timbre
 from apps.capabilities.media.tts_engines import (
     PIPER_VOICE,
     EngineUnavailable,
@@ -53,9 +53,9 @@ PROBE_WORDS = 25
 PAUSE_SECONDS = 0.3
 # Keep a little of each sentence's own silence so it does not start or end abruptly.
 SENTENCE_MARGIN_SECONDS = 0.02
-# speech.wav's true-peak ceiling: 1 dB under EBU R128's -1 dBTP, because the video's
-# 64 kb/s AAC overshoots the WAV's true peak by up to 0.6 dB on our narrations (measured:
-# -1.04 dBTP in the WAV gave -0.62 in the MP4; -2.04 gives -1.70 to -1.99).
+# speech.wav's true-peak ceiling: 1 dB under EBU R128's -1 dBTP, headroom for a lossy
+# encode of the file (video.compose measures its own AAC's overshoot and levels the mix
+# it delivers by it: ``video.master_audio``).
 NARRATION_CEILING_DBTP = -2.0
 # Timbre conform defaults (params timbre_strength and timbre_warp), chosen by speaker
 # similarity in ``bench/voice.py --tune`` (6 made speakers, Resemblyzer cosine over a
@@ -67,6 +67,13 @@ NARRATION_CEILING_DBTP = -2.0
 # 0.784 with no conform.
 TIMBRE_STRENGTH = 1.0
 TIMBRE_WARP = 0.5
+# WORLD synthesizes this many frames per analysed 5 ms frame (``audio.world_synthesize``):
+# every 2.5 ms, F0 held and envelope and aperiodicity interpolated. Whisper tiny.en on
+# the 20 bench sentences spoken by Piper, missed words after WORLD at 5 ms / synthesized
+# at 2.5 ms: unchanged pitch 8.2 / 8.2 %, F0 x0.8 8.2 / 7.5 %, x1.5 11.3 / 8.8 % (Piper
+# alone 6.3 %); analysing at 2.5 ms as well gained no more (6.9, 8.2, 9.4 %) and left an
+# octave-low subharmonic on part of a moved voice. bench/RESULTS.md, "Voice".
+SYNTHESIS_SUBFRAMES = 2
 
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|(?<=[.!?…][\"'”’)\]])\s+|\n+")
 
@@ -151,6 +158,7 @@ def store_speech(
         "speech.wav", audio.write_wav(ctx.workdir / "speech.wav", speech, rate), "audio/wav"
     )
     measured = audio.measure_pitch(speech, rate)
+    ctx.progress(0.97, "aligning the words to the speech")
     return {
         "audio": stored,
         "duration_seconds": round(speech.size / rate, 3),
@@ -161,7 +169,37 @@ def store_speech(
             None if loudness.true_peak_dbtp is None else round(loudness.true_peak_dbtp, 2)
         ),
         "cues": cues,
+        **aligned_words(speech, rate, cues),
     }
+
+
+def aligned_words(speech: audio.Samples, rate: int, cues: list[dict[str, Any]]) -> dict[str, Any]:
+    """``word_times``: each dictionary word of the narration and when it is spoken in the
+    stored speech, by forced alignment of the speech itself (each sentence's span, with
+    half of the pauses beside it, aligned to its text); ``word_times_note`` says which
+    sentences could not be aligned (their words are left out)."""
+    pad = round(PAUSE_SECONDS / 2 * rate)
+    words: list[dict[str, Any]] = []
+    missed: list[int] = []
+    for number, cue in enumerate(cues):
+        first = max(0, round(cue["start"] * rate) - pad)
+        last = min(speech.size, round(cue["end"] * rate) + pad)
+        try:
+            alignment = speech_timing.align_samples(speech[first:last], rate, cue["text"])
+        except speech_timing.AlignmentError:
+            missed.append(number)
+            continue
+        offset = first / rate
+        words.extend(
+            {
+                "text": word.text,
+                "start": round(offset + word.start, 3),
+                "end": round(offset + word.end, 3),
+            }
+            for word in alignment.words
+        )
+    note = "every sentence aligned" if not missed else f"sentences not aligned: {missed}"
+    return {"word_times": words, "word_times_note": note}
 
 
 # --- Inputs --------------------------------------------------------------------------
@@ -385,7 +423,7 @@ def follow_profile(
                 analysis = audio.stretch_frames(analysis, stretch)
             new_f0 = analysis.f0 if pitch_map is None else pitch_map.apply(analysis.f0)
             envelope = None if timbre_map is None else timbre_map.apply(analysis.envelope, rate)
-            clip = audio.world_synthesize(analysis, new_f0, envelope)
+            clip = audio.world_synthesize(analysis, new_f0, envelope, SYNTHESIS_SUBFRAMES)
         moved.append(clip)
         done = 0.3 + 0.65 * (index + 1) / len(clips)
         ctx.progress(done, f"followed the voice profile in sentence {index + 1} of {len(clips)}")

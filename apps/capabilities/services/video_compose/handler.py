@@ -63,12 +63,23 @@ def run(ctx: NodeContext) -> dict[str, Any]:
     ctx.progress(0.0, "reading the narration")
     narration_path = ctx.artifacts.fetch(audio_ref, workdir, "narration")
     narration = video.read_audio(narration_path)
+    ctx.progress(0.005, "levelling the narration for the AAC mix")
+    narration, mix = video.master_audio(narration)
+    levels = {
+        "loudness_lufs": None if mix.lufs is None else round(mix.lufs, 2),
+        "true_peak_dbtp": None if mix.true_peak_dbtp is None else round(mix.true_peak_dbtp, 2),
+    }
     timing = "none"
     note = "captions are off"
     if settings.captions and cues:
         ctx.progress(0.01, "timing the captions by the speech")
         cues, timing, note = caption_cues(ctx.inputs, narration_path, cues)
-    timed = {"caption_timing": timing, "caption_note": note, "cues": captions.as_json(cues)}
+    timed = {
+        "caption_timing": timing,
+        "caption_note": note,
+        "cues": captions.as_json(cues),
+        **levels,
+    }
     output = workdir / "video.mp4"
     if talking is not None:
         clip = ctx.artifacts.fetch(talking["video"], workdir, "talking.mp4")
@@ -123,10 +134,16 @@ def caption_cues(
     times came from; the sentence ``cues`` unchanged when the words cannot be timed."""
     text = " ".join(cue.text for cue in cues)
     words = None
+    source = ""
     for value in inputs.values():
-        if isinstance(value, dict) and (words := captions.parse_words(value.get("words"))):
+        if not isinstance(value, dict):
+            continue
+        if words := captions.parse_words(value.get("word_times")):
+            source = "the narration's alignment by tts.speak"
             break
-    source = "a predecessor's alignment of the narration (lip-sync)"
+        if words := captions.parse_words(value.get("words")):
+            source = "a predecessor's alignment of the narration (lip-sync)"
+            break
     if not words:
         try:
             words = list(speech_timing.align(narration, text).words)
