@@ -566,23 +566,20 @@ class FakeComfyUI:
         values: dict[str, Any] = {}
         outputs: dict[str, Any] = {}
         executed: list[str] = []
+
+        def done(node_id: str, ui: Any) -> None:
+            """A node ran (or was cached): its UI output, if any, is sent as ``executed``."""
+            executed.append(node_id)
+            if ui is not None:
+                outputs[node_id] = ui
+                event = {"node": node_id, "display_node": node_id, "output": ui}
+                self._send(client, "executed", {**event, "prompt_id": prompt_id})
+
         for node_id in order:
             node = prompt[node_id]
             if node_id in cached:
                 _, values[node_id], ui = self._cache[node_id]
-                if ui is not None:
-                    outputs[node_id] = ui
-                    self._send(
-                        client,
-                        "executed",
-                        {
-                            "node": node_id,
-                            "display_node": node_id,
-                            "output": ui,
-                            "prompt_id": prompt_id,
-                        },
-                    )
-                executed.append(node_id)
+                done(node_id, ui)
                 continue
             self._send(
                 client,
@@ -630,19 +627,7 @@ class FakeComfyUI:
                 return
             values[node_id] = value
             self._cache[node_id] = (keys[node_id], value, ui)
-            executed.append(node_id)
-            if ui is not None:
-                outputs[node_id] = ui
-                self._send(
-                    client,
-                    "executed",
-                    {
-                        "node": node_id,
-                        "display_node": node_id,
-                        "output": ui,
-                        "prompt_id": prompt_id,
-                    },
-                )
+            done(node_id, ui)
         tell("execution_success", {"prompt_id": prompt_id, "timestamp": _ms()})
         self._finish(queued, outputs, "success", messages)
 

@@ -77,3 +77,16 @@ def base_model(ctx: NodeContext) -> str:
             "model_unavailable", f"base model {ref[:200]!r} is not installed on this worker"
         )
     return ref
+
+
+def choose_backend(wanted: object, available: list[str], code: str, what: str) -> str:
+    """``wanted`` if this worker offers it, else (when nothing is asked) the first of
+    ``available``; ``PermanentError(code)`` naming ``what`` and what is offered when
+    neither is possible."""
+    chosen = str(wanted) if wanted else (available[0] if available else None)
+    if chosen is None or chosen not in available:
+        known = ", ".join(available) or "none"
+        raise PermanentError(
+            code, f"{what} {chosen or '(any)'} is not available here; available: {known}"
+        )
+    return chosen

@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from apps.capabilities.context import NodeContext
+from apps.capabilities.services.gpu_common import choose_backend
 from apps.capabilities.services.lipsync_sync.handler import find_inputs
-from myspinbot.errors import PermanentError
 
 
 def run(ctx: NodeContext) -> dict[str, Any]:
@@ -24,14 +24,12 @@ def run(ctx: NodeContext) -> dict[str, Any]:
     from gpu_tasks import lipsync, worker
 
     face_ref, audio_ref, _ = find_inputs(ctx)
-    available = lipsync.available_backends()
-    wanted = ctx.params.get("backend") or (available[0] if available else None)
-    if wanted is None or wanted not in available:
-        known = ", ".join(available) or "none"
-        raise PermanentError(
-            "backend_unavailable",
-            f"lip-sync backend {wanted or '(any)'} is not available here; available: {known}",
-        )
+    wanted = choose_backend(
+        ctx.params.get("backend"),
+        lipsync.available_backends(),
+        "backend_unavailable",
+        "lip-sync backend",
+    )
     assert ctx.workdir is not None
     face_path = ctx.artifacts.fetch(face_ref, ctx.workdir, "face")
     audio_path = ctx.artifacts.fetch(audio_ref, ctx.workdir, "audio.wav")

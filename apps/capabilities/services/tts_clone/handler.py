@@ -14,6 +14,7 @@ from typing import Any
 
 from apps.capabilities.context import NodeContext
 from apps.capabilities.media import audio
+from apps.capabilities.services.gpu_common import choose_backend
 from apps.capabilities.services.tts_speak.handler import (
     find_narration,
     narration_words,
@@ -31,15 +32,10 @@ def run(ctx: NodeContext) -> dict[str, Any]:
     sentences = split_sentences(narration)
     words = narration_words(narration)
     profile_id, reference_ref, transcript = find_reference(ctx)
-    available = speech.available_engines()
-    wanted = ctx.params.get("engine") or (available[0] if available else None)
-    if wanted is None or wanted not in available:
-        known = ", ".join(available) or "none"
-        raise PermanentError(
-            "engine_unavailable",
-            f"cloning engine {wanted or '(any)'} is not available here; available: {known}",
-        )
-    engine = speech.ENGINES[str(wanted)]
+    wanted = choose_backend(
+        ctx.params.get("engine"), speech.available_engines(), "engine_unavailable", "cloning engine"
+    )
+    engine = speech.ENGINES[wanted]
     workdir = ctx.workdir
     assert workdir is not None, "the worker gives every attempt a workdir"
     reference = ctx.artifacts.fetch(reference_ref, workdir, "reference.wav")
