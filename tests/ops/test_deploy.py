@@ -344,8 +344,11 @@ def test_the_worker_host_file_runs_only_workers_against_the_central_host(
         text=True,
         check=True,
     )
+    # Only CENTRAL_HOST is left out (with two missing, compose names either one).
     central_only = tmp_path / "central-only.env"
-    central_only.write_text(env_file.read_text().split("CENTRAL_HOST")[0])
+    central_only.write_text(
+        env_file.read_text().split("CENTRAL_HOST")[0] + "WORKER_HOST=10.8.0.2\n"
+    )
     missing = subprocess.run(
         [*base[:-1], str(central_only), "config", "-q"],
         env=env,
